@@ -1,0 +1,43 @@
+"""fedledger: auditable, privacy-preserving federated learning on a consortium ledger.
+
+>>> import fedledger
+>>> info = fedledger.build_info()
+>>> sorted(info["modules"]) == sorted(info["modules"])  # every native kernel that loaded
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedledger._version import __version__
+
+__all__ = ["__version__", "build_info", "set_num_threads"]
+
+
+def build_info() -> dict[str, Any]:
+    """What the native build provides: loaded kernel modules, library versions, OpenMP, threads.
+
+    Raises ImportError, with rebuild instructions, if any kernel module is missing or broken.
+    """
+    from fedledger import _ext
+    from fedledger.crypto import _threads
+
+    runtime = _ext.load("_runtime")
+    modules = {name: _ext.load(name).__file__ for name in _ext.KERNEL_MODULES}
+    return {
+        "version": __version__,
+        "modules": modules,
+        "openssl": runtime.openssl_version(),
+        "gmp": runtime.gmp_version_string(),
+        "openmp": runtime.openmp_enabled(),
+        "omp_max_threads": runtime.omp_max_threads(),
+        "num_threads": _threads.num_threads(),
+    }
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads the parallel kernels use (default: all cores, or FEDLEDGER_NUM_THREADS)."""
+    from fedledger.crypto import _threads
+
+    _threads.set_num_threads(n)

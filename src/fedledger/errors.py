@@ -1,0 +1,38 @@
+"""Every exception fedledger raises on purpose.
+
+One flat family under :class:`FedLedgerError`, one class per kind of failure, so callers
+can catch precisely (``except InvalidProof``) or broadly (``except FedLedgerError``).
+Messages say what was wrong and where (which argument, which index, which height).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FedLedgerError",
+    "InvalidArgument",
+    "InvalidArgumentType",
+    "InvalidProof",
+]
+
+
+class FedLedgerError(Exception):
+    """Base class of every error raised by fedledger."""
+
+
+class InvalidArgument(FedLedgerError, ValueError):
+    """An argument has a wrong value (out of range, wrong length, inconsistent with another).
+
+    ``argument`` names the offending parameter, e.g. ``"index"`` or ``"leaves[17]"``.
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+
+
+class InvalidArgumentType(InvalidArgument, TypeError):
+    """An argument has the wrong type (for example ``str`` where ``bytes`` is required)."""
+
+
+class InvalidProof(FedLedgerError):
+    """A Merkle inclusion or consistency proof does not verify."""
