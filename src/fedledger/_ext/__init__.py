@@ -1,4 +1,10 @@
-"""Private native kernels. Import them through :func:`load`, which fails loudly.
+"""Private native kernels. A missing or broken one fails loudly, saying how to rebuild:
+
+    try:
+        from fedledger._ext import _merkle as _k
+    except ImportError as exc:
+        raise rebuild_error("_merkle", exc) from exc
+
 
 Nothing in this package imports from the rest of fedledger.
 """
@@ -20,9 +26,14 @@ _REBUILD_HINT = (
 )
 
 
+def rebuild_error(name: str, error: BaseException) -> ImportError:
+    """The ImportError to raise when kernel ``name`` cannot be imported: it says how to rebuild."""
+    return ImportError(_REBUILD_HINT.format(name=name, error=error))
+
+
 def load(name: str) -> ModuleType:
     """Import ``fedledger._ext.<name>`` or raise ImportError with rebuild instructions."""
     try:
         return importlib.import_module(f"{__name__}.{name}")
     except ImportError as exc:
-        raise ImportError(_REBUILD_HINT.format(name=name, error=exc)) from exc
+        raise rebuild_error(name, exc) from exc

@@ -14,5 +14,7 @@ cdef extern from "openssl/crypto.h" nogil:
 cdef extern from *:
     """
     static inline int fl_clz64(unsigned long long x) { return __builtin_clzll(x); }
+    static inline int fl_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
     """
     int fl_clz64(unsigned long long x) nogil
+    int fl_ctz64(unsigned long long x) nogil

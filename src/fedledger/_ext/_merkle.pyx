@@ -11,10 +11,19 @@ from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, realloc, free
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize, PyBytes_CheckExact
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.object cimport PyObject
 from cython.parallel cimport prange
 
+cdef extern from "Python.h" nogil:
+    # Borrowed-pointer macros: safe without the GIL because the caller holds a reference to
+    # the tuple, which keeps its (immutable) bytes items alive and unchanged.
+    PyObject* _tuple_item "PyTuple_GET_ITEM"(PyObject* t, Py_ssize_t i)
+    int _is_bytes "PyBytes_CheckExact"(PyObject* o)
+    char* _bytes_data "PyBytes_AS_STRING"(PyObject* o)
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE"(PyObject* o)
+
 from fedledger._ext._common cimport (
-    SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final, CRYPTO_memcmp, fl_clz64,
+    SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final, CRYPTO_memcmp, fl_clz64, fl_ctz64,
 )
 
 cdef enum:
@@ -66,15 +75,26 @@ cdef inline uint64_t _split(uint64_t s) noexcept nogil:
     return (<uint64_t>1) << (63 - fl_clz64(s - 1))
 
 
-cdef void _hash_ptrs(const uint8_t** ptrs, const size_t* lens, Py_ssize_t n,
-                     uint8_t* out, int nthreads) noexcept nogil:
+cdef int _hash_tuple(PyObject* leaves, Py_ssize_t n, uint8_t* out, int nthreads) noexcept nogil:
+    """Leaf-hash every bytes item of a tuple; returns 1 (hashing nothing useful) if any item
+    is not exactly bytes. Reads items without the GIL, see _tuple_item."""
     cdef Py_ssize_t i
+    cdef PyObject* item
+    cdef int bad = 0
     if n >= PAR_MIN and nthreads > 1:
         for i in prange(n, num_threads=nthreads, schedule="static"):
-            _leaf(ptrs[i], lens[i], out + i * HLEN)
+            item = _tuple_item(leaves, i)
+            if _is_bytes(item):
+                _leaf(<const uint8_t*>_bytes_data(item), <size_t>_bytes_size(item), out + i * HLEN)
+            else:
+                bad += 1  # a reduction: prange would privatise a plain store
     else:
         for i in range(n):
-            _leaf(ptrs[i], lens[i], out + i * HLEN)
+            item = _tuple_item(leaves, i)
+            if not _is_bytes(item):
+                return 1
+            _leaf(<const uint8_t*>_bytes_data(item), <size_t>_bytes_size(item), out + i * HLEN)
+    return bad
 
 
 cdef void _hash_records(const uint8_t* rec, Py_ssize_t n, Py_ssize_t width,
@@ -122,38 +142,6 @@ cdef void _reduce(uint8_t* a, uint8_t* b, Py_ssize_t n, uint8_t* out, int nthrea
     memcpy(out, cur, HLEN)
 
 
-cdef Py_ssize_t _gather(tuple leaves, const uint8_t*** ptrs_out, size_t** lens_out) except -2:
-    """Point at each bytes leaf. Returns -1, or the index of the first non-bytes leaf."""
-    cdef Py_ssize_t n = PyTuple_GET_SIZE(leaves), i
-    cdef object item
-    cdef const uint8_t** ptrs = <const uint8_t**>malloc((n + 1) * sizeof(uint8_t*))
-    cdef size_t* lens = <size_t*>malloc((n + 1) * sizeof(size_t))
-    if ptrs == NULL or lens == NULL:
-        free(ptrs)
-        free(lens)
-        raise MemoryError()
-    for i in range(n):
-        item = <object>PyTuple_GET_ITEM(leaves, i)
-        if not PyBytes_CheckExact(item):
-            free(ptrs)
-            free(lens)
-            return i
-        ptrs[i] = <const uint8_t*>PyBytes_AS_STRING(item)
-        lens[i] = <size_t>PyBytes_GET_SIZE(item)
-    ptrs_out[0] = ptrs
-    lens_out[0] = lens
-    return -1
-
-
-def first_non_bytes(tuple leaves) -> int:
-    """Index of the first element that is not exactly bytes, or -1."""
-    cdef Py_ssize_t i
-    for i in range(PyTuple_GET_SIZE(leaves)):
-        if not PyBytes_CheckExact(<object>PyTuple_GET_ITEM(leaves, i)):
-            return i
-    return -1
-
-
 def leaf_hash(bytes data) -> bytes:
     cdef uint8_t out[HLEN]
     _leaf(<const uint8_t*>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data), out)
@@ -173,18 +161,15 @@ def empty_root() -> bytes:
 
 
 def leaf_hashes_bytes(tuple leaves, uint8_t[:, ::1] out, int nthreads):
-    """Hash a tuple of bytes (all checked by the caller) into out[n, 32]."""
-    cdef const uint8_t** ptrs = NULL
-    cdef size_t* lens = NULL
+    """Hash a tuple of bytes into out[n, 32]; TypeError if an item is not exactly bytes."""
     cdef Py_ssize_t n = PyTuple_GET_SIZE(leaves)
+    cdef int bad
     if n == 0:
         return
-    if _gather(leaves, &ptrs, &lens) != -1:
-        raise TypeError("non-bytes leaf reached the kernel")
     with nogil:
-        _hash_ptrs(ptrs, lens, n, &out[0, 0], nthreads)
-    free(ptrs)
-    free(lens)
+        bad = _hash_tuple(<PyObject*>leaves, n, &out[0, 0], nthreads)
+    if bad:
+        raise TypeError("a leaf is not exactly bytes")
 
 
 def leaf_hashes_records(const uint8_t[:, ::1] records, uint8_t[:, ::1] out, int nthreads):
@@ -232,25 +217,20 @@ cdef bytes _root_from_leaf_buffer(uint8_t* a, Py_ssize_t n, int nthreads):
 
 
 def root_of_bytes(tuple leaves, int nthreads) -> bytes:
-    """Root of a tuple of bytes leaves (checked by the caller), hashing and reducing natively."""
+    """Root of a tuple of bytes leaves; TypeError if an item is not exactly bytes."""
     cdef Py_ssize_t n = PyTuple_GET_SIZE(leaves)
-    cdef const uint8_t** ptrs = NULL
-    cdef size_t* lens = NULL
     cdef uint8_t* a
+    cdef int bad
     if n == 0:
         return empty_root()
-    if _gather(leaves, &ptrs, &lens) != -1:
-        raise TypeError("non-bytes leaf reached the kernel")
     a = <uint8_t*>malloc(n * HLEN)
     if a == NULL:
-        free(ptrs)
-        free(lens)
         raise MemoryError()
-    with nogil:
-        _hash_ptrs(ptrs, lens, n, a, nthreads)
-    free(ptrs)
-    free(lens)
     try:
+        with nogil:
+            bad = _hash_tuple(<PyObject*>leaves, n, a, nthreads)
+        if bad:
+            raise TypeError("a leaf is not exactly bytes")
         return _root_from_leaf_buffer(a, n, nthreads)
     finally:
         free(a)
@@ -273,10 +253,11 @@ def root_of_records(const uint8_t[:, ::1] records, int nthreads) -> bytes:
         free(a)
 
 
-cdef list _split_nodes(const uint8_t* buf, int count):
+cdef list _nodes_reversed(const uint8_t* buf, int count):
+    """The count hashes in buf as a list of bytes, last one first (RFC order is leaf side first)."""
     cdef list out = []
     cdef int j
-    for j in range(count):
+    for j in range(count - 1, -1, -1):
         out.append(PyBytes_FromStringAndSize(<const char*>(buf + j * HLEN), HLEN))
     return out
 
@@ -390,12 +371,17 @@ cdef class MerkleLog:
     cdef uint64_t cnt[MAX_LEVELS]
     cdef uint64_t cap[MAX_LEVELS]
     cdef int busy
+    # The last root computed; a prefix's root never changes in an append-only log.
+    cdef object cached_root
+    cdef uint64_t cached_size
 
     def __cinit__(self):
         memset(self.lv, 0, sizeof(self.lv))
         memset(self.cnt, 0, sizeof(self.cnt))
         memset(self.cap, 0, sizeof(self.cap))
         self.busy = 0
+        self.cached_root = None
+        self.cached_size = 0
 
     def __dealloc__(self):
         cdef int k
@@ -469,26 +455,24 @@ cdef class MerkleLog:
         return index
 
     def extend_bytes(self, tuple leaves, int nthreads):
-        cdef const uint8_t** ptrs = NULL
-        cdef size_t* lens = NULL
+        """Append a tuple of bytes leaves; TypeError (tree unchanged) if one is not exactly bytes."""
         cdef Py_ssize_t n = PyTuple_GET_SIZE(leaves)
         cdef uint64_t base = self.cnt[0]
+        cdef int bad
         self._enter()
         if n == 0:
             return
         self._reserve(0, base + n)
-        if _gather(leaves, &ptrs, &lens) != -1:
-            raise TypeError("non-bytes leaf reached the kernel")
         self.busy = 1
         try:
             with nogil:
-                _hash_ptrs(ptrs, lens, n, self.lv[0] + base * HLEN, nthreads)
+                bad = _hash_tuple(<PyObject*>leaves, n, self.lv[0] + base * HLEN, nthreads)
+            if bad:
+                raise TypeError("a leaf is not exactly bytes")
             self.cnt[0] = base + n
             self._carry(nthreads)
         finally:
             self.busy = 0
-            free(ptrs)
-            free(lens)
 
     def extend_records(self, const uint8_t[:, ::1] records, int nthreads):
         cdef Py_ssize_t n = records.shape[0], width = records.shape[1]
@@ -538,33 +522,38 @@ cdef class MerkleLog:
         cdef uint64_t s = b - a, end = b, start
         cdef int p, have = 0
         cdef const uint8_t* h
-        for p in range(MAX_LEVELS):
-            if s & ((<uint64_t>1) << p):
-                start = end - ((<uint64_t>1) << p)
-                h = self.lv[p] + (start >> p) * HLEN
-                if have:
-                    _node(h, out, out)
-                else:
-                    memcpy(out, h, HLEN)
-                    have = 1
-                end = start
+        while s:
+            # Lowest set bit first: chunks from the right edge leftwards.
+            p = fl_ctz64(s)
+            s &= s - 1
+            start = end - ((<uint64_t>1) << p)
+            h = self.lv[p] + (start >> p) * HLEN
+            if have:
+                _node(h, out, out)
+            else:
+                memcpy(out, h, HLEN)
+                have = 1
+            end = start
 
     def root_at(self, uint64_t size) -> bytes:
         """Root of the first size leaves (size <= self.size, checked by the caller)."""
         cdef uint8_t out[HLEN]
         self._enter()
+        if self.cached_root is not None and self.cached_size == size:
+            return self.cached_root
         if size == 0:
             _empty(out)
         else:
             self._range(0, size, out)
-        return PyBytes_FromStringAndSize(<char*>out, HLEN)
+        self.cached_root = PyBytes_FromStringAndSize(<char*>out, HLEN)
+        self.cached_size = size
+        return self.cached_root
 
     def inclusion_path(self, uint64_t index, uint64_t size) -> list:
         """RFC 9162 §2.1.3.1 PATH(index, D[0:size]), leaf-side first (index < size <= self.size)."""
         cdef uint64_t a = 0, b = size, k
         cdef uint8_t buf[(MAX_LEVELS + 2) * HLEN]
-        cdef int depth = 0, j
-        cdef uint8_t rev[(MAX_LEVELS + 2) * HLEN]
+        cdef int depth = 0
         self._enter()
         while b - a > 1:
             k = _split(b - a)
@@ -575,17 +564,14 @@ cdef class MerkleLog:
                 self._range(a, a + k, buf + depth * HLEN)
                 a = a + k
             depth += 1
-        for j in range(depth):
-            memcpy(rev + j * HLEN, buf + (depth - 1 - j) * HLEN, HLEN)
-        return _split_nodes(rev, depth)
+        return _nodes_reversed(buf, depth)
 
     def consistency_path(self, uint64_t old_size, uint64_t new_size) -> list:
         """RFC 9162 §2.1.4.1 PROOF(old_size, D[0:new_size]) for 0 < old_size <= new_size."""
         cdef uint64_t a = 0, b = new_size, m = old_size, k
         cdef bint whole = True
         cdef uint8_t buf[(MAX_LEVELS + 2) * HLEN]
-        cdef uint8_t rev[(MAX_LEVELS + 2) * HLEN]
-        cdef int depth = 0, j
+        cdef int depth = 0
         self._enter()
         while True:
             if m == b - a:
@@ -603,6 +589,4 @@ cdef class MerkleLog:
                 a = a + k
                 whole = False
             depth += 1
-        for j in range(depth):
-            memcpy(rev + j * HLEN, buf + (depth - 1 - j) * HLEN, HLEN)
-        return _split_nodes(rev, depth)
+        return _nodes_reversed(buf, depth)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from typing import Final, Union
+from typing import Callable, Final, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fedledger._ext import load
+from fedledger._ext import rebuild_error
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidProof
 
@@ -42,7 +42,10 @@ __all__ = [
     "verify_inclusion",
 ]
 
-_k = load("_merkle")
+try:
+    from fedledger._ext import _merkle as _k
+except ImportError as exc:  # pragma: no cover - exercised by test_build
+    raise rebuild_error("_merkle", exc) from exc
 
 HASH_SIZE: Final = 32
 #: Root of the empty tree, SHA-256 of the empty string.
@@ -97,17 +100,32 @@ def _leaves(leaves: object, argument: str = "leaves") -> tuple[bytes, ...] | NDA
             argument, f"expected a sequence of leaves, got a single {type(leaves).__name__}"
         )
     try:
-        items = leaves if type(leaves) is tuple else tuple(leaves)  # type: ignore[call-overload]
+        items = leaves if type(leaves) is tuple else tuple(leaves)  # type: ignore[arg-type]
     except TypeError:
         raise InvalidArgumentType(
             argument, f"expected a sequence of bytes, got {type(leaves).__name__}"
         ) from None
-    if _k.first_non_bytes(items) >= 0:
-        items = tuple(_bytes(x, f"{argument}[{i}]") for i, x in enumerate(items))
     return items
 
 
+_T = TypeVar("_T")
+
+
+def _call_with_bytes(kernel: Callable[..., _T], items: tuple[bytes, ...], *args: object) -> _T:
+    """Run a tuple kernel; if it met a non-bytes item, coerce bytes-likes (or name the bad index) and retry.
+
+    The kernel checks types while hashing, so the common all-bytes case pays for no extra pass.
+    """
+    try:
+        return kernel(items, *args)
+    except TypeError:
+        fixed = tuple(_bytes(x, f"leaves[{i}]") for i, x in enumerate(items))
+        return kernel(fixed, *args)
+
+
 def _proof(proof: object) -> tuple[bytes, ...]:
+    if type(proof) is list:
+        return tuple(proof)
     if isinstance(proof, (bytes, bytearray, memoryview, str)) or not isinstance(proof, Iterable):
         raise InvalidArgumentType("proof", f"expected a sequence of 32-byte hashes, got {type(proof).__name__}")
     return proof if type(proof) is tuple else tuple(proof)
@@ -115,12 +133,12 @@ def _proof(proof: object) -> tuple[bytes, ...]:
 
 def leaf_hash(data: bytes) -> bytes:
     """SHA-256(0x00 || data)."""
-    return _k.leaf_hash(_bytes(data, "data"))  # type: ignore[no-any-return]
+    return _k.leaf_hash(_bytes(data, "data"))
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right) of two 32-byte child hashes."""
-    return _k.node_hash(_hash32(left, "left"), _hash32(right, "right"))  # type: ignore[no-any-return]
+    return _k.node_hash(_hash32(left, "left"), _hash32(right, "right"))
 
 
 def leaf_hashes(leaves: Leaves) -> NDArray[np.uint8]:
@@ -128,7 +146,7 @@ def leaf_hashes(leaves: Leaves) -> NDArray[np.uint8]:
     items = _leaves(leaves)
     out = np.empty((len(items), HASH_SIZE), dtype=np.uint8)
     if isinstance(items, tuple):
-        _k.leaf_hashes_bytes(items, out, num_threads())
+        _call_with_bytes(_k.leaf_hashes_bytes, items, out, num_threads())
     else:
         _k.leaf_hashes_records(items, out, num_threads())
     return out
@@ -138,14 +156,14 @@ def root(leaves: Leaves) -> bytes:
     """The RFC 9162 Merkle tree head of ``leaves``; ``EMPTY_ROOT`` for none."""
     items = _leaves(leaves)
     if isinstance(items, tuple):
-        return _k.root_of_bytes(items, num_threads())  # type: ignore[no-any-return]
-    return _k.root_of_records(items, num_threads())  # type: ignore[no-any-return]
+        return _call_with_bytes(_k.root_of_bytes, items, num_threads())
+    return _k.root_of_records(items, num_threads())
 
 
 def root_of_leaf_hashes(hashes: NDArray[np.uint8]) -> bytes:
     """The tree head over precomputed leaf hashes, an (n, 32) uint8 array."""
     arr = _hash_array(hashes)
-    return _k.root_of_hashes(arr, num_threads())  # type: ignore[no-any-return]
+    return _k.root_of_hashes(arr, num_threads())
 
 
 def _hash_array(hashes: object) -> NDArray[np.uint8]:
@@ -207,10 +225,10 @@ class MerkleTree:
     @property
     def size(self) -> int:
         """Number of leaves."""
-        return self._log.size  # type: ignore[no-any-return]
+        return self._log.size
 
     def __len__(self) -> int:
-        return self._log.size  # type: ignore[no-any-return]
+        return self._log.size
 
     def __repr__(self) -> str:
         return f"MerkleTree(size={self.size}, root={self.root.hex()})"
@@ -218,26 +236,26 @@ class MerkleTree:
     @property
     def root(self) -> bytes:
         """The current tree head."""
-        return self._log.root_at(self._log.size)  # type: ignore[no-any-return]
+        return self._log.root_at(self._log.size)
 
     def append(self, leaf: bytes) -> int:
         """Append one leaf and return its 0-based index."""
         if type(leaf) is not bytes:
             leaf = _bytes(leaf, "leaf")
-        return self._log.append_leaf(leaf)  # type: ignore[no-any-return]
+        return self._log.append_leaf(leaf)
 
     def extend(self, leaves: Leaves) -> None:
         """Append many leaves, hashing them in parallel."""
         items = _leaves(leaves)
         if isinstance(items, tuple):
-            self._log.extend_bytes(items, num_threads())
+            _call_with_bytes(self._log.extend_bytes, items, num_threads())
         else:
             self._log.extend_records(items, num_threads())
 
     def leaf_hash(self, index: int) -> bytes:
         """The stored leaf hash at ``index``."""
         index = self._check_index(index, self._log.size, "index")
-        return self._log.leaf_hash_at(index)  # type: ignore[no-any-return]
+        return self._log.leaf_hash_at(index)
 
     def leaf_hashes(self) -> NDArray[np.uint8]:
         """A copy of every leaf hash, as an (n, 32) uint8 array."""
@@ -245,13 +263,15 @@ class MerkleTree:
 
     def root_at(self, size: int) -> bytes:
         """The tree head when the tree had ``size`` leaves."""
-        return self._log.root_at(self._check_size(size, "size"))  # type: ignore[no-any-return]
+        return self._log.root_at(self._check_size(size, "size"))
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves (default: now)."""
-        size = self._log.size if size is None else self._check_size(size, "size")
-        index = self._check_index(index, size, "index")
-        return self._log.inclusion_path(index, size)  # type: ignore[no-any-return]
+        log = self._log
+        size = log.size if size is None else self._check_size(size, "size")
+        if type(index) is not int or not 0 <= index < size:
+            index = self._check_index(index, size, "index")
+        return log.inclusion_path(index, size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """RFC 9162 consistency proof that the ``old_size`` tree is a prefix of the ``new_size`` one."""
@@ -261,7 +281,7 @@ class MerkleTree:
             raise InvalidArgument("old_size", f"must be <= new_size ({new_size}), got {old_size}")
         if old_size == 0 or old_size == new_size:
             return []
-        return self._log.consistency_path(old_size, new_size)  # type: ignore[no-any-return]
+        return self._log.consistency_path(old_size, new_size)
 
     def _check_size(self, size: object, argument: str) -> int:
         value = _index(size, argument)
@@ -287,13 +307,18 @@ def verify_inclusion(leaf_data: bytes, index: int, size: int, proof: Sequence[by
 
     Raises InvalidProof if it is not; InvalidArgument(Type) for malformed arguments.
     """
-    leaf_data = _bytes(leaf_data, "leaf_data")
-    index = _index(index, "index")
-    size = _index(size, "size")
+    # Fast paths first: this is called per receipt, and the hashing itself takes ~2.5 µs at 10^6.
+    if type(leaf_data) is not bytes:
+        leaf_data = _bytes(leaf_data, "leaf_data")
+    if type(index) is not int or index < 0 or index > _MAX_SIZE:
+        index = _index(index, "index")
+    if type(size) is not int or size < 0 or size > _MAX_SIZE:
+        size = _index(size, "size")
     if index >= size:
         raise InvalidArgument("index", f"must be < size ({size}), got {index}")
-    root = _hash32(root, "root")
-    nodes = _proof(proof)
+    if type(root) is not bytes or len(root) != HASH_SIZE:
+        root = _hash32(root, "root")
+    nodes = proof if type(proof) is tuple else _proof(proof)
     code, where = _k.verify_inclusion(leaf_data, index, size, nodes, root)
     if code == _k.OK:
         return
