@@ -145,3 +145,17 @@ def test_extend_in_chunks_equals_one_build() -> None:
     assert rebuilt.root == whole.root
     assert rebuilt.inclusion_proof(4321) == whole.inclusion_proof(4321)
     assert merkle.root_of_leaf_hashes(whole.leaf_hashes()) == whole.root
+
+
+LARGE_SIZES = [n for n in EDGE_SIZES if n >= 1000]
+
+
+@given(n=st.sampled_from(LARGE_SIZES) | st.integers(10_000, 12_000), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_proofs_match_reference_in_trees_past_ten_thousand(n: int, seed: int, data: st.DataObject) -> None:
+    leaves = leaves_of(n, seed)
+    tree = merkle.MerkleTree(leaves)
+    index = data.draw(st.integers(0, n - 1), label="index")
+    assert tree.inclusion_proof(index) == ref.path(index, leaves)
+    old = data.draw(st.integers(1, n), label="old_size")
+    assert tree.consistency_proof(old) == ref.proof(old, leaves)
+    assert tree.root_at(old) == ref.mth(leaves[:old])

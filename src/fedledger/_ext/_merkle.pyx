@@ -82,7 +82,7 @@ cdef int _hash_tuple(PyObject* leaves, Py_ssize_t n, uint8_t* out, int nthreads)
     cdef PyObject* item
     cdef int bad = 0
     if n >= PAR_MIN and nthreads > 1:
-        for i in prange(n, num_threads=nthreads, schedule="static"):
+        for i in prange(n, num_threads=nthreads, schedule="dynamic", chunksize=512):
             item = _tuple_item(leaves, i)
             if _is_bytes(item):
                 _leaf(<const uint8_t*>_bytes_data(item), <size_t>_bytes_size(item), out + i * HLEN)
@@ -101,7 +101,7 @@ cdef void _hash_records(const uint8_t* rec, Py_ssize_t n, Py_ssize_t width,
                         uint8_t* out, int nthreads) noexcept nogil:
     cdef Py_ssize_t i
     if n >= PAR_MIN and nthreads > 1:
-        for i in prange(n, num_threads=nthreads, schedule="static"):
+        for i in prange(n, num_threads=nthreads, schedule="dynamic", chunksize=512):
             _leaf(rec + i * width, width, out + i * HLEN)
     else:
         for i in range(n):
@@ -113,7 +113,7 @@ cdef void _hash_pairs(const uint8_t* src, Py_ssize_t npairs, uint8_t* dst,
     """dst[i] = node(src[2i], src[2i+1]); dst must not overlap src."""
     cdef Py_ssize_t i
     if npairs >= PAR_MIN and nthreads > 1:
-        for i in prange(npairs, num_threads=nthreads, schedule="static"):
+        for i in prange(npairs, num_threads=nthreads, schedule="dynamic", chunksize=512):
             _node(src + 2 * i * HLEN, src + (2 * i + 1) * HLEN, dst + i * HLEN)
     else:
         for i in range(npairs):
