@@ -454,59 +454,49 @@ cdef class MerkleLog:
             c = self.cnt[k]
         return index
 
+    cdef uint8_t* _begin_extend(self, Py_ssize_t n) except NULL:
+        """Reserve room for n more leaf hashes, mark the log busy, return where they go."""
+        self._enter()
+        self._reserve(0, self.cnt[0] + n + 1)  # + 1: never NULL, even for an empty extend
+        self.busy = 1
+        return self.lv[0] + self.cnt[0] * HLEN
+
+    cdef int _end_extend(self, Py_ssize_t n, int nthreads) except -1:
+        """Publish n new leaf hashes (0 after a failure), carry them up, clear busy."""
+        try:
+            self.cnt[0] += n
+            self._carry(nthreads)
+        finally:
+            self.busy = 0
+        return 0
+
     def extend_bytes(self, tuple leaves, int nthreads):
         """Append a tuple of bytes leaves; TypeError (tree unchanged) if one is not exactly bytes."""
         cdef Py_ssize_t n = PyTuple_GET_SIZE(leaves)
-        cdef uint64_t base = self.cnt[0]
+        cdef uint8_t* dst = self._begin_extend(n)
         cdef int bad
-        self._enter()
-        if n == 0:
-            return
-        self._reserve(0, base + n)
-        self.busy = 1
-        try:
-            with nogil:
-                bad = _hash_tuple(<PyObject*>leaves, n, self.lv[0] + base * HLEN, nthreads)
-            if bad:
-                raise TypeError("a leaf is not exactly bytes")
-            self.cnt[0] = base + n
-            self._carry(nthreads)
-        finally:
-            self.busy = 0
+        with nogil:
+            bad = _hash_tuple(<PyObject*>leaves, n, dst, nthreads)
+        self._end_extend(0 if bad else n, nthreads)
+        if bad:
+            raise TypeError("a leaf is not exactly bytes")
 
     def extend_records(self, const uint8_t[:, ::1] records, int nthreads):
         cdef Py_ssize_t n = records.shape[0], width = records.shape[1]
-        cdef uint64_t base = self.cnt[0]
+        cdef uint8_t* dst = self._begin_extend(n)
         cdef uint8_t zero = 0
-        self._enter()
-        if n == 0:
-            return
-        self._reserve(0, base + n)
-        self.busy = 1
-        try:
+        if n > 0:
             with nogil:
-                _hash_records(&records[0, 0] if width > 0 else &zero, n, width,
-                              self.lv[0] + base * HLEN, nthreads)
-            self.cnt[0] = base + n
-            self._carry(nthreads)
-        finally:
-            self.busy = 0
+                _hash_records(&records[0, 0] if width > 0 else &zero, n, width, dst, nthreads)
+        self._end_extend(n, nthreads)
 
     def extend_hashes(self, const uint8_t[:, ::1] hashes, int nthreads):
         """Append precomputed leaf hashes (n, 32), e.g. when reloading a stored log."""
         cdef Py_ssize_t n = hashes.shape[0]
-        cdef uint64_t base = self.cnt[0]
-        self._enter()
-        if n == 0:
-            return
-        self._reserve(0, base + n)
-        memcpy(self.lv[0] + base * HLEN, &hashes[0, 0], n * HLEN)
-        self.cnt[0] = base + n
-        self.busy = 1
-        try:
-            self._carry(nthreads)
-        finally:
-            self.busy = 0
+        cdef uint8_t* dst = self._begin_extend(n)
+        if n > 0:
+            memcpy(dst, &hashes[0, 0], n * HLEN)
+        self._end_extend(n, nthreads)
 
     def leaf_hash_at(self, uint64_t index) -> bytes:
         self._enter()
