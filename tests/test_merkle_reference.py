@@ -159,3 +159,19 @@ def test_proofs_match_reference_in_trees_past_ten_thousand(n: int, seed: int, da
     old = data.draw(st.integers(1, n), label="old_size")
     assert tree.consistency_proof(old) == ref.proof(old, leaves)
     assert tree.root_at(old) == ref.mth(leaves[:old])
+
+
+@given(n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_rollback_then_regrow_equals_a_fresh_tree(n: int, seed: int, data: st.DataObject) -> None:
+    leaves = leaves_of(n, seed)
+    tree = merkle.MerkleTree(leaves)
+    keep = data.draw(st.integers(0, n), label="keep")
+    tree.rollback(keep)
+    assert tree.size == keep
+    assert tree.root == ref.mth(leaves[:keep])
+    other = leaves_of(data.draw(st.integers(0, 500), label="more"), seed + 1)
+    tree.extend(other)
+    assert tree.root == merkle.root(leaves[:keep] + other)
+    if tree.size:
+        i = data.draw(st.integers(0, tree.size - 1), label="index")
+        assert tree.inclusion_proof(i) == ref.path(i, leaves[:keep] + other)

@@ -498,6 +498,20 @@ cdef class MerkleLog:
             memcpy(dst, &hashes[0, 0], n * HLEN)
         self._end_extend(n, nthreads)
 
+    def rollback(self, uint64_t size):
+        """Forget every leaf from size on (size <= self.size, checked by the caller).
+
+        Level k keeps exactly the size >> k complete subtrees of the shorter tree, which are
+        the same hashes it already holds, so nothing is rehashed.
+        """
+        cdef int k
+        self._enter()
+        for k in range(MAX_LEVELS):
+            if self.cnt[k] > (size >> k):
+                self.cnt[k] = size >> k
+        if self.cached_root is not None and self.cached_size > size:
+            self.cached_root = None
+
     def leaf_hash_at(self, uint64_t index) -> bytes:
         self._enter()
         return PyBytes_FromStringAndSize(<const char*>(self.lv[0] + index * HLEN), HLEN)

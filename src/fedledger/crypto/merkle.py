@@ -252,6 +252,13 @@ class MerkleTree:
         else:
             self._log.extend_records(items, num_threads())
 
+    def rollback(self, size: int) -> None:
+        """Forget the leaves from ``size`` on, e.g. to abandon a block that was never finalized.
+
+        O(log n): the shorter tree's subtree hashes are already stored.
+        """
+        self._log.rollback(self._check_size(size, "size"))
+
     def leaf_hash(self, index: int) -> bytes:
         """The stored leaf hash at ``index``."""
         index = self._check_index(index, self._log.size, "index")
