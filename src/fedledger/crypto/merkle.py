@@ -97,7 +97,7 @@ def _leaves(leaves: object, argument: str = "leaves") -> tuple[bytes, ...] | NDA
             argument, f"expected a sequence of leaves, got a single {type(leaves).__name__}"
         )
     try:
-        items = leaves if type(leaves) is tuple else tuple(leaves)  # type: ignore[call-overload]
+        items = leaves if type(leaves) is tuple else tuple(leaves)  # type: ignore[arg-type]
     except TypeError:
         raise InvalidArgumentType(
             argument, f"expected a sequence of bytes, got {type(leaves).__name__}"
