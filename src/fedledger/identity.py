@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Union
 
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
 from fedledger import encoding
+from fedledger.crypto._keys import password_bytes
 from fedledger.crypto import signing
 from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey
 from fedledger.crypto.signing import SigningKey, VerifyKey
@@ -39,6 +42,17 @@ _FILE_TYPE: Final = "fedledger/identity/v1"
 _MAX_NAME_BYTES: Final = 255
 
 PathLike = Union[str, "os.PathLike[str]"]
+# Fixed scrypt cost for identity files (RFC 7914; ~32 MiB per guess). load() accepts exactly
+# these, so a crafted file cannot make it spend unbounded memory or time.
+_SCRYPT: Final[dict[str, int]] = {"n": 2**15, "r": 8, "p": 1}
+
+
+def _harden(password: object, kdf: dict[str, encoding.Value]) -> bytes:
+    """The PKCS#8 password: scrypt of the user's password, hex-encoded."""
+    salt = kdf["salt"]
+    assert isinstance(salt, bytes)
+    key = Scrypt(salt=salt, length=32, n=_SCRYPT["n"], r=_SCRYPT["r"], p=_SCRYPT["p"]).derive(password_bytes(password))
+    return key.hex().encode("ascii")
 
 
 def _check_name(name: object) -> str:
@@ -185,15 +199,21 @@ class Identity:
     def save(self, path: PathLike, password: bytes | str) -> None:
         """Write the identity to ``path`` (mode 0600, replaced atomically).
 
-        Both private keys are stored as PKCS#8 PEM encrypted under ``password``; the name and
-        public keys are stored in the self-signed card, which :meth:`load` checks.
+        Both private keys are stored as encrypted PKCS#8 PEM. cryptography encrypts PKCS#8
+        with PBKDF2 at only 2048 iterations, so the PEM password is not ``password`` itself but
+        scrypt(``password``, random salt, n=2**15, r=8, p=1), which makes each offline guess
+        cost ~32 MiB and tens of milliseconds. The name and public keys are stored in the
+        self-signed card, which :meth:`load` checks against the decrypted keys.
         """
+        kdf: dict[str, encoding.Value] = {"name": "scrypt", "salt": os.urandom(16), **_SCRYPT}
+        pem_password = _harden(password, kdf)
         data = encoding.encode(
             {
                 "type": _FILE_TYPE,
                 "card": self.card().to_bytes(),
-                "ed25519": self._signing_key.to_pem(password),
-                "x25519": self._agreement_key.to_pem(password),
+                "kdf": kdf,
+                "ed25519": self._signing_key.to_pem(pem_password),
+                "x25519": self._agreement_key.to_pem(pem_password),
             }
         )
         target = Path(path)
@@ -220,12 +240,16 @@ class Identity:
         the stored card does not match the decrypted keys or does not verify.
         """
         what = "fedledger identity file"
-        fields = _fields(encoding.decode(Path(path).read_bytes()), {"type", "card", "ed25519", "x25519"}, what)
+        fields = _fields(encoding.decode(Path(path).read_bytes()), {"type", "card", "kdf", "ed25519", "x25519"}, what)
         if fields["type"] != _FILE_TYPE:
             raise EncodingError(f"not a {what}: type is {fields['type']!r}")
         card = IdentityCard.from_bytes(_field(fields, "card", bytes, what))  # type: ignore[arg-type]
-        signing_key = SigningKey.from_pem(_field(fields, "ed25519", bytes, what), password)  # type: ignore[arg-type]
-        agreement_key = AgreementKey.from_pem(_field(fields, "x25519", bytes, what), password)  # type: ignore[arg-type]
+        kdf = _fields(fields["kdf"], {"name", "salt", "n", "r", "p"}, what)
+        if kdf["name"] != "scrypt" or any(kdf[k] != v for k, v in _SCRYPT.items()) or type(kdf["salt"]) is not bytes:
+            raise EncodingError(f"not a {what}: unsupported key-derivation parameters")
+        pem_password = _harden(password, kdf)
+        signing_key = SigningKey.from_pem(_field(fields, "ed25519", bytes, what), pem_password)  # type: ignore[arg-type]
+        agreement_key = AgreementKey.from_pem(_field(fields, "x25519", bytes, what), pem_password)  # type: ignore[arg-type]
         if card.verify_key != signing_key.verify_key or card.agreement_key != agreement_key.public_key:
             raise InvalidKey(f"{what}: the stored card does not match the stored keys")
         try:
