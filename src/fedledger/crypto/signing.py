@@ -198,7 +198,7 @@ PublicKeyLike = Union[VerifyKey, bytes]
 
 
 def _key_bytes(key: object, argument: str) -> bytes:
-    if type(key) is VerifyKey:
+    if isinstance(key, VerifyKey):
         return key._raw
     raw = _bytes(key, argument)
     if len(raw) != PUBLIC_KEY_SIZE:
