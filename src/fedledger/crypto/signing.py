@@ -60,7 +60,6 @@ _REASONS: Final[dict[int, tuple[str, str]]] = {
     _k.SMALL_ORDER_KEY: ("small-order-key", "the public key is a point of small order"),
     _k.BAD_KEY: ("bad-key", "the public key is not a valid Ed25519 point"),
     _k.BAD_SIGNATURE: ("mismatch", "the signature does not match the key and message"),
-    _k.NO_MEMORY: ("no-memory", "OpenSSL could not allocate a verification context"),
 }
 
 
@@ -238,6 +237,9 @@ def _keys(public_keys: object) -> bytes:
 def _codes(keys: bytes, messages: tuple[bytes, ...], signatures: tuple[bytes, ...], nthreads: int) -> NDArray[np.uint8]:
     out = np.empty(len(messages), dtype=np.uint8)
     _k.verify_batch(keys, messages, signatures, out, nthreads)
+    if (out == _k.NO_MEMORY).any():
+        # Not a verdict about any signature: fail loudly rather than report "invalid".
+        raise MemoryError("OpenSSL could not allocate an Ed25519 verification context")
     return out
 
 
