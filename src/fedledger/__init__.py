@@ -10,11 +10,33 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedledger._version import __version__
 
-__all__ = ["__version__", "build_info", "set_num_threads"]
+if TYPE_CHECKING:
+    from fedledger.identity import Identity, IdentityCard
+
+__all__ = ["Identity", "IdentityCard", "__version__", "build_info", "set_num_threads"]
+
+# Public names imported on first use, so that ``import fedledger`` stays cheap
+# (no numpy, no cryptography until something needs them).
+_LAZY = {"Identity": "fedledger.identity", "IdentityCard": "fedledger.identity"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fedledger' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def build_info() -> dict[str, Any]:

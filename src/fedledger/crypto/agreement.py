@@ -1,0 +1,178 @@
+"""X25519 key agreement (RFC 7748) and HKDF-SHA256 (RFC 5869), through ``cryptography``.
+
+Used to derive the pairwise seeds of secure aggregation: both parties of a pair derive the
+same seed from their own private key and the other's public key.
+
+A peer's public value of low order (one that gives the all-zero shared secret for every
+private key) is rejected with InvalidKey, as RFC 7748 §6.1 allows; so is any exchange whose
+shared secret is all zeros.
+
+>>> from fedledger.crypto import agreement
+>>> a, b = agreement.AgreementKey.generate(), agreement.AgreementKey.generate()
+>>> seed_ab = agreement.pairwise_seed(a, b.public_key, context=b"round 1")
+>>> seed_ab == agreement.pairwise_seed(b, a.public_key, context=b"round 1")
+True
+"""
+
+from __future__ import annotations
+
+import hmac
+import operator
+from typing import Final
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedledger.crypto._keys import as_bytes, encrypted_pem, load_private_pem
+from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey
+
+__all__ = [
+    "KEY_SIZE",
+    "AgreementKey",
+    "AgreementPublicKey",
+    "hkdf_sha256",
+    "pairwise_seed",
+]
+
+KEY_SIZE: Final = 32
+_HASH_SIZE: Final = 32
+_MAX_HKDF_LENGTH: Final = 255 * _HASH_SIZE
+_ZERO: Final = bytes(KEY_SIZE)
+# Any fixed scalar works: a low-order point times any clamped scalar is the identity (u = 0).
+_PROBE: Final = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+class AgreementPublicKey:
+    """An X25519 public value, 32 raw bytes (RFC 7748 u-coordinate). Immutable and hashable."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        raw = as_bytes(raw, "raw")
+        if len(raw) != KEY_SIZE:
+            raise InvalidArgument("raw", f"an X25519 public key is {KEY_SIZE} bytes, got {len(raw)}")
+        self._raw = raw
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> AgreementPublicKey:
+        return cls(raw)
+
+    def to_bytes(self) -> bytes:
+        return self._raw
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    @property
+    def is_low_order(self) -> bool:
+        """True if every exchange with this value gives the all-zero secret."""
+        try:
+            shared = _PROBE.exchange(X25519PublicKey.from_public_bytes(self._raw))
+        except ValueError:
+            return True  # OpenSSL refuses an all-zero result
+        return hmac.compare_digest(shared, _ZERO)
+
+    def check_registrable(self) -> None:
+        """Raise InvalidKey if the value is of low order (useless for key agreement)."""
+        if self.is_low_order:
+            raise InvalidKey(f"X25519 public key {self._raw.hex()} is of low order")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AgreementPublicKey):
+            return NotImplemented
+        return self._raw == other._raw
+
+    def __hash__(self) -> int:
+        return hash((AgreementPublicKey, self._raw))
+
+    def __repr__(self) -> str:
+        return f"AgreementPublicKey({self._raw.hex()})"
+
+
+class AgreementKey:
+    """An X25519 private key. Its repr never shows the secret."""
+
+    __slots__ = ("_key", "_public")
+
+    def __init__(self, key: X25519PrivateKey) -> None:
+        if not isinstance(key, X25519PrivateKey):
+            raise InvalidArgumentType("key", f"expected X25519PrivateKey, got {type(key).__name__}")
+        self._key = key
+        self._public = AgreementPublicKey(key.public_key().public_bytes_raw())
+
+    @classmethod
+    def generate(cls) -> AgreementKey:
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> AgreementKey:
+        """The key with this 32-byte scalar (clamped by X25519 itself)."""
+        raw = as_bytes(raw, "raw")
+        if len(raw) != KEY_SIZE:
+            raise InvalidArgument("raw", f"an X25519 private key is {KEY_SIZE} bytes, got {len(raw)}")
+        return cls(X25519PrivateKey.from_private_bytes(raw))
+
+    def to_bytes(self) -> bytes:
+        """The 32-byte scalar. Keep it secret; at rest use :meth:`to_pem` with a password."""
+        return self._key.private_bytes_raw()
+
+    @classmethod
+    def from_pem(cls, data: bytes, password: bytes | str) -> AgreementKey:
+        key = load_private_pem(data, password)
+        if not isinstance(key, X25519PrivateKey):
+            raise InvalidKey(f"not an X25519 private key: {type(key).__name__}")
+        return cls(key)
+
+    def to_pem(self, password: bytes | str) -> bytes:
+        """Encrypted PKCS#8 PEM. A password is required."""
+        return encrypted_pem(self._key, password)
+
+    @property
+    def public_key(self) -> AgreementPublicKey:
+        return self._public
+
+    def exchange(self, peer: AgreementPublicKey | bytes) -> bytes:
+        """The raw 32-byte X25519 shared secret. Feed it to a KDF, never use it as a key.
+
+        Raises InvalidKey if the result is all zeros (a low-order peer value).
+        """
+        raw = peer._raw if isinstance(peer, AgreementPublicKey) else AgreementPublicKey(peer)._raw
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(raw))
+        except ValueError:
+            raise InvalidKey("X25519 exchange gave the all-zero secret: the peer key is of low order") from None
+        if hmac.compare_digest(shared, _ZERO):
+            raise InvalidKey("X25519 exchange gave the all-zero secret: the peer key is of low order")
+        return shared
+
+    def __repr__(self) -> str:
+        return f"AgreementKey(public_key={self._public.to_bytes().hex()})"
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of ``length`` bytes, 1 <= length <= 8160. An empty salt means
+    the RFC's default (a string of zeros)."""
+    ikm = as_bytes(ikm, "ikm")
+    salt = as_bytes(salt, "salt")
+    info = as_bytes(info, "info")
+    if isinstance(length, bool) or not isinstance(length, int):
+        raise InvalidArgumentType("length", f"expected int, got {type(length).__name__}")
+    length = operator.index(length)
+    if not 1 <= length <= _MAX_HKDF_LENGTH:
+        raise InvalidArgument("length", f"must be in [1, {_MAX_HKDF_LENGTH}], got {length}")
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt or None, info=info).derive(ikm)
+
+
+def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, context: bytes, length: int = 32) -> bytes:
+    """A seed both parties derive alike: HKDF-SHA256 of the X25519 secret, with the two public
+    keys (sorted) and ``context`` (round, purpose; canonical bytes) bound into ``info``."""
+    if not isinstance(own, AgreementKey):
+        raise InvalidArgumentType("own", f"expected AgreementKey, got {type(own).__name__}")
+    peer_key = peer if isinstance(peer, AgreementPublicKey) else AgreementPublicKey(peer)
+    context = as_bytes(context, "context")
+    shared = own.exchange(peer_key)
+    low, high = sorted((own.public_key.to_bytes(), peer_key.to_bytes()))
+    info = b"fedledger/pairwise-seed/v1\x00" + low + high + context
+    return hkdf_sha256(shared, salt=b"", info=info, length=length)
+

@@ -1,0 +1,90 @@
+"""Deterministic CBOR (RFC 8949 §4.2): the only way fedledger makes bytes to hash or sign.
+
+The data model is deliberately small, so that any language can read and re-encode it:
+``None``, ``bool``, ``int`` in [-2**64, 2**64), ``float`` (not NaN), ``str``, ``bytes``,
+``list`` (or ``tuple``, which encodes as a list), and ``dict`` with ``str`` keys.
+Encoding uses cbor2's canonical mode: shortest integer and length heads, floats in the
+shortest form that keeps their value, definite lengths, and map keys sorted bytewise by
+their encodings. (With text keys only, this order equals RFC 7049's length-first order
+that cbor2 applies, because a text string's head grows with its length.)
+
+:func:`decode` accepts exactly the bytes :func:`encode` produces: it rejects duplicate map
+keys, non-text keys, NaN, tags, indefinite lengths, trailing bytes and any other
+non-canonical encoding (it re-encodes and compares). Every failure is EncodingError.
+
+>>> from fedledger import encoding
+>>> encoding.encode({"b": 1, "a": [True, None, b"x"]}).hex()
+'a2616183f5f64178616201'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, Union
+
+import cbor2
+
+from fedledger.errors import EncodingError
+
+__all__ = ["Value", "decode", "encode"]
+
+#: What encode takes and decode returns (decode gives lists, never tuples).
+Value = Union[None, bool, int, float, str, bytes, list["Value"], tuple["Value", ...], dict[str, "Value"]]
+
+_MIN_INT: Final = -(2**64)
+_MAX_INT: Final = 2**64 - 1
+_MAX_DEPTH: Final = 64
+
+
+def _check(value: object, path: str, depth: int) -> None:
+    """Raise EncodingError unless value is in the data model (recursively)."""
+    if depth > _MAX_DEPTH:
+        raise EncodingError(f"{path}: nested deeper than {_MAX_DEPTH} levels")
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is bytes:
+        return
+    if isinstance(value, int) and kind is int:
+        if not _MIN_INT <= value <= _MAX_INT:
+            raise EncodingError(f"{path}: integer {value} is outside [-2**64, 2**64)")
+        return
+    if isinstance(value, float) and kind is float:
+        if math.isnan(value):
+            raise EncodingError(f"{path}: NaN is not allowed")
+        return
+    if isinstance(value, (list, tuple)) and kind in (list, tuple):
+        for i, item in enumerate(value):
+            _check(item, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict) and kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise EncodingError(f"{path}: map key {key!r} is not a str ({type(key).__name__})")
+            _check(item, f"{path}[{key!r}]", depth + 1)
+        return
+    raise EncodingError(f"{path}: {kind.__name__} is not encodable (see fedledger.encoding)")
+
+
+def encode(value: Value) -> bytes:
+    """The deterministic CBOR encoding of ``value``; EncodingError if it is outside the model."""
+    _check(value, "value", 0)
+    try:
+        return cbor2.dumps(value, canonical=True)
+    except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:
+        raise EncodingError(f"value: cannot encode: {exc}") from None
+
+
+def decode(data: bytes) -> Value:
+    """The value whose deterministic CBOR encoding is exactly ``data``; EncodingError otherwise."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise EncodingError(f"data: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    try:
+        value = cbor2.loads(data, allow_duplicate_keys=False, allow_indefinite=False, max_depth=_MAX_DEPTH + 1)
+    except cbor2.CBORDecodeError as exc:
+        raise EncodingError(f"data: not valid CBOR: {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, EOFError) as exc:
+        raise EncodingError(f"data: not valid CBOR: {exc}") from None
+    _check(value, "data", 0)
+    if cbor2.dumps(value, canonical=True) != data:
+        raise EncodingError("data: not the deterministic encoding of its value (RFC 8949 §4.2)")
+    return value  # type: ignore[no-any-return]
