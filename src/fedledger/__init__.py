@@ -16,12 +16,30 @@ from fedledger._version import __version__
 
 if TYPE_CHECKING:
     from fedledger.identity import Identity, IdentityCard
+    from fedledger.ledger import Ledger, Transaction, ValidatorSet, verify_receipt
 
-__all__ = ["Identity", "IdentityCard", "__version__", "build_info", "set_num_threads"]
+__all__ = [
+    "Identity",
+    "IdentityCard",
+    "Ledger",
+    "Transaction",
+    "ValidatorSet",
+    "__version__",
+    "build_info",
+    "set_num_threads",
+    "verify_receipt",
+]
 
 # Public names imported on first use, so that ``import fedledger`` stays cheap
 # (no numpy, no cryptography until something needs them).
-_LAZY = {"Identity": "fedledger.identity", "IdentityCard": "fedledger.identity"}
+_LAZY = {
+    "Identity": "fedledger.identity",
+    "IdentityCard": "fedledger.identity",
+    "Ledger": "fedledger.ledger",
+    "Transaction": "fedledger.ledger",
+    "ValidatorSet": "fedledger.ledger",
+    "verify_receipt": "fedledger.ledger",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,10 +12,24 @@ __all__ = [
     "FedLedgerError",
     "InvalidArgument",
     "InvalidArgumentType",
+    "InvalidEvidence",
+    "InvalidGovernance",
     "InvalidKey",
     "InvalidProof",
+    "InvalidReceipt",
     "InvalidSignature",
+    "InvalidTransaction",
+    "InvalidVote",
+    "MalformedTransaction",
+    "NotFound",
+    "OversizedPayload",
+    "QuorumNotReached",
+    "ReplayedTransaction",
     "SealError",
+    "TamperedLedger",
+    "UnauthorizedSender",
+    "UnknownKind",
+    "WrongChain",
 ]
 
 
@@ -67,3 +81,69 @@ class SealError(FedLedgerError):
 
 class EncodingError(FedLedgerError):
     """A value cannot be encoded as, or bytes are not, fedledger's deterministic CBOR."""
+
+
+# -- the ledger -----------------------------------------------------------------------------
+
+class InvalidTransaction(FedLedgerError):
+    """The ledger will not accept this transaction (see the subclass for why)."""
+
+
+class MalformedTransaction(InvalidTransaction):
+    """Bytes that are not a well-formed transaction."""
+
+
+class OversizedPayload(InvalidTransaction):
+    """A transaction payload over the documented size limit."""
+
+
+class ReplayedTransaction(InvalidTransaction):
+    """A nonce that is not exactly the sender's next one: a replay, a duplicate or a gap."""
+
+
+class WrongChain(InvalidTransaction):
+    """A transaction signed for another chain id."""
+
+
+class UnknownKind(InvalidTransaction):
+    """A transaction kind that no registered handler knows."""
+
+
+class UnauthorizedSender(InvalidTransaction):
+    """A sender that is not a member of the consortium, or whose identity was revoked."""
+
+
+class InvalidGovernance(InvalidTransaction):
+    """A governance action without a valid quorum of validator approvals, or with bad parameters."""
+
+
+class InvalidEvidence(InvalidTransaction):
+    """Equivocation evidence that does not prove a validator signed two blocks at one height."""
+
+
+class InvalidVote(FedLedgerError):
+    """A vote that is not a valid validator signature on the block being finalized."""
+
+
+class QuorumNotReached(FedLedgerError):
+    """The votes gathered hold 2/3 of the stake or less, so the block is not final."""
+
+
+class TamperedLedger(FedLedgerError):
+    """Stored ledger content fails the audit. ``height`` is the first bad block (0: genesis/storage)."""
+
+    def __init__(self, height: int, what: str) -> None:
+        super().__init__(f"ledger tampered at height {height}: {what}")
+        self.height = height
+        self.what = what
+
+
+class NotFound(FedLedgerError, KeyError):
+    """No such block, transaction or file."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidReceipt(InvalidProof):
+    """A ledger receipt that does not prove what it claims (checked offline by verify_receipt)."""

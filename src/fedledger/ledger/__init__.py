@@ -1,0 +1,28 @@
+"""The consortium ledger: signed transactions, stake-weighted blocks, RFC 9162 proofs, durable store."""
+
+from __future__ import annotations
+
+from fedledger.ledger.block import BlockHeader, Certificate, Evidence, Vote
+from fedledger.ledger.ledger import Block, Ledger, SignedTreeHead, SubmitResult
+from fedledger.ledger.receipt import verify_receipt
+from fedledger.ledger.state import GovernanceProposal, KindHandler, register_kind
+from fedledger.ledger.transaction import MAX_PAYLOAD_BYTES, Transaction
+from fedledger.ledger.validators import ValidatorSet
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Block",
+    "BlockHeader",
+    "Certificate",
+    "Evidence",
+    "GovernanceProposal",
+    "KindHandler",
+    "Ledger",
+    "SignedTreeHead",
+    "SubmitResult",
+    "Transaction",
+    "ValidatorSet",
+    "Vote",
+    "register_kind",
+    "verify_receipt",
+]

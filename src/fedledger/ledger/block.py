@@ -1,0 +1,209 @@
+"""Block headers, validator votes, commit certificates and equivocation evidence.
+
+Every one of these is a pure message: canonical CBOR in and out, no I/O, so validators can
+run in other processes and exchange them over any transport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from fedledger import encoding
+from fedledger.crypto import signing
+from fedledger.crypto.signing import VerifyKey
+from fedledger.errors import EncodingError, InvalidArgument, InvalidEvidence, InvalidSignature
+
+if TYPE_CHECKING:
+    from fedledger.identity import Identity
+    from fedledger.ledger.validators import ValidatorSet
+
+__all__ = ["BlockHeader", "Certificate", "Evidence", "Vote"]
+
+HEADER_TYPE: Final = "fedledger.block/1"
+VOTE_TYPE: Final = "fedledger.vote/1"
+HASH_SIZE: Final = 32
+_HEADER_KEYS: Final = frozenset(
+    {"type", "chain", "height", "prev", "tx_root", "tx_count", "log_size", "log_root", "validators", "proposer", "time"}
+)
+
+
+def _decode_map(data: bytes, keys: frozenset[str], what: str) -> dict[str, encoding.Value]:
+    value = encoding.decode(data)
+    if type(value) is not dict or set(value) != keys:
+        raise EncodingError(f"{what}: expected the keys {sorted(keys)}")
+    return value
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise EncodingError(what)
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """What validators sign. ``hash`` is SHA-256 of the canonical encoding."""
+
+    chain_id: str
+    height: int
+    prev_hash: bytes
+    tx_root: bytes
+    tx_count: int
+    log_size: int
+    log_root: bytes
+    validators_hash: bytes
+    proposer: bytes
+    time_ms: int
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode({
+            "type": HEADER_TYPE, "chain": self.chain_id, "height": self.height, "prev": self.prev_hash,
+            "tx_root": self.tx_root, "tx_count": self.tx_count, "log_size": self.log_size,
+            "log_root": self.log_root, "validators": self.validators_hash, "proposer": self.proposer,
+            "time": self.time_ms,
+        })
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.to_bytes()).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BlockHeader:
+        f = _decode_map(data, _HEADER_KEYS, "block header")
+        _require(f["type"] == HEADER_TYPE, f"block header: type is {f['type']!r}")
+        for name in ("prev", "tx_root", "log_root", "validators", "proposer"):
+            _require(type(f[name]) is bytes and len(f[name]) == HASH_SIZE, f"block header: {name} must be 32 bytes")  # type: ignore[arg-type]
+        for name in ("height", "tx_count", "log_size", "time"):
+            _require(type(f[name]) is int and f[name] >= 0, f"block header: {name} must be a non-negative integer")  # type: ignore[operator]
+        _require(type(f["chain"]) is str, "block header: chain must be text")
+        return cls(f["chain"], f["height"], f["prev"], f["tx_root"], f["tx_count"], f["log_size"],  # type: ignore[arg-type]
+                   f["log_root"], f["validators"], f["proposer"], f["time"])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A validator's signature on one block header hash at one height."""
+
+    chain_id: str
+    height: int
+    block_hash: bytes
+    validator: VerifyKey
+    signature: bytes
+
+    @staticmethod
+    def signed_body(chain_id: str, height: int, block_hash: bytes) -> bytes:
+        return encoding.encode({"type": VOTE_TYPE, "chain": chain_id, "height": height, "block": block_hash})
+
+    @classmethod
+    def create(cls, validator: Identity, header: BlockHeader) -> Vote:
+        """``validator`` signs ``header``."""
+        block_hash = header.hash
+        body = cls.signed_body(header.chain_id, header.height, block_hash)
+        return cls(header.chain_id, header.height, block_hash, validator.verify_key, validator.sign(body))
+
+    def verify(self) -> None:
+        """InvalidSignature unless the signature is the validator's over this vote."""
+        signing.verify(self.validator, self.signed_body(self.chain_id, self.height, self.block_hash), self.signature)
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode([self.chain_id, self.height, self.block_hash, self.validator.to_bytes(), self.signature])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Vote:
+        value = encoding.decode(data)
+        if not (type(value) is list and len(value) == 5):
+            raise EncodingError("vote: expected [chain, height, block_hash, validator, signature]")
+        chain, height, block_hash, validator, sig = value
+        _require(type(chain) is str and type(height) is int and height >= 0, "vote: bad chain or height")
+        _require(type(block_hash) is bytes and len(block_hash) == HASH_SIZE, "vote: block hash must be 32 bytes")
+        _require(type(validator) is bytes and len(validator) == signing.PUBLIC_KEY_SIZE, "vote: bad validator key")
+        _require(type(sig) is bytes, "vote: signature must be bytes")
+        return cls(chain, height, block_hash, VerifyKey(validator), sig)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The votes that finalized a block: ``(validator key, signature)`` pairs sorted by key."""
+
+    signatures: tuple[tuple[bytes, bytes], ...]
+
+    @classmethod
+    def from_votes(cls, votes: list[Vote]) -> Certificate:
+        pairs = {v.validator.to_bytes(): v.signature for v in votes}
+        return cls(tuple(sorted(pairs.items())))
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode([[k, s] for k, s in self.signatures])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Certificate:
+        value = encoding.decode(data)
+        if type(value) is not list or not all(
+            type(p) is list and len(p) == 2 and type(p[0]) is bytes and type(p[1]) is bytes for p in value
+        ):
+            raise EncodingError("certificate: expected [[key, signature], ...]")
+        pairs = tuple((p[0], p[1]) for p in value)  # type: ignore[index]
+        if list(pairs) != sorted(pairs) or len({k for k, _ in pairs}) != len(pairs):
+            raise EncodingError("certificate: signers must be distinct and sorted")
+        return cls(pairs)  # type: ignore[arg-type]
+
+    def verify(self, header: BlockHeader, validators: ValidatorSet) -> None:
+        """InvalidSignature unless validators holding > 2/3 of the stake signed ``header``.
+
+        Every listed signature must verify and belong to a validator of the set; a single bad
+        one rejects the certificate (a certificate is produced by honest code, never padded).
+        """
+        if not self.signatures:
+            raise InvalidSignature("certificate: no signatures", "quorum")
+        body = Vote.signed_body(header.chain_id, header.height, header.hash)
+        keys = [k for k, _ in self.signatures]
+        for k in keys:
+            if k not in validators:
+                raise InvalidSignature(f"certificate: {k.hex()[:16]} is not a validator of this block", "not-validator")
+        ok = signing.verify_batch(keys, [body] * len(keys), [s for _, s in self.signatures])
+        if not ok.all():
+            bad = keys[int((~ok).nonzero()[0][0])]
+            raise InvalidSignature(f"certificate: the vote of {bad.hex()[:16]} does not verify", "mismatch")
+        if not validators.is_quorum(keys):
+            raise InvalidSignature(
+                f"certificate: signers hold {validators.signed_stake(keys)} of {validators.total} stake, "
+                "not more than 2/3", "quorum",
+            )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Two votes by one validator for different blocks at one height: proof of equivocation."""
+
+    first: Vote
+    second: Vote
+
+    def check(self, chain_id: str) -> None:
+        """InvalidEvidence unless the two votes really are a signed equivocation on ``chain_id``."""
+        a, b = self.first, self.second
+        if a.chain_id != chain_id or b.chain_id != chain_id:
+            raise InvalidEvidence("evidence: a vote is for another chain")
+        if a.validator != b.validator:
+            raise InvalidEvidence("evidence: the votes are by different validators")
+        if a.height != b.height:
+            raise InvalidEvidence("evidence: the votes are for different heights")
+        if a.block_hash == b.block_hash:
+            raise InvalidEvidence("evidence: the votes are for the same block")
+        for which, vote in (("first", a), ("second", b)):
+            try:
+                vote.verify()
+            except InvalidSignature as exc:
+                raise InvalidEvidence(f"evidence: the {which} vote's signature does not verify: {exc}") from None
+
+    def to_value(self) -> encoding.Value:
+        return {"first": self.first.to_bytes(), "second": self.second.to_bytes()}
+
+    @classmethod
+    def from_value(cls, value: object) -> Evidence:
+        if type(value) is not dict or set(value) != {"first", "second"}:
+            raise InvalidEvidence("evidence: expected {'first': vote, 'second': vote}")
+        try:
+            return cls(Vote.from_bytes(value["first"]), Vote.from_bytes(value["second"]))
+        except (EncodingError, InvalidArgument) as exc:
+            raise InvalidEvidence(f"evidence: {exc}") from None

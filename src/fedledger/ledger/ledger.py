@@ -1,0 +1,614 @@
+"""The consortium ledger: a mempool, block production with a stake-weighted quorum, an RFC 9162
+log of every transaction, offline proofs, and a full audit.
+
+Blocks are final once validators holding more than 2/3 of the stake have signed the header.
+In the embedded default the validators' identities are held by the caller
+(``local_validators``), so :meth:`Ledger.commit` collects their votes in-process; votes from
+validators in other processes arrive as :class:`Vote` messages through :meth:`Ledger.add_vote`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, cast
+
+import numpy as np
+
+from fedledger import encoding
+from fedledger.crypto import merkle, signing
+from fedledger.errors import (
+    EncodingError,
+    FedLedgerError,
+    InvalidArgument,
+    InvalidArgumentType,
+    InvalidSignature,
+    InvalidVote,
+    NotFound,
+    QuorumNotReached,
+    TamperedLedger,
+)
+from fedledger.identity import Identity, IdentityCard
+from fedledger.ledger.block import BlockHeader, Certificate, Vote
+from fedledger.ledger.state import LedgerState
+from fedledger.ledger.store import LedgerStore, SQLiteStore, StoredBlock, StoredTx
+from fedledger.ledger.transaction import Transaction, check_name
+from fedledger.ledger.validators import ValidatorSet
+
+__all__ = ["Block", "Ledger", "SignedTreeHead", "SubmitResult"]
+
+GENESIS_TYPE: Final = "fedledger.genesis/1"
+RECEIPT_TYPE: Final = "fedledger.receipt/1"
+CONSISTENCY_TYPE: Final = "fedledger.consistency/1"
+#: Transactions per block at most; the rest wait for the next commit.
+DEFAULT_MAX_BLOCK_TXS: Final = 10_000
+
+
+@dataclass(frozen=True)
+class Genesis:
+    chain_id: str
+    validators: ValidatorSet
+    members: tuple[IdentityCard, ...]
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode({"type": GENESIS_TYPE, "chain": self.chain_id,
+                                "validators": self.validators.to_value(),
+                                "members": [c.to_bytes() for c in self.members]})
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.to_bytes()).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Genesis:
+        value = encoding.decode(data)
+        if type(value) is not dict or value.get("type") != GENESIS_TYPE or set(value) != {"type", "chain", "validators", "members"}:
+            raise EncodingError("genesis: not a fedledger genesis record")
+        if type(value["chain"]) is not str:
+            raise EncodingError("genesis: chain must be text")
+        members = value["members"]
+        if type(members) is not list or not all(type(m) is bytes for m in members):
+            raise EncodingError("genesis: members must be identity cards")
+        return cls(value["chain"], ValidatorSet.from_value(value["validators"]),
+                   tuple(IdentityCard.from_bytes(m) for m in members))  # type: ignore[arg-type]
+
+    def initial_state(self) -> LedgerState:
+        return LedgerState(self.chain_id, self.validators, {c.verify_key.to_bytes(): c for c in self.members})
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What :meth:`Ledger.submit_many` says about one transaction."""
+
+    tx_id: bytes | None
+    accepted: bool
+    error: FedLedgerError | None = None
+
+    @property
+    def reason(self) -> str:
+        return "accepted" if self.error is None else f"{type(self.error).__name__}: {self.error}"
+
+
+@dataclass(frozen=True)
+class SignedTreeHead:
+    """The latest finalized block header (it carries the log's size and root) and its certificate."""
+
+    header: BlockHeader
+    certificate: Certificate
+
+    @property
+    def log_size(self) -> int:
+        return self.header.log_size
+
+    @property
+    def log_root(self) -> bytes:
+        return self.header.log_root
+
+    def to_value(self) -> dict[str, str]:
+        return {"header": self.header.to_bytes().hex(), "certificate": self.certificate.to_bytes().hex()}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A finalized block: its header, the certificate that finalized it, its transactions."""
+
+    header: BlockHeader
+    certificate: Certificate
+    transactions: tuple[Transaction, ...]
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+
+@dataclass
+class _Proposal:
+    header: BlockHeader
+    txs: list[Transaction]
+    leaves: list[bytes]
+    state: LedgerState
+    validators: ValidatorSet
+    votes: dict[bytes, Vote] = field(default_factory=dict)
+
+
+def _as_identity_list(values: Iterable[Identity], argument: str) -> list[Identity]:
+    out = list(values)
+    for i, v in enumerate(out):
+        if not isinstance(v, Identity):
+            raise InvalidArgumentType(f"{argument}[{i}]", f"expected Identity, got {type(v).__name__}")
+    return out
+
+
+class Ledger:
+    """A consortium ledger on a :class:`LedgerStore` (SQLite by default). Use :meth:`open` or :meth:`memory`."""
+
+    def __init__(self, store: LedgerStore, genesis: Genesis, local_validators: Sequence[Identity],
+                 max_block_txs: int = DEFAULT_MAX_BLOCK_TXS) -> None:
+        self._store = store
+        self._genesis = genesis
+        self._local = {v.verify_key.to_bytes(): v for v in local_validators}
+        self._max_block_txs = max_block_txs
+        self._pending: list[Transaction] = []
+        self._pending_nonce: dict[bytes, int] = {}
+        self._proposal: _Proposal | None = None
+        self.dropped: list[SubmitResult] = []
+        self._validator_sets: dict[bytes, ValidatorSet] = {}
+        state, tree, head = self._replay(verify_signatures=False)
+        self._state = state
+        self._tree = tree
+        self._head = head  # (StoredBlock, BlockHeader) of the last block, or None
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, chain_id: str | None = None, validators: ValidatorSet | None = None,
+             local_validators: Iterable[Identity] = (), members: Iterable[IdentityCard] = (),
+             durability: str = "full", max_block_txs: int = DEFAULT_MAX_BLOCK_TXS) -> Ledger:
+        """Open (or create) the ledger in the SQLite file ``path``.
+
+        Creating needs ``chain_id`` and ``validators`` (and the genesis ``members``). Opening an
+        existing file reads its genesis; arguments given must match it. The file is replayed
+        and its structure checked; :meth:`verify` also checks every signature.
+        """
+        return cls._from_store(SQLiteStore(path, durability), chain_id, validators, local_validators, members,
+                               max_block_txs)
+
+    @classmethod
+    def memory(cls, *, chain_id: str, validators: ValidatorSet, local_validators: Iterable[Identity] = (),
+               members: Iterable[IdentityCard] = (), max_block_txs: int = DEFAULT_MAX_BLOCK_TXS) -> Ledger:
+        """A ledger in memory (SQLite ``:memory:``), for tests and simulations."""
+        return cls._from_store(SQLiteStore(":memory:", "off"), chain_id, validators, local_validators, members,
+                               max_block_txs)
+
+    @classmethod
+    def _from_store(cls, store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None,
+                    local_validators: Iterable[Identity], members: Iterable[IdentityCard],
+                    max_block_txs: int) -> Ledger:
+        local = _as_identity_list(local_validators, "local_validators")
+        cards = list(members)
+        for i, card in enumerate(cards):
+            if not isinstance(card, IdentityCard):
+                raise InvalidArgumentType(f"members[{i}]", f"expected IdentityCard, got {type(card).__name__}")
+        if type(max_block_txs) is not int or max_block_txs < 1:
+            raise InvalidArgument("max_block_txs", f"must be a positive int, got {max_block_txs!r}")
+        stored = store.get_meta("genesis")
+        if stored is None:
+            if chain_id is None or validators is None:
+                raise InvalidArgument("validators", "a new ledger needs chain_id and validators")
+            if not isinstance(validators, ValidatorSet):
+                raise InvalidArgumentType("validators", f"expected ValidatorSet, got {type(validators).__name__}")
+            for i, card in enumerate(cards):
+                try:
+                    card.verify()
+                except FedLedgerError as exc:
+                    raise InvalidArgument(f"members[{i}]", f"identity card does not verify: {exc}") from None
+            genesis = Genesis(chain_id, validators, tuple(cards))
+            check_name(chain_id, "chain_id")
+            store.put_meta("genesis", genesis.to_bytes())
+        else:
+            try:
+                genesis = Genesis.from_bytes(stored)
+            except (EncodingError, FedLedgerError) as exc:
+                raise TamperedLedger(0, f"genesis record is corrupt: {exc}") from None
+            if chain_id is not None and chain_id != genesis.chain_id:
+                raise InvalidArgument("chain_id", f"this ledger is {genesis.chain_id!r}, not {chain_id!r}")
+            if validators is not None and validators != genesis.validators:
+                raise InvalidArgument("validators", "differ from this ledger's genesis validators")
+            if cards and tuple(c.to_bytes() for c in cards) != tuple(c.to_bytes() for c in genesis.members):
+                raise InvalidArgument("members", "differ from this ledger's genesis members")
+        return cls(store, genesis, local, max_block_txs)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> str:
+        return self._genesis.chain_id
+
+    @property
+    def height(self) -> int:
+        """Height of the last finalized block (0: only genesis)."""
+        return 0 if self._head is None else self._head[1].height
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """The validator set that certifies the next block."""
+        return self._state.validators
+
+    @property
+    def governance_epoch(self) -> int:
+        """The epoch the next governance proposal must name."""
+        return self._state.gov_epoch
+
+    @property
+    def log_size(self) -> int:
+        """Number of finalized transactions (leaves of the global log)."""
+        return 0 if self._head is None else self._head[1].log_size
+
+    @property
+    def pending(self) -> tuple[Transaction, ...]:
+        return tuple(self._pending)
+
+    def is_revoked(self, key: signing.VerifyKey | bytes) -> bool:
+        raw = key.to_bytes() if isinstance(key, signing.VerifyKey) else key
+        return raw in self._state.revoked
+
+    def next_nonce(self, sender: signing.VerifyKey | Identity) -> int:
+        """The nonce the sender's next transaction must carry (pending ones counted)."""
+        key = sender.verify_key if isinstance(sender, Identity) else sender
+        raw = key.to_bytes()
+        return self._pending_nonce.get(raw, self._state.nonces.get(raw, 0))
+
+    def block(self, height: int) -> Block:
+        if type(height) is not int:
+            raise InvalidArgumentType("height", f"expected int, got {type(height).__name__}")
+        stored = self._store.block(height)
+        if stored is None:
+            raise NotFound(f"no block at height {height} (the ledger is at {self.height})")
+        return Block(BlockHeader.from_bytes(stored.header), Certificate.from_bytes(stored.certificate),
+                     tuple(Transaction.from_bytes(t.data) for t in self._store.block_txs(height)))
+
+    def transactions(self, kind: str | None = None, sender: signing.VerifyKey | bytes | None = None) -> Iterator[Transaction]:
+        """Finalized transactions in log order, optionally of one kind and/or one sender."""
+        raw = sender.to_bytes() if isinstance(sender, signing.VerifyKey) else sender
+        for row in self._store.txs(kind, raw):
+            yield Transaction.from_bytes(row.data)
+
+    def get(self, tx_id: bytes) -> Transaction:
+        """The finalized transaction with this id; NotFound otherwise."""
+        return Transaction.from_bytes(self._locate(tx_id).data)
+
+    def _locate(self, tx_id: bytes) -> StoredTx:
+        if not isinstance(tx_id, (bytes, bytearray)) or len(tx_id) != 32:
+            raise InvalidArgument("tx_id", "must be a 32-byte transaction id")
+        row = self._store.tx_by_id(bytes(tx_id))
+        if row is None:
+            raise NotFound(f"no finalized transaction {bytes(tx_id).hex()}")
+        return row
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def submit(self, tx: Transaction) -> bytes:
+        """Admit one transaction to the mempool and return its id; raise the typed reason if rejected."""
+        result = self.submit_many([tx])[0]
+        if result.error is not None:
+            raise result.error
+        assert result.tx_id is not None
+        return result.tx_id
+
+    def submit_many(self, txs: Sequence[Transaction]) -> list[SubmitResult]:
+        """Admit many transactions, one result each; a bad one never sinks the rest.
+
+        Signatures are checked in one native batch; then each transaction, in order, is checked
+        against the ledger's state and the sender's next nonce (pending ones counted).
+        """
+        items = list(txs)
+        results: list[SubmitResult | None] = [None] * len(items)
+        candidates: list[int] = []
+        for i, tx in enumerate(items):
+            if isinstance(tx, Transaction):
+                candidates.append(i)
+            else:
+                results[i] = SubmitResult(None, False, InvalidArgumentType(f"txs[{i}]", f"expected Transaction, got {type(tx).__name__}"))
+        if candidates:
+            ok = signing.verify_batch([items[i].sender for i in candidates], [items[i].body for i in candidates],
+                                      [items[i].signature for i in candidates])
+            state = self._state
+            for flag, i in zip(ok.tolist(), candidates):
+                tx = items[i]
+                if not flag:
+                    results[i] = SubmitResult(tx.id, False, InvalidSignature(
+                        f"transaction {tx.id.hex()[:16]}: signature does not verify for its sender"))
+                    continue
+                sender = tx.sender.to_bytes()
+                try:
+                    state.check(tx, self._pending_nonce.get(sender, state.nonces.get(sender, 0)))
+                except FedLedgerError as exc:
+                    results[i] = SubmitResult(tx.id, False, exc)
+                    continue
+                self._pending.append(tx)
+                self._pending_nonce[sender] = tx.nonce + 1
+                results[i] = SubmitResult(tx.id, True)
+        return results  # type: ignore[return-value]
+
+    def propose(self) -> BlockHeader:
+        """Assemble the next block from pending transactions and collect local validators' votes.
+
+        Returns the header for remote validators to sign (:meth:`Vote.create`, then
+        :meth:`add_vote`). Calling it again while a proposal is open returns that proposal.
+        """
+        if self._proposal is not None:
+            return self._proposal.header
+        state = self._state.copy()
+        validators = state.validators
+        proposer = state.begin_block()
+        included: list[Transaction] = []
+        self.dropped = []
+        for tx in self._pending[: self._max_block_txs]:
+            try:
+                state.check(tx)
+            except FedLedgerError as exc:
+                self.dropped.append(SubmitResult(tx.id, False, exc))
+                continue
+            state.apply(tx)
+            included.append(tx)
+        leaves = [tx.to_bytes() for tx in included]
+        base = self._tree.size
+        self._tree.extend(leaves)
+        prev = self._genesis.hash if self._head is None else self._head[0].hash
+        last_time = 0 if self._head is None else self._head[1].time_ms
+        header = BlockHeader(
+            chain_id=self.chain_id, height=self.height + 1, prev_hash=prev,
+            tx_root=merkle.root(leaves), tx_count=len(included), log_size=base + len(included),
+            log_root=self._tree.root, validators_hash=validators.hash(), proposer=proposer,
+            time_ms=max(int(time.time() * 1000), last_time),
+        )
+        self._proposal = _Proposal(header, included, leaves, state, validators)
+        for key, identity in self._local.items():
+            if key in validators:
+                self._proposal.votes[key] = Vote.create(identity, header)
+        return header
+
+    def add_vote(self, vote: Vote) -> None:
+        """Count a validator's vote for the open proposal (InvalidVote if it is not one)."""
+        if not isinstance(vote, Vote):
+            raise InvalidArgumentType("vote", f"expected Vote, got {type(vote).__name__}")
+        p = self._proposal
+        if p is None:
+            raise InvalidVote("no block is being proposed")
+        if (vote.chain_id, vote.height, vote.block_hash) != (self.chain_id, p.header.height, p.header.hash):
+            raise InvalidVote(f"vote is for another block (height {vote.height}, hash {vote.block_hash.hex()[:16]})")
+        if vote.validator not in p.validators:
+            raise InvalidVote(f"{vote.validator.to_bytes().hex()[:16]} is not a validator of block {p.header.height}")
+        try:
+            vote.verify()
+        except InvalidSignature as exc:
+            raise InvalidVote(f"vote signature does not verify: {exc}") from None
+        p.votes[vote.validator.to_bytes()] = vote
+
+    def commit(self) -> Block:
+        """Finalize the next block: propose it if needed, check the quorum, store it durably.
+
+        Raises QuorumNotReached, leaving the proposal open for more votes, when the votes
+        gathered hold 2/3 of the stake or less. A crash at any instant leaves either the whole
+        block stored or none of it.
+        """
+        p = self._proposal if self._proposal is not None else None
+        if p is None:
+            self.propose()
+            p = self._proposal
+        assert p is not None
+        if not p.validators.is_quorum(p.votes):
+            raise QuorumNotReached(
+                f"block {p.header.height}: votes hold {p.validators.signed_stake(p.votes)} of "
+                f"{p.validators.total} stake; more than 2/3 is needed"
+            )
+        cert = Certificate.from_votes(list(p.votes.values()))
+        header_bytes = p.header.to_bytes()
+        stored = StoredBlock(p.header.height, p.header.hash, header_bytes, cert.to_bytes())
+        base = p.header.log_size - len(p.txs)
+        rows = [StoredTx(base + j, p.header.height, tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce, leaf)
+                for j, (tx, leaf) in enumerate(zip(p.txs, p.leaves))]
+        self._store.append_block(stored, rows)
+        # Only now, with the block durable, does the in-memory view move on.
+        self._state = p.state
+        self._head = (stored, p.header)
+        self._validator_sets.setdefault(p.validators.hash(), p.validators)
+        self._proposal = None
+        done = len(p.txs) + len(self.dropped)
+        self._pending = self._pending[done:] if done else self._pending
+        if self.dropped:
+            # Later pending transactions of a dropped sender cannot apply any more either.
+            self._rebuild_pending_nonces()
+        else:
+            for tx in p.txs:
+                key = tx.sender.to_bytes()
+                if self._pending_nonce.get(key) == tx.nonce + 1:
+                    del self._pending_nonce[key]
+        return Block(p.header, cert, tuple(p.txs))
+
+    def abandon_proposal(self) -> None:
+        """Drop the open proposal (its transactions stay pending)."""
+        if self._proposal is not None:
+            self._tree.rollback(self._proposal.header.log_size - len(self._proposal.txs))
+            self._proposal = None
+
+    def _rebuild_pending_nonces(self) -> None:
+        self._pending_nonce = {}
+        kept = []
+        for tx in self._pending:
+            key = tx.sender.to_bytes()
+            if tx.nonce == self._pending_nonce.get(key, self._state.nonces.get(key, 0)):
+                kept.append(tx)
+                self._pending_nonce[key] = tx.nonce + 1
+            else:
+                self.dropped.append(SubmitResult(tx.id, False, InvalidArgument("nonce", "an earlier transaction of this sender was dropped")))
+        self._pending = kept
+
+    # -- proofs -----------------------------------------------------------------------------
+
+    def tree_head(self) -> SignedTreeHead:
+        """The latest finalized block's header and certificate (NotFound before the first block)."""
+        if self._head is None:
+            raise NotFound("no block has been finalized yet")
+        stored, header = self._head
+        return SignedTreeHead(header, Certificate.from_bytes(stored.certificate))
+
+    def _head_value(self) -> dict[str, object]:
+        sth = self.tree_head()
+        validators = self._validators_at(sth.header)
+        pairs = cast(list[tuple[bytes, int]], validators.to_value())
+        return {"tree_head": sth.to_value(), "validators": [[k.hex(), s] for k, s in pairs]}
+
+    def _validators_at(self, header: BlockHeader) -> ValidatorSet:
+        """The validator set that certified ``header`` (the one in force before its transactions)."""
+        return self._validator_sets[header.validators_hash]
+
+    def prove(self, tx_id: bytes) -> dict[str, object]:
+        """A self-contained receipt for a finalized transaction, checkable by :func:`verify_receipt`."""
+        row = self._locate(tx_id)
+        size = self.log_size
+        proof = self._tree.inclusion_proof(row.seq, size)
+        return {"type": RECEIPT_TYPE, "chain_id": self.chain_id, "transaction": row.data.hex(),
+                "log_index": row.seq, "inclusion_proof": [p.hex() for p in proof], **self._head_value()}
+
+    def prove_consistency(self, old_size: int) -> dict[str, object]:
+        """Proof that the log of ``old_size`` transactions is a prefix of today's (RFC 9162)."""
+        size = self.log_size
+        if type(old_size) is not int or not 0 <= old_size <= size:
+            raise InvalidArgument("old_size", f"must be an int in [0, {size}], got {old_size!r}")
+        proof = self._tree.consistency_proof(old_size, size)
+        return {"type": CONSISTENCY_TYPE, "chain_id": self.chain_id, "old_size": old_size,
+                "old_root": self._tree.root_at(old_size).hex(), "proof": [p.hex() for p in proof],
+                **self._head_value()}
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Full audit: storage integrity, hash chain, Merkle roots, every signature, quorum, nonces.
+
+        Raises TamperedLedger naming the first bad height and what is wrong.
+        """
+        problems = self._store.integrity_problems()
+        if problems:
+            raise TamperedLedger(0, f"storage integrity check failed: {problems[0]}")
+        state, tree, head = self._replay(verify_signatures=True)
+        if (head is None) != (self._head is None) or (head is not None and head[0].hash != self._head[0].hash):  # type: ignore[index]
+            raise TamperedLedger(self.height, "the stored chain differs from the one this ledger opened")
+
+    def _replay(self, verify_signatures: bool
+                ) -> tuple[LedgerState, merkle.MerkleTree, tuple[StoredBlock, BlockHeader] | None]:
+        """Rebuild the state from genesis, checking every rule on the way.
+
+        Structural rules are checked block by block; the signatures (every certificate's votes,
+        and with ``verify_signatures`` every transaction's) are queued and checked in one native
+        batch at the end. The error reported is the one at the lowest height.
+        """
+        state = self._genesis.initial_state()
+        tree = merkle.MerkleTree()
+        head: tuple[StoredBlock, BlockHeader] | None = None
+        keys: list[bytes] = []
+        messages: list[bytes] = []
+        signatures: list[bytes] = []
+        owners: list[tuple[int, str]] = []
+        structural: TamperedLedger | None = None
+        try:
+            for stored in self._store.blocks():
+                header, cert, rows, txs = self._check_block(stored, state, tree, head)
+                body = Vote.signed_body(header.chain_id, header.height, header.hash)
+                for k, sig in cert.signatures:
+                    keys.append(k)
+                    messages.append(body)
+                    signatures.append(sig)
+                    owners.append((header.height, f"the certificate's vote of {k.hex()[:16]}"))
+                if verify_signatures:
+                    for tx, row in zip(txs, rows):
+                        keys.append(tx.sender.to_bytes())
+                        messages.append(tx.body)
+                        signatures.append(tx.signature)
+                        owners.append((header.height, f"transaction {row.seq}"))
+                head = (stored, header)
+        except TamperedLedger as exc:
+            structural = exc
+        if keys:
+            ok = signing.verify_batch(keys, messages, signatures)
+            if not ok.all():
+                height, what = owners[int(np.flatnonzero(~ok)[0])]
+                if structural is None or height <= structural.height:
+                    raise TamperedLedger(height, f"{what}: signature does not verify")
+        if structural is not None:
+            raise structural
+        return state, tree, head
+
+    def _check_block(self, stored: StoredBlock, state: LedgerState, tree: merkle.MerkleTree,
+                     parent: tuple[StoredBlock, BlockHeader] | None
+                     ) -> tuple[BlockHeader, Certificate, list[StoredTx], list[Transaction]]:
+        """Every rule of one block except signatures; applies it to ``state`` and ``tree``."""
+        h = stored.height
+        expected = 1 if parent is None else parent[1].height + 1
+        if h != expected:
+            raise TamperedLedger(expected, f"block {expected} is missing (found {h})")
+        try:
+            header = BlockHeader.from_bytes(stored.header)
+            cert = Certificate.from_bytes(stored.certificate)
+        except (EncodingError, FedLedgerError) as exc:
+            raise TamperedLedger(h, f"block record is corrupt: {exc}") from None
+        if header.hash != stored.hash:
+            raise TamperedLedger(h, "stored block hash does not match its header")
+        if header.height != h or header.chain_id != state.chain_id:
+            raise TamperedLedger(h, "header height or chain id is wrong")
+        if header.prev_hash != (self._genesis.hash if parent is None else parent[1].hash):
+            raise TamperedLedger(h, "header does not link to the previous block")
+        if header.validators_hash != state.validators.hash():
+            raise TamperedLedger(h, "header names a validator set other than the one in force")
+        self._validator_sets.setdefault(header.validators_hash, state.validators)
+        if parent is not None and header.time_ms < parent[1].time_ms:
+            raise TamperedLedger(h, "block time goes backwards")
+        signers = [k for k, _ in cert.signatures]
+        if any(k not in state.validators for k in signers):
+            raise TamperedLedger(h, "commit certificate is signed by a non-validator")
+        if not state.validators.is_quorum(signers):
+            raise TamperedLedger(h, "commit certificate holds 2/3 of the stake or less")
+        if header.proposer != state.begin_block():
+            raise TamperedLedger(h, "header names the wrong proposer for this height")
+        rows = self._store.block_txs(h)
+        if len(rows) != header.tx_count:
+            raise TamperedLedger(h, f"block has {len(rows)} transactions, its header says {header.tx_count}")
+        txs = []
+        for j, row in enumerate(rows):
+            if row.seq != tree.size + j:
+                raise TamperedLedger(h, f"transaction sequence number {row.seq} is out of order")
+            try:
+                tx = Transaction.from_bytes(row.data)
+            except FedLedgerError as exc:
+                raise TamperedLedger(h, f"transaction {row.seq} is corrupt: {exc}") from None
+            if (tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce) != (row.id, row.kind, row.sender, row.nonce):
+                raise TamperedLedger(h, f"transaction {row.seq}: indexed columns disagree with its bytes")
+            try:
+                state.check(tx)
+            except FedLedgerError as exc:
+                raise TamperedLedger(h, f"transaction {row.seq} breaks the ledger's rules: {exc}") from None
+            state.apply(tx)
+            txs.append(tx)
+        leaves = [row.data for row in rows]
+        if merkle.root(leaves) != header.tx_root:
+            raise TamperedLedger(h, "transaction root does not match the block's transactions")
+        tree.extend(leaves)
+        if tree.size != header.log_size or tree.root != header.log_root:
+            raise TamperedLedger(h, "global log size or root does not match the header")
+        return header, cert, rows, txs

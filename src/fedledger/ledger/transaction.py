@@ -1,0 +1,135 @@
+"""Signed ledger transactions.
+
+A transaction's body is the deterministic CBOR map
+
+    {"type": "fedledger.tx/1", "chain": chain_id, "kind": kind, "sender": <32-byte Ed25519 key>,
+     "nonce": n, "payload": <any encodable value>}
+
+The sender signs the body bytes; the id is SHA-256 of the body (never of the signature); the
+wire form is the CBOR array ``[body, signature]``. The ``type`` field separates transaction
+signatures from every other kind of signed message (votes, governance approvals, cards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, cast
+
+from fedledger import encoding
+from fedledger.crypto import signing
+from fedledger.crypto.signing import VerifyKey
+from fedledger.errors import (
+    EncodingError,
+    InvalidArgument,
+    InvalidArgumentType,
+    MalformedTransaction,
+    OversizedPayload,
+)
+
+if TYPE_CHECKING:
+    from fedledger.identity import Identity
+
+__all__ = ["MAX_PAYLOAD_BYTES", "MAX_TRANSACTION_BYTES", "Transaction", "check_name"]
+
+TX_TYPE: Final = "fedledger.tx/1"
+#: The largest encoded payload a transaction may carry. Patient data never goes on the ledger,
+#: only hashes and commitments, so 64 KiB is far above any legitimate need.
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+#: Body plus signature and framing; anything larger is rejected before it is decoded.
+MAX_TRANSACTION_BYTES: Final = MAX_PAYLOAD_BYTES + 1024
+_MAX_NAME: Final = 128
+_BODY_KEYS: Final = frozenset({"type", "chain", "kind", "sender", "nonce", "payload"})
+
+
+def check_name(value: object, argument: str) -> str:
+    if type(value) is not str:
+        raise InvalidArgumentType(argument, f"expected str, got {type(value).__name__}")
+    if not value or len(value) > _MAX_NAME or not value.isprintable():
+        raise InvalidArgument(argument, f"must be 1-{_MAX_NAME} printable characters, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Transaction:
+    """A signed, immutable ledger transaction. Build one with :meth:`create` or :meth:`from_bytes`.
+
+    ``from_bytes`` parses and checks the structure only; the ledger verifies the signature
+    (in batches) when it accepts the transaction.
+    """
+
+    chain_id: str
+    kind: str
+    sender: VerifyKey
+    nonce: int
+    payload: encoding.Value
+    signature: bytes
+    body: bytes = field(repr=False)
+    id: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", signing.message_id(self.body))
+
+    @staticmethod
+    def body_for(chain_id: str, kind: str, sender: VerifyKey, nonce: int, payload: encoding.Value) -> bytes:
+        """The canonical body bytes that the sender signs."""
+        chain_id = check_name(chain_id, "chain_id")
+        kind = check_name(kind, "kind")
+        if type(nonce) is not int:
+            raise InvalidArgumentType("nonce", f"expected int, got {type(nonce).__name__}")
+        if not 0 <= nonce < 2**63:
+            raise InvalidArgument("nonce", f"must be in [0, 2**63), got {nonce}")
+        encoded_payload = encoding.encode(payload)
+        if len(encoded_payload) > MAX_PAYLOAD_BYTES:
+            raise OversizedPayload(
+                f"payload is {len(encoded_payload)} bytes encoded, the limit is {MAX_PAYLOAD_BYTES}"
+            )
+        return encoding.encode(
+            {"type": TX_TYPE, "chain": chain_id, "kind": kind, "sender": sender.to_bytes(),
+             "nonce": nonce, "payload": payload}
+        )
+
+    @classmethod
+    def create(cls, sender: Identity, *, kind: str, payload: encoding.Value, nonce: int, chain_id: str) -> Transaction:
+        """A transaction signed by ``sender`` (an :class:`fedledger.Identity`)."""
+        body = cls.body_for(chain_id, kind, sender.verify_key, nonce, payload)
+        return cls(chain_id, kind, sender.verify_key, nonce, payload, sender.sign(body), body)
+
+    def to_bytes(self) -> bytes:
+        """The wire form: canonical CBOR ``[body, signature]``. This is the ledger's log leaf."""
+        return encoding.encode([self.body, self.signature])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Transaction:
+        """Parse the wire form; MalformedTransaction (or OversizedPayload) if it is not one."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
+        if len(data) > MAX_TRANSACTION_BYTES:
+            raise OversizedPayload(f"transaction is {len(data)} bytes, the limit is {MAX_TRANSACTION_BYTES}")
+        try:
+            outer = encoding.decode(data)
+            if not (type(outer) is list and len(outer) == 2 and type(outer[0]) is bytes and type(outer[1]) is bytes):
+                raise MalformedTransaction("transaction: expected a CBOR array [body, signature]")
+            body, signature = cast(list[bytes], outer)
+            fields = encoding.decode(body)
+        except EncodingError as exc:
+            raise MalformedTransaction(f"transaction: {exc}") from None
+        if type(fields) is not dict or set(fields) != _BODY_KEYS:
+            raise MalformedTransaction(f"transaction body: expected the keys {sorted(_BODY_KEYS)}")
+        if fields["type"] != TX_TYPE:
+            raise MalformedTransaction(f"transaction body: type is {fields['type']!r}, expected {TX_TYPE!r}")
+        chain, kind, sender, nonce = fields["chain"], fields["kind"], fields["sender"], fields["nonce"]
+        if type(chain) is not str or type(kind) is not str:
+            raise MalformedTransaction("transaction body: chain and kind must be text")
+        if type(sender) is not bytes or len(sender) != signing.PUBLIC_KEY_SIZE:
+            raise MalformedTransaction("transaction body: sender must be a 32-byte Ed25519 key")
+        if type(nonce) is not int or not 0 <= nonce < 2**63:
+            raise MalformedTransaction("transaction body: nonce must be an integer in [0, 2**63)")
+        return cls(chain, kind, VerifyKey(sender), nonce, fields["payload"], signature, body)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Transaction):
+            return NotImplemented
+        return self.body == other.body and self.signature == other.signature
+
+    def __hash__(self) -> int:
+        return hash((self.body, self.signature))

@@ -1,0 +1,182 @@
+"""Stake-weighted quorum, proposer rotation, equivocation and slashing, governance."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from fedledger import Identity, Ledger, Transaction
+from fedledger.errors import InvalidGovernance, InvalidVote, QuorumNotReached, TamperedLedger, UnauthorizedSender
+from fedledger.ledger import BlockHeader, Evidence, GovernanceProposal, Vote
+from ledger_helpers import CHAIN, identity, sites, validator_set, validators
+
+
+def make(local: list[Identity], stakes: list[int] | None = None, members: list[Identity] | None = None,
+         vals: list[Identity] | None = None) -> Ledger:
+    vals = validators() if vals is None else vals
+    members = sites(2) if members is None else members
+    return Ledger.memory(chain_id=CHAIN, validators=validator_set(vals, stakes), local_validators=local,
+                         members=[m.card() for m in members])
+
+
+def test_blocks_finalize_with_more_than_two_thirds_of_stake_only() -> None:
+    v = validators()  # stakes 40, 30, 20, 10
+    assert make([v[0], v[1]]).commit().height == 1                 # 70 > 66.7
+    assert make([v[0], v[2], v[3]]).commit().height == 1           # 70
+    for local in ([v[0], v[2]], [v[1], v[2], v[3]], [v[0]], []):    # 60, 60, 40, 0
+        ledger = make(local)
+        with pytest.raises(QuorumNotReached, match="more than 2/3"):
+            ledger.commit()
+        assert ledger.height == 0
+
+
+def test_exactly_two_thirds_is_not_a_quorum() -> None:
+    v = validators()[:3]
+    ledger = make(v[:2], stakes=[1, 1, 1], vals=v)
+    with pytest.raises(QuorumNotReached):
+        ledger.commit()
+    header = ledger.propose()
+    ledger.add_vote(Vote.create(v[2], header))
+    assert ledger.commit().height == 1
+
+
+def test_remote_votes_complete_a_quorum_and_outsiders_cannot_vote() -> None:
+    v = validators()
+    ledger = make([v[0], v[2]])                                     # 60: not enough alone
+    header = ledger.propose()
+    outsider = Identity.generate("validator-impostor")
+    with pytest.raises(InvalidVote, match="not a validator"):
+        ledger.add_vote(Vote.create(outsider, header))
+    forged = Vote(header.chain_id, header.height, header.hash, v[3].verify_key, b"\x01" * 64)
+    with pytest.raises(InvalidVote, match="does not verify"):
+        ledger.add_vote(forged)
+    other = BlockHeader(**{**header.__dict__, "time_ms": header.time_ms + 1})
+    with pytest.raises(InvalidVote, match="another block"):
+        ledger.add_vote(Vote.create(v[3], other))
+    with pytest.raises(QuorumNotReached):
+        ledger.commit()
+    ledger.add_vote(Vote.from_bytes(Vote.create(v[3], header).to_bytes()))  # 70, over the wire
+    block = ledger.commit()
+    assert {k for k, _ in block.certificate.signatures} == {x.verify_key.to_bytes() for x in (v[0], v[2], v[3])}
+    ledger.verify()
+
+
+def test_proposers_rotate_in_proportion_to_stake() -> None:
+    v = validators()
+    ledger = make(v)
+    counts: collections.Counter[bytes] = collections.Counter()
+    for _ in range(100):
+        counts[ledger.commit().header.proposer] += 1
+    assert [counts[x.verify_key.to_bytes()] for x in v] == [40, 30, 20, 10]
+    ledger.verify()
+
+
+def _equivocation(ledger: Ledger, culprit: Identity) -> Evidence:
+    header = ledger.propose()
+    fake = BlockHeader(**{**header.__dict__, "tx_root": b"\x07" * 32})
+    return Evidence(Vote.create(culprit, header), Vote.create(culprit, fake))
+
+
+def test_equivocation_evidence_slashes_the_validator() -> None:
+    v = validators()
+    reporter = sites(1)[0]
+    ledger = make(v, members=[reporter])
+    evidence = _equivocation(ledger, v[1])
+    ledger.abandon_proposal()
+    tx = Transaction.create(reporter, kind="evidence", payload=evidence.to_value(), nonce=0, chain_id=CHAIN)
+    ledger.submit(tx)
+    before = ledger.validators
+    ledger.commit()
+    assert v[1].verify_key not in ledger.validators and ledger.validators.total == before.total - 30
+    nxt = ledger.commit()
+    assert nxt.header.validators_hash == ledger.validators.hash() != before.hash()
+    assert v[1].verify_key.to_bytes() not in {k for k, _ in nxt.certificate.signatures}
+    again = Transaction.create(reporter, kind="evidence", payload=evidence.to_value(), nonce=1, chain_id=CHAIN)
+    result = ledger.submit_many([again])[0]
+    assert not result.accepted and "no stake" in str(result.error)
+    ledger.verify()
+
+
+def test_bogus_evidence_is_rejected() -> None:
+    v = validators()
+    reporter = sites(1)[0]
+    ledger = make(v, members=[reporter])
+    header = ledger.propose()
+    same = Evidence(Vote.create(v[1], header), Vote.create(v[1], header))
+    two_people = Evidence(Vote.create(v[1], header), Vote.create(v[2], BlockHeader(**{**header.__dict__, "height": 9})))
+    for i, ev in enumerate((same, two_people)):
+        tx = Transaction.create(reporter, kind="evidence", payload=ev.to_value(), nonce=0, chain_id=CHAIN)
+        assert not ledger.submit_many([tx])[0].accepted
+
+
+def _governance(ledger: Ledger, action: str, params: dict, approvers: list[Identity], sender: Identity, nonce: int,
+                epoch: int | None = None) -> Transaction:
+    proposal = GovernanceProposal(CHAIN, ledger.governance_epoch if epoch is None else epoch, action, params)
+    payload = proposal.payload([proposal.approve(v) for v in approvers])
+    return Transaction.create(sender, kind=action, payload=payload, nonce=nonce, chain_id=CHAIN)
+
+
+def test_validator_set_changes_only_with_a_quorum_of_approvals() -> None:
+    v = validators()
+    admin = sites(1)[0]
+    ledger = make(v, members=[admin])
+    newcomer = identity("validator-new")
+    stakes = [[x.verify_key.to_bytes(), s] for x, s in zip(v + [newcomer], [40, 30, 20, 10, 25])]
+    weak = _governance(ledger, "gov.validators", {"stakes": stakes}, [v[0], v[2]], admin, 0)   # 60
+    with pytest.raises(InvalidGovernance, match="not more than 2/3"):
+        ledger.submit(weak)
+    stale = _governance(ledger, "gov.validators", {"stakes": stakes}, v, admin, 0, epoch=5)
+    with pytest.raises(InvalidGovernance, match="epoch"):
+        ledger.submit(stale)
+    good = _governance(ledger, "gov.validators", {"stakes": stakes}, [v[0], v[1]], admin, 0)
+    ledger.submit(good)
+    ledger.commit()
+    assert newcomer.verify_key in ledger.validators and ledger.validators.total == 125
+    # The same approvals cannot be replayed: the epoch moved on.
+    replay = Transaction.create(admin, kind="gov.validators", payload=good.payload, nonce=1, chain_id=CHAIN)
+    with pytest.raises(InvalidGovernance, match="epoch"):
+        ledger.submit(replay)
+    ledger.commit()
+    ledger.verify()
+
+
+def test_revoked_identity_cannot_transact_and_added_member_can() -> None:
+    v = validators()
+    admin, bad = sites(2)
+    ledger = make(v, members=[admin, bad])
+    ledger.submit(Transaction.create(bad, kind="note", payload=1, nonce=0, chain_id=CHAIN))
+    ledger.submit(_governance(ledger, "gov.member.revoke", {"key": bad.verify_key.to_bytes(), "reason": "breach"},
+                              v, admin, 0))
+    ledger.commit()
+    assert ledger.is_revoked(bad.verify_key)
+    with pytest.raises(UnauthorizedSender, match="revoked"):
+        ledger.submit(Transaction.create(bad, kind="note", payload=2, nonce=1, chain_id=CHAIN))
+    fresh = identity("hospital-new")
+    with pytest.raises(UnauthorizedSender, match="not a member"):
+        ledger.submit(Transaction.create(fresh, kind="note", payload=1, nonce=0, chain_id=CHAIN))
+    ledger.submit(_governance(ledger, "gov.member.add", {"card": fresh.card().to_bytes()}, v, admin, 1))
+    ledger.commit()
+    ledger.submit(Transaction.create(fresh, kind="note", payload=1, nonce=0, chain_id=CHAIN))
+    ledger.commit()
+    ledger.verify()
+
+
+def test_verify_catches_a_certificate_below_quorum(tmp_path) -> None:
+    import sqlite3
+
+    v = validators()
+    path = tmp_path / "l.db"
+    ledger = Ledger.open(path, chain_id=CHAIN, validators=validator_set(v), local_validators=v)
+    ledger.commit()
+    ledger.close()
+    db = sqlite3.connect(path)
+    (cert,) = db.execute("SELECT certificate FROM blocks WHERE height = 1").fetchone()
+    from fedledger.ledger import Certificate
+
+    weakened = Certificate(Certificate.from_bytes(cert).signatures[:1])
+    db.execute("UPDATE blocks SET certificate = ? WHERE height = 1", (weakened.to_bytes(),))
+    db.commit()
+    db.close()
+    with pytest.raises(TamperedLedger, match="height 1.*certificate"):
+        Ledger.open(path)
