@@ -12,6 +12,11 @@ __all__ = [
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidProof",
+    "InvalidCiphertext",
+    "KeyMismatch",
+    "LayoutMismatch",
+    "PaillierOverflow",
+    "DecryptionError",
 ]
 
 
@@ -36,3 +41,30 @@ class InvalidArgumentType(InvalidArgument, TypeError):
 
 class InvalidProof(FedLedgerError):
     """A Merkle inclusion or consistency proof does not verify."""
+
+
+class InvalidCiphertext(FedLedgerError, ValueError):
+    """A Paillier ciphertext is not in [1, n^2) or shares a factor with n.
+
+    ``index`` is the position of the first bad ciphertext (-1 for a single value).
+    """
+
+    def __init__(self, message: str, index: int = -1) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class KeyMismatch(FedLedgerError, ValueError):
+    """Operands or a ciphertext and a key belong to different Paillier keys."""
+
+
+class LayoutMismatch(FedLedgerError, ValueError):
+    """Two packed encrypted vectors use different packing layouts (bits, clip, headroom, length)."""
+
+
+class PaillierOverflow(FedLedgerError, OverflowError):
+    """A homomorphic operation would overflow a packed slot, or a decrypted slot is out of range."""
+
+
+class DecryptionError(FedLedgerError):
+    """Decryption produced an impossible plaintext: wrong private key, or corrupted ciphertexts."""
