@@ -7,6 +7,7 @@ ERR_RANGE: int
 ERR_NOT_UNIT: int
 ERR_RANDOM: int
 ERR_NOT_ONE_MOD_N: int
+ERR_NOMEM: int
 
 class PublicContext:
     x_bytes: int

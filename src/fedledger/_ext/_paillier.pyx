@@ -16,7 +16,7 @@ partial decryption, prime generation excluded) use ``mpz_powm_sec``. Everything 
 """
 
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, calloc, free
 from cython.parallel cimport prange
 
@@ -54,6 +54,16 @@ cdef extern from "gmp.h" nogil:
     void mpz_mul_2exp(mpz_ptr, mpz_srcptr, unsigned long)
     int mpz_probab_prime_p(mpz_srcptr, int)
     unsigned long mpz_fdiv_ui(mpz_srcptr, unsigned long)
+    size_t mpz_size(mpz_srcptr)
+
+    ctypedef unsigned long mp_limb_t
+    ctypedef long mp_size_t
+    void mpn_mul_n(mp_limb_t*, const mp_limb_t*, const mp_limb_t*, mp_size_t)
+    void mpn_sqr(mp_limb_t*, const mp_limb_t*, mp_size_t)
+    mp_limb_t mpn_addmul_1(mp_limb_t*, const mp_limb_t*, mp_size_t, mp_limb_t)
+    mp_limb_t mpn_add_n(mp_limb_t*, const mp_limb_t*, const mp_limb_t*, mp_size_t)
+    mp_limb_t mpn_sub_n(mp_limb_t*, const mp_limb_t*, const mp_limb_t*, mp_size_t)
+    int mpn_cmp(const mp_limb_t*, const mp_limb_t*, mp_size_t)
 
 cdef extern from "openssl/rand.h" nogil:
     int RAND_bytes(unsigned char* buf, int num)
@@ -65,6 +75,7 @@ cdef enum:
     E_NOT_UNIT = 3      # gcd(ciphertext, n) != 1
     E_RANDOM = 4        # the CSPRNG failed
     E_NOT_ONE_MOD_N = 5 # a combined threshold value is not 1 mod n (bad partial decryption)
+    E_NOMEM = 6         # out of memory inside a parallel loop
 
 # Return codes (mirrored in fedledger.crypto.paillier).
 OK = E_OK
@@ -73,6 +84,7 @@ ERR_RANGE = E_RANGE
 ERR_NOT_UNIT = E_NOT_UNIT
 ERR_RANDOM = E_RANDOM
 ERR_NOT_ONE_MOD_N = E_NOT_ONE_MOD_N
+ERR_NOMEM = E_NOMEM
 
 cdef enum:
     WINDOW = 8          # bits per fixed-base window: one byte of the exponent per table row
@@ -135,18 +147,51 @@ cdef bytes _to_bytes(mpz_srcptr z):
     return bytes(out)
 
 
+cdef inline void _limbs_from(mp_limb_t* dst, mpz_srcptr z, Py_ssize_t nlimbs) noexcept nogil:
+    """dst[0..nlimbs) = z, least significant limb first, zero padded (0 <= z < 2^(64 nlimbs))."""
+    cdef size_t count = 0
+    memset(dst, 0, nlimbs * sizeof(mp_limb_t))
+    if mpz_sgn(z) != 0:
+        mpz_export(dst, &count, -1, sizeof(mp_limb_t), 0, 0, z)
+
+
+cdef inline void _redc(mp_limb_t* r, mp_limb_t* t, const mp_limb_t* N, Py_ssize_t L,
+                       mp_limb_t ninv) noexcept nogil:
+    """Montgomery reduction: r = t / 2^(64L) mod N for t < N 2^(64L) (2L limbs, clobbered)."""
+    cdef Py_ssize_t i
+    cdef mp_limb_t cy
+    for i in range(L):
+        # t[i] becomes 0; keep the carry there, it belongs at t[i + L] (added below).
+        t[i] = mpn_addmul_1(t + i, N, L, t[i] * ninv)
+    cy = mpn_add_n(r, t + L, t, L)
+    if cy != 0 or mpn_cmp(r, N, L) >= 0:
+        mpn_sub_n(r, r, N, L)
+
+
+cdef inline void _montmul(mp_limb_t* r, const mp_limb_t* a, const mp_limb_t* b, mp_limb_t* t,
+                          const mp_limb_t* N, Py_ssize_t L, mp_limb_t ninv) noexcept nogil:
+    """r = a b / 2^(64L) mod N; t is scratch of 2L limbs; r may alias a or b."""
+    mpn_mul_n(t, a, b, L)
+    _redc(r, t, N, L, ninv)
+
+
 cdef class PublicContext:
     """n, n^2 and the fixed-base table of h_s = h^n mod n^2 for one public key.
 
     table[i][d-1] = h_s^(d * 256^i) mod n^2 for i < x_bytes, 1 <= d <= 255, so that
     h_s^x = prod_i table[i][x_i - 1] over the non-zero bytes x_i of x (little-endian digit
-    order: row i holds digit i counted from the least significant byte).
+    order: row i holds digit i counted from the least significant byte). Entries are kept as
+    fixed-width limb arrays in Montgomery form, so that each product costs one
+    multiplication and one Montgomery reduction (no division).
     """
 
     cdef mpz_t n
     cdef mpz_t nsq
     cdef mpz_t hs
-    cdef mpz_t* table
+    cdef mp_limb_t* table       # rows * 255 entries of L limbs, Montgomery form (x 2^(64L) mod n^2)
+    cdef mp_limb_t* nsq_limbs   # n^2 as L limbs
+    cdef mp_limb_t ninv         # -(n^2)^-1 mod 2^64
+    cdef Py_ssize_t L
     cdef readonly Py_ssize_t x_bytes
     cdef readonly Py_ssize_t n_width
     cdef readonly Py_ssize_t c_width
@@ -157,15 +202,28 @@ cdef class PublicContext:
         mpz_init(self.nsq)
         mpz_init(self.hs)
         self.table = NULL
+        self.nsq_limbs = NULL
         self.table_ready = 0
 
     def __init__(self, bytes n, bytes h, Py_ssize_t x_bytes, Py_ssize_t n_width, Py_ssize_t c_width):
         """n and h big-endian; h_s = h^n mod n^2 is computed here (public base: mpz_powm)."""
         cdef mpz_t hh
+        cdef mp_limb_t n0, inv
+        cdef int it
         if x_bytes < 1 or x_bytes > MAX_X_BYTES:
             raise ValueError("x_bytes out of range")
         _from_bytes(self.n, n)
         mpz_mul(self.nsq, self.n, self.n)
+        self.L = <Py_ssize_t>mpz_size(self.nsq)
+        self.nsq_limbs = <mp_limb_t*>malloc(self.L * sizeof(mp_limb_t))
+        if self.nsq_limbs == NULL:
+            raise MemoryError()
+        _limbs_from(self.nsq_limbs, self.nsq, self.L)
+        n0 = self.nsq_limbs[0]
+        inv = n0  # Newton iteration for n0^-1 mod 2^64 (n0 odd): 3 -> 6 -> ... -> 96 bits
+        for it in range(5):
+            inv = inv * (2 - n0 * inv)
+        self.ninv = (<mp_limb_t>0) - inv
         mpz_init(hh)
         _from_bytes(hh, h)
         with nogil:
@@ -176,7 +234,8 @@ cdef class PublicContext:
         self.c_width = c_width
 
     def __dealloc__(self):
-        _mpz_array_free(self.table, self.x_bytes * DIGITS)
+        free(self.table)
+        free(self.nsq_limbs)
         mpz_clear(self.n)
         mpz_clear(self.nsq)
         mpz_clear(self.hs)
@@ -193,13 +252,13 @@ cdef class PublicContext:
         cdef Py_ssize_t rows = self.x_bytes, i, j
         cdef mpz_t* bases
         cdef mpz_t tmp
-        cdef mpz_t* table
+        cdef mp_limb_t* table
         if self.table_ready:
             return
-        table = _mpz_array(rows * DIGITS)
+        table = <mp_limb_t*>malloc(rows * DIGITS * self.L * sizeof(mp_limb_t))
         bases = _mpz_array(rows)
         if table == NULL or bases == NULL:
-            _mpz_array_free(table, rows * DIGITS)
+            free(table)
             _mpz_array_free(bases, rows)
             raise MemoryError()
         mpz_init(tmp)
@@ -211,45 +270,76 @@ cdef class PublicContext:
                 for j in range(WINDOW):
                     _mulmod(bases[i], bases[i], bases[i], self.nsq, tmp)
             for i in prange(rows, num_threads=nthreads, schedule="dynamic"):
-                _fill_row(table + i * DIGITS, bases[i], self.nsq)
+                _fill_row(table + i * DIGITS * self.L, bases[i], self.nsq, self.L)
         mpz_clear(tmp)
         _mpz_array_free(bases, rows)
         self.table = table
         self.table_ready = 1
 
-    cdef inline void _fixed_base(self, mpz_ptr acc, const uint8_t* x, mpz_ptr tmp) noexcept nogil:
-        """acc = acc * h_s^x mod n^2, x given as x_bytes big-endian bytes."""
-        cdef Py_ssize_t i
+    cdef inline void _fixed_base(self, mpz_ptr acc, const uint8_t* x, mp_limb_t* scratch) noexcept nogil:
+        """acc = acc * h_s^x mod n^2 (0 <= acc < n^2), x given as x_bytes big-endian bytes.
+
+        scratch holds 4L limbs.
+        """
+        cdef Py_ssize_t i, L = self.L
         cdef uint8_t d
+        cdef mp_limb_t* r = scratch
+        cdef mp_limb_t* t = scratch + L
+        cdef mp_limb_t* a = scratch + 3 * L
+        cdef int started = 0
+        cdef size_t count = 0
         for i in range(self.x_bytes):
             d = x[self.x_bytes - 1 - i]
             if d != 0:
-                _mulmod(acc, acc, self.table[i * DIGITS + d - 1], self.nsq, tmp)
+                if started:
+                    _montmul(r, r, self.table + (i * DIGITS + d - 1) * L, t, self.nsq_limbs, L, self.ninv)
+                else:
+                    memcpy(r, self.table + (i * DIGITS + d - 1) * L, L * sizeof(mp_limb_t))
+                    started = 1
+        if not started:
+            return
+        # r = h_s^x 2^(64L) mod n^2 (Montgomery form); one more Montgomery product with the
+        # plain acc gives acc * h_s^x mod n^2 in normal form.
+        _limbs_from(a, acc, L)
+        _montmul(r, r, a, t, self.nsq_limbs, L, self.ninv)
+        mpz_import(acc, L, -1, sizeof(mp_limb_t), 0, 0, r)
 
 
-cdef void _fill_row(mpz_t* row, mpz_srcptr base, mpz_srcptr nsq) noexcept nogil:
-    cdef mpz_t tmp
+cdef void _fill_row(mp_limb_t* row, mpz_srcptr base, mpz_srcptr nsq, Py_ssize_t L) noexcept nogil:
+    """row[d-1] = base^d 2^(64L) mod n^2 for d = 1..255, as L-limb arrays."""
+    cdef mpz_t cur, mont, tmp
     cdef Py_ssize_t d
+    mpz_init(cur)
+    mpz_init(mont)
     mpz_init(tmp)
-    mpz_set(row[0], base)
-    for d in range(1, DIGITS):
-        _mulmod(row[d], row[d - 1], base, nsq, tmp)
+    mpz_set(cur, base)
+    for d in range(DIGITS):
+        if d:
+            _mulmod(cur, cur, base, nsq, tmp)
+        mpz_mul_2exp(tmp, cur, 64 * L)
+        mpz_tdiv_r(mont, tmp, nsq)
+        _limbs_from(row + d * L, mont, L)
+    mpz_clear(cur)
+    mpz_clear(mont)
     mpz_clear(tmp)
 
 
 cdef int _encrypt_row(PublicContext ctx, const uint8_t* plain, const uint8_t* xin,
                       uint8_t* out) noexcept nogil:
-    cdef mpz_t m, acc, tmp
+    cdef mpz_t m, acc
     cdef uint8_t x[MAX_X_BYTES]
     cdef const uint8_t* xp = xin
     cdef int rc = 0
+    cdef mp_limb_t* scratch
     if xp == NULL:
         if RAND_bytes(x, <int>ctx.x_bytes) != 1:
             return E_RANDOM
         xp = x
+    scratch = <mp_limb_t*>malloc(4 * ctx.L * sizeof(mp_limb_t))
+    if scratch == NULL:
+        return E_NOMEM
     mpz_init(m)
     mpz_init(acc)
-    mpz_init(tmp)
     _load(m, plain, ctx.n_width)
     if mpz_cmp(m, ctx.n) >= 0:
         rc = E_RANGE
@@ -257,13 +347,13 @@ cdef int _encrypt_row(PublicContext ctx, const uint8_t* plain, const uint8_t* xi
         # g = n + 1: g^m = 1 + m*n, which is < n^2 for m < n.
         mpz_mul(acc, m, ctx.n)
         mpz_add_ui(acc, acc, 1)
-        ctx._fixed_base(acc, xp, tmp)
+        ctx._fixed_base(acc, xp, scratch)
         _store(acc, out, ctx.c_width)
     if xp == x:
         memset(x, 0, MAX_X_BYTES)
+    free(scratch)
     mpz_clear(m)
     mpz_clear(acc)
-    mpz_clear(tmp)
     return rc
 
 

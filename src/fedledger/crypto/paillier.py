@@ -304,6 +304,8 @@ class PublicKey:
         code, row = _k.encrypt(self._context(), plain, out, xs, num_threads())
         if code == _k.ERR_RANGE:
             raise InvalidArgument("plaintext", f"row {row} is >= n")
+        if code == _k.ERR_NOMEM:
+            raise MemoryError(f"out of memory while encrypting row {row}")
         if code != _k.OK:
             raise RuntimeError(f"the CSPRNG failed while encrypting row {row}")
         out.flags.writeable = False
