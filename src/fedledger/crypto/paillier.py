@@ -178,7 +178,9 @@ class PublicKey:
         """SHA-256 of n (big-endian): a short identifier of the key."""
         return hashlib.sha256(self.n.to_bytes(self.n_bytes, "big")).digest()
 
-    def _context(self) -> Any:
+    def _context(self, *, table: bool = False) -> Any:
+        """The kernel context; with table=True the fixed-base table is built first (once,
+        under the lock, so that concurrent first encryptions do not race)."""
         with self._lock:
             if self._ctx is None:
                 self._ctx = _k.PublicContext(
@@ -188,11 +190,13 @@ class PublicKey:
                     self.n_bytes,
                     self.c_bytes,
                 )
+            if table and not self._ctx.table_built:
+                self._ctx.build_table(num_threads())
             return self._ctx
 
     def precompute(self) -> None:
         """Build the fixed-base table now instead of on first encryption."""
-        self._context().build_table(num_threads())
+        self._context(table=True)
 
     # -- phe interoperability ------------------------------------------------------------
 
@@ -301,7 +305,7 @@ class PublicKey:
 
     def _encrypt_rows(self, plain: NDArray[np.uint8], xs: NDArray[np.uint8] | None) -> NDArray[np.uint8]:
         out = np.empty((plain.shape[0], self.c_bytes), dtype=np.uint8)
-        code, row = _k.encrypt(self._context(), plain, out, xs, num_threads())
+        code, row = _k.encrypt(self._context(table=True), plain, out, xs, num_threads())
         if code == _k.ERR_RANGE:
             raise InvalidArgument("plaintext", f"row {row} is >= n")
         if code == _k.ERR_NOMEM:
