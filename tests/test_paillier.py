@@ -412,11 +412,11 @@ def test_wrong_private_key_is_a_clear_error(
         other_sk.decrypt_vector(ev)
     # Same n but a forged private object is impossible; simulate a wrong key by decrypting
     # the ciphertext rows with another key's kernel context directly.
-    rows = ev.ciphertexts
     other_pk = other_sk.public_key
-    forged = P.EncryptedVector(other_pk, P.PackingLayout.create(other_pk.bits, len(ev), bits=16, clip=1.0,
-                                                                 max_summands=100), 1,
-                               np.ascontiguousarray(rows[:, -other_pk.c_bytes:]), _trusted=True)
+    rows = [int.from_bytes(r.tobytes(), "big") % other_pk.nsquare for r in ev.ciphertexts]
+    data = np.array([np.frombuffer(c.to_bytes(other_pk.c_bytes, "big"), np.uint8) for c in rows])
+    layout = P.PackingLayout.create(other_pk.bits, len(ev), bits=16, clip=1.0, max_summands=100)
+    forged = P.EncryptedVector.from_ciphertexts(other_pk, layout, 1, data)
     with pytest.raises(DecryptionError, match="ciphertext 0"):
         other_sk.decrypt_vector(forged)
 

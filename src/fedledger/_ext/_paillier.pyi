@@ -10,6 +10,7 @@ ERR_NOT_ONE_MOD_N: int
 ERR_NOMEM: int
 
 class PublicContext:
+    L: int
     x_bytes: int
     n_width: int
     c_width: int
@@ -29,25 +30,31 @@ class PrivateContext:
 def encrypt(
     ctx: PublicContext,
     plain: NDArray[np.uint8],
-    out: NDArray[np.uint8],
+    out: NDArray[np.uint64],
     xs: NDArray[np.uint8] | None,
     nthreads: int,
 ) -> tuple[int, int]: ...
 def validate(ctx: PublicContext, cts: NDArray[np.uint8], nthreads: int) -> tuple[int, int]: ...
+def to_montgomery(
+    ctx: PublicContext, cts: NDArray[np.uint8], out: NDArray[np.uint64], nthreads: int
+) -> int: ...
+def from_montgomery(
+    ctx: PublicContext, mont: NDArray[np.uint64], out: NDArray[np.uint8], nthreads: int
+) -> int: ...
 def product(
-    ctx: PublicContext, arrays: list[NDArray[np.uint8]], out: NDArray[np.uint8], nthreads: int
+    ctx: PublicContext, arrays: list[NDArray[np.uint64]], out: NDArray[np.uint64], nthreads: int
 ) -> None: ...
 def power(
     ctx: PublicContext,
-    cts: NDArray[np.uint8],
+    cts: NDArray[np.uint64],
     exponent: bytes,
     secret: bool,
-    out: NDArray[np.uint8],
+    out: NDArray[np.uint64],
     nthreads: int,
 ) -> None: ...
 def combine(
     ctx: PublicContext,
-    partials: list[NDArray[np.uint8]],
+    partials: list[NDArray[np.uint64]],
     exponents: list[bytes],
     negative: list[bool],
     factor: bytes,
@@ -55,7 +62,11 @@ def combine(
     nthreads: int,
 ) -> tuple[int, int]: ...
 def decrypt(
-    ctx: PrivateContext, cts: NDArray[np.uint8], out_plain: NDArray[np.uint8], nthreads: int
+    ctx: PrivateContext,
+    pub: PublicContext,
+    cts: NDArray[np.uint64],
+    out_plain: NDArray[np.uint8],
+    nthreads: int,
 ) -> None: ...
 def pack(slots: NDArray[np.uint64], slot_bits: int, out: NDArray[np.uint8]) -> None: ...
 def unpack(

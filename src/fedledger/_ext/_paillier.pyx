@@ -91,6 +91,10 @@ cdef enum:
     DIGITS = 255        # non-zero digits per window
     MAX_X_BYTES = 1024  # exponent buffer on the stack (keys up to 16384 bits)
     PRIME_SIEVE = 2048  # small primes for trial division in prime generation
+    # Below this many rows a parallel region over cheap per-row work (one product, one
+    # conversion) costs more than it saves, and on a loaded machine a descheduled worker
+    # stalls the whole region.
+    PAR_MIN_CHEAP = 512
 
 
 cdef inline void _load(mpz_ptr z, const uint8_t* row, size_t width) noexcept nogil:
@@ -190,8 +194,9 @@ cdef class PublicContext:
     cdef mpz_t hs
     cdef mp_limb_t* table       # rows * 255 entries of L limbs, Montgomery form (x 2^(64L) mod n^2)
     cdef mp_limb_t* nsq_limbs   # n^2 as L limbs
+    cdef mp_limb_t* r2_limbs    # 2^(128L) mod n^2: montmul(c, r2) puts c in Montgomery form
     cdef mp_limb_t ninv         # -(n^2)^-1 mod 2^64
-    cdef Py_ssize_t L
+    cdef readonly Py_ssize_t L
     cdef readonly Py_ssize_t x_bytes
     cdef readonly Py_ssize_t n_width
     cdef readonly Py_ssize_t c_width
@@ -203,6 +208,7 @@ cdef class PublicContext:
         mpz_init(self.hs)
         self.table = NULL
         self.nsq_limbs = NULL
+        self.r2_limbs = NULL
         self.table_ready = 0
 
     def __init__(self, bytes n, bytes h, Py_ssize_t x_bytes, Py_ssize_t n_width, Py_ssize_t c_width):
@@ -216,9 +222,16 @@ cdef class PublicContext:
         mpz_mul(self.nsq, self.n, self.n)
         self.L = <Py_ssize_t>mpz_size(self.nsq)
         self.nsq_limbs = <mp_limb_t*>malloc(self.L * sizeof(mp_limb_t))
-        if self.nsq_limbs == NULL:
+        self.r2_limbs = <mp_limb_t*>malloc(self.L * sizeof(mp_limb_t))
+        if self.nsq_limbs == NULL or self.r2_limbs == NULL:
             raise MemoryError()
         _limbs_from(self.nsq_limbs, self.nsq, self.L)
+        mpz_init(hh)
+        mpz_set_ui(hh, 1)
+        mpz_mul_2exp(hh, hh, 128 * self.L)
+        mpz_tdiv_r(hh, hh, self.nsq)
+        _limbs_from(self.r2_limbs, hh, self.L)
+        mpz_clear(hh)
         n0 = self.nsq_limbs[0]
         inv = n0  # Newton iteration for n0^-1 mod 2^64 (n0 odd): 3 -> 6 -> ... -> 96 bits
         for it in range(5):
@@ -236,6 +249,7 @@ cdef class PublicContext:
     def __dealloc__(self):
         free(self.table)
         free(self.nsq_limbs)
+        free(self.r2_limbs)
         mpz_clear(self.n)
         mpz_clear(self.nsq)
         mpz_clear(self.hs)
@@ -276,33 +290,43 @@ cdef class PublicContext:
         self.table = table
         self.table_ready = 1
 
-    cdef inline void _fixed_base(self, mpz_ptr acc, const uint8_t* x, mp_limb_t* scratch) noexcept nogil:
-        """acc = acc * h_s^x mod n^2 (0 <= acc < n^2), x given as x_bytes big-endian bytes.
-
-        scratch holds 4L limbs.
-        """
+    cdef inline void _fixed_base(self, mp_limb_t* out, mpz_srcptr acc, const uint8_t* x,
+                                 mp_limb_t* scratch) noexcept nogil:
+        """out = acc * h_s^x * 2^(64L) mod n^2 (Montgomery form of acc * h_s^x) for
+        0 <= acc < n^2, x given as x_bytes big-endian bytes. scratch holds 4L limbs."""
         cdef Py_ssize_t i, L = self.L
         cdef uint8_t d
-        cdef mp_limb_t* r = scratch
-        cdef mp_limb_t* t = scratch + L
-        cdef mp_limb_t* a = scratch + 3 * L
+        cdef mp_limb_t* t = scratch
+        cdef mp_limb_t* a = scratch + 2 * L
         cdef int started = 0
-        cdef size_t count = 0
         for i in range(self.x_bytes):
             d = x[self.x_bytes - 1 - i]
             if d != 0:
                 if started:
-                    _montmul(r, r, self.table + (i * DIGITS + d - 1) * L, t, self.nsq_limbs, L, self.ninv)
+                    _montmul(out, out, self.table + (i * DIGITS + d - 1) * L, t, self.nsq_limbs, L, self.ninv)
                 else:
-                    memcpy(r, self.table + (i * DIGITS + d - 1) * L, L * sizeof(mp_limb_t))
+                    memcpy(out, self.table + (i * DIGITS + d - 1) * L, L * sizeof(mp_limb_t))
                     started = 1
-        if not started:
-            return
-        # r = h_s^x 2^(64L) mod n^2 (Montgomery form); one more Montgomery product with the
-        # plain acc gives acc * h_s^x mod n^2 in normal form.
+        # acc in Montgomery form, then (if x != 0) one product with h_s^x 2^(64L).
         _limbs_from(a, acc, L)
-        _montmul(r, r, a, t, self.nsq_limbs, L, self.ninv)
-        mpz_import(acc, L, -1, sizeof(mp_limb_t), 0, 0, r)
+        if started:
+            _montmul(a, a, self.r2_limbs, t, self.nsq_limbs, L, self.ninv)
+            _montmul(out, out, a, t, self.nsq_limbs, L, self.ninv)
+        else:
+            _montmul(out, a, self.r2_limbs, t, self.nsq_limbs, L, self.ninv)
+
+    cdef inline void _to_mpz(self, mpz_ptr z, const mp_limb_t* mont, mp_limb_t* scratch) noexcept nogil:
+        """z = mont / 2^(64L) mod n^2 (normal form). scratch holds 3L limbs."""
+        cdef Py_ssize_t L = self.L
+        memcpy(scratch, mont, L * sizeof(mp_limb_t))
+        memset(scratch + L, 0, L * sizeof(mp_limb_t))
+        _redc(scratch + 2 * L, scratch, self.nsq_limbs, L, self.ninv)
+        mpz_import(z, L, -1, sizeof(mp_limb_t), 0, 0, scratch + 2 * L)
+
+    cdef inline void _from_mpz(self, mp_limb_t* mont, mpz_srcptr z, mp_limb_t* scratch) noexcept nogil:
+        """mont = z * 2^(64L) mod n^2 for 0 <= z < n^2. scratch holds 3L limbs."""
+        _limbs_from(scratch + 2 * self.L, z, self.L)
+        _montmul(mont, scratch + 2 * self.L, self.r2_limbs, scratch, self.nsq_limbs, self.L, self.ninv)
 
 
 cdef void _fill_row(mp_limb_t* row, mpz_srcptr base, mpz_srcptr nsq, Py_ssize_t L) noexcept nogil:
@@ -325,7 +349,7 @@ cdef void _fill_row(mp_limb_t* row, mpz_srcptr base, mpz_srcptr nsq, Py_ssize_t 
 
 
 cdef int _encrypt_row(PublicContext ctx, const uint8_t* plain, const uint8_t* xin,
-                      uint8_t* out) noexcept nogil:
+                      mp_limb_t* out) noexcept nogil:
     cdef mpz_t m, acc
     cdef uint8_t x[MAX_X_BYTES]
     cdef const uint8_t* xp = xin
@@ -347,8 +371,7 @@ cdef int _encrypt_row(PublicContext ctx, const uint8_t* plain, const uint8_t* xi
         # g = n + 1: g^m = 1 + m*n, which is < n^2 for m < n.
         mpz_mul(acc, m, ctx.n)
         mpz_add_ui(acc, acc, 1)
-        ctx._fixed_base(acc, xp, scratch)
-        _store(acc, out, ctx.c_width)
+        ctx._fixed_base(out, acc, xp, scratch)
     if xp == x:
         memset(x, 0, MAX_X_BYTES)
     free(scratch)
@@ -357,10 +380,11 @@ cdef int _encrypt_row(PublicContext ctx, const uint8_t* plain, const uint8_t* xi
     return rc
 
 
-def encrypt(PublicContext ctx, const uint8_t[:, ::1] plain, uint8_t[:, ::1] out,
+def encrypt(PublicContext ctx, const uint8_t[:, ::1] plain, uint64_t[:, ::1] out,
             object xs, int nthreads) -> tuple:
-    """Encrypt each plaintext row. xs: None (fresh x from RAND_bytes per row) or a
-    (rows, x_bytes) uint8 array of big-endian exponents (test hook).
+    """Encrypt each plaintext row into out (rows, L) in Montgomery form. xs: None (fresh x
+    from RAND_bytes per row) or a (rows, x_bytes) uint8 array of big-endian exponents
+    (test hook).
 
     Returns (code, row): code 0, or the code of the lowest failing row.
     """
@@ -384,7 +408,7 @@ def encrypt(PublicContext ctx, const uint8_t[:, ::1] plain, uint8_t[:, ::1] out,
         for i in prange(rows, num_threads=nthreads, schedule="dynamic"):
             codes[i] = _encrypt_row(ctx, &plain[i, 0],
                                     (xbase + i * xstride) if xbase != NULL else NULL,
-                                    &out[i, 0])
+                                    <mp_limb_t*>&out[i, 0])
         for i in range(rows):
             if codes[i] != 0:
                 code = codes[i]
@@ -392,6 +416,54 @@ def encrypt(PublicContext ctx, const uint8_t[:, ::1] plain, uint8_t[:, ::1] out,
                 break
     free(codes)
     return (code, where)
+
+
+cdef int _convert_row(PublicContext ctx, const uint8_t* src, uint8_t* dst, int to_mont) noexcept nogil:
+    cdef mpz_t z
+    cdef mp_limb_t* scratch = <mp_limb_t*>malloc(3 * ctx.L * sizeof(mp_limb_t))
+    if scratch == NULL:
+        return E_NOMEM
+    mpz_init(z)
+    if to_mont:
+        _load(z, src, ctx.c_width)
+        ctx._from_mpz(<mp_limb_t*>dst, z, scratch)
+    else:
+        ctx._to_mpz(z, <const mp_limb_t*>src, scratch)
+        _store(z, dst, ctx.c_width)
+    mpz_clear(z)
+    free(scratch)
+    return 0
+
+
+def to_montgomery(PublicContext ctx, const uint8_t[:, ::1] cts, uint64_t[:, ::1] out, int nthreads) -> int:
+    """Big-endian ciphertext rows (each < n^2, checked by the caller) to Montgomery limbs.
+    Returns 0 or ERR_NOMEM."""
+    cdef Py_ssize_t rows = cts.shape[0], i
+    cdef int bad = 0
+    if rows == 0:
+        return 0
+    if rows < PAR_MIN_CHEAP:
+        nthreads = 1
+    with nogil:
+        for i in prange(rows, num_threads=nthreads, schedule="static"):
+            if _convert_row(ctx, &cts[i, 0], <uint8_t*>&out[i, 0], 1) != 0:
+                bad += 1
+    return E_NOMEM if bad else E_OK
+
+
+def from_montgomery(PublicContext ctx, const uint64_t[:, ::1] mont, uint8_t[:, ::1] out, int nthreads) -> int:
+    """Montgomery limbs back to big-endian ciphertext rows of c_width bytes."""
+    cdef Py_ssize_t rows = mont.shape[0], i
+    cdef int bad = 0
+    if rows == 0:
+        return 0
+    if rows < PAR_MIN_CHEAP:
+        nthreads = 1
+    with nogil:
+        for i in prange(rows, num_threads=nthreads, schedule="static"):
+            if _convert_row(ctx, <const uint8_t*>&mont[i, 0], &out[i, 0], 0) != 0:
+                bad += 1
+    return E_NOMEM if bad else E_OK
 
 
 cdef int _validate_row(PublicContext ctx, const uint8_t* row) noexcept nogil:
@@ -436,65 +508,67 @@ def validate(PublicContext ctx, const uint8_t[:, ::1] cts, int nthreads) -> tupl
     return (code, where)
 
 
-cdef void _product_row(PublicContext ctx, const uint8_t** srcs, Py_ssize_t k, Py_ssize_t i,
-                       uint8_t* out) noexcept nogil:
-    cdef mpz_t acc, t, tmp
-    cdef Py_ssize_t j
-    cdef size_t w = ctx.c_width
-    mpz_init(acc)
-    mpz_init(t)
-    mpz_init(tmp)
-    _load(acc, srcs[0] + i * w, w)
-    for j in range(1, k):
-        _load(t, srcs[j] + i * w, w)
-        _mulmod(acc, acc, t, ctx.nsq, tmp)
-    _store(acc, out, w)
-    mpz_clear(acc)
-    mpz_clear(t)
-    mpz_clear(tmp)
+def product(PublicContext ctx, list arrays, uint64_t[:, ::1] out, int nthreads):
+    """out[i] = prod_j arrays[j][i] mod n^2, all in Montgomery form (homomorphic addition of
+    k >= 1 vectors: k - 1 Montgomery products per row, no division, no conversion).
 
-
-def product(PublicContext ctx, list arrays, uint8_t[:, ::1] out, int nthreads):
-    """out[i] = prod_j arrays[j][i] mod n^2 (homomorphic addition of k >= 1 vectors).
-
-    Every array is a (rows, c_width) C-contiguous uint8 array checked by the caller;
-    out may alias arrays[0].
+    Every array is a (rows, L) C-contiguous uint64 array checked by the caller; out may
+    alias arrays[0].
     """
-    cdef Py_ssize_t k = len(arrays), rows = out.shape[0], i, j
-    cdef const uint8_t** srcs
-    cdef const uint8_t[:, ::1] view
+    cdef Py_ssize_t k = len(arrays), rows = out.shape[0], i, j, L = ctx.L
+    cdef const mp_limb_t** srcs
+    cdef const uint64_t[:, ::1] view
     cdef list keep = []
+    cdef mp_limb_t* t
+    cdef int nomem = 0
     if rows == 0:
         return
-    srcs = <const uint8_t**>malloc(k * sizeof(uint8_t*))
+    if rows * (k - 1) < PAR_MIN_CHEAP:
+        nthreads = 1
+    srcs = <const mp_limb_t**>malloc(k * sizeof(mp_limb_t*))
     if srcs == NULL:
         raise MemoryError()
     for j in range(k):
         view = arrays[j]
         keep.append(view)
-        srcs[j] = &view[0, 0]
+        srcs[j] = <const mp_limb_t*>&view[0, 0]
     with nogil:
         for i in prange(rows, num_threads=nthreads, schedule="static"):
-            _product_row(ctx, srcs, k, i, &out[i, 0])
+            t = <mp_limb_t*>malloc(3 * L * sizeof(mp_limb_t))
+            if t == NULL:
+                nomem += 1
+            else:
+                memcpy(t + 2 * L, srcs[0] + i * L, L * sizeof(mp_limb_t))
+                for j in range(1, k):
+                    _montmul(t + 2 * L, t + 2 * L, srcs[j] + i * L, t, ctx.nsq_limbs, L, ctx.ninv)
+                memcpy(<mp_limb_t*>&out[i, 0], t + 2 * L, L * sizeof(mp_limb_t))
+                free(t)
     free(srcs)
+    if nomem:
+        raise MemoryError()
 
 
-cdef void _powm_row(PublicContext ctx, const uint8_t* row, mpz_srcptr e, int secret,
-                    uint8_t* out) noexcept nogil:
+cdef void _powm_row(PublicContext ctx, const mp_limb_t* row, mpz_srcptr e, int secret,
+                    mp_limb_t* out) noexcept nogil:
     cdef mpz_t c
+    cdef mp_limb_t* scratch = <mp_limb_t*>malloc(3 * ctx.L * sizeof(mp_limb_t))
+    if scratch == NULL:
+        memset(out, 0, ctx.L * sizeof(mp_limb_t))  # an invalid (zero) ciphertext, caught later
+        return
     mpz_init(c)
-    _load(c, row, ctx.c_width)
+    ctx._to_mpz(c, row, scratch)
     if secret:
         mpz_powm_sec(c, c, e, ctx.nsq)
     else:
         mpz_powm(c, c, e, ctx.nsq)
-    _store(c, out, ctx.c_width)
+    ctx._from_mpz(out, c, scratch)
     mpz_clear(c)
+    free(scratch)
 
 
-def power(PublicContext ctx, const uint8_t[:, ::1] cts, bytes exponent, bint secret,
-          uint8_t[:, ::1] out, int nthreads):
-    """out[i] = cts[i]^e mod n^2 for e > 0 (big-endian bytes).
+def power(PublicContext ctx, const uint64_t[:, ::1] cts, bytes exponent, bint secret,
+          uint64_t[:, ::1] out, int nthreads):
+    """out[i] = cts[i]^e mod n^2 for e > 0 (big-endian bytes), Montgomery form in and out.
 
     secret=True uses mpz_powm_sec (threshold partial decryption with a key share);
     secret=False uses mpz_powm (multiplication by a public plaintext scalar).
@@ -508,22 +582,25 @@ def power(PublicContext ctx, const uint8_t[:, ::1] cts, bytes exponent, bint sec
     _from_bytes(e, exponent)
     with nogil:
         for i in prange(rows, num_threads=nthreads, schedule="dynamic"):
-            _powm_row(ctx, &cts[i, 0], e, sec, &out[i, 0])
+            _powm_row(ctx, <const mp_limb_t*>&cts[i, 0], e, sec, <mp_limb_t*>&out[i, 0])
+    mpz_set_ui(e, 0)
     mpz_clear(e)
 
 
-cdef int _combine_row(PublicContext ctx, const uint8_t** srcs, mpz_t* exps, const int* negs,
+cdef int _combine_row(PublicContext ctx, const mp_limb_t** srcs, mpz_t* exps, const int* negs,
                       Py_ssize_t k, mpz_srcptr factor, Py_ssize_t i, uint8_t* out) noexcept nogil:
     cdef mpz_t acc, t, tmp
     cdef Py_ssize_t j
-    cdef size_t w = ctx.c_width
     cdef int rc = 0
+    cdef mp_limb_t* scratch = <mp_limb_t*>malloc(3 * ctx.L * sizeof(mp_limb_t))
+    if scratch == NULL:
+        return E_NOMEM
     mpz_init(acc)
     mpz_init(t)
     mpz_init(tmp)
     mpz_set_ui(acc, 1)
     for j in range(k):
-        _load(t, srcs[j] + i * w, w)
+        ctx._to_mpz(t, srcs[j] + i * ctx.L, scratch)
         if negs[j]:
             if mpz_invert(t, t, ctx.nsq) == 0:
                 rc = E_NOT_UNIT
@@ -543,29 +620,31 @@ cdef int _combine_row(PublicContext ctx, const uint8_t** srcs, mpz_t* exps, cons
     mpz_clear(acc)
     mpz_clear(t)
     mpz_clear(tmp)
+    free(scratch)
     return rc
 
 
 def combine(PublicContext ctx, list partials, list exponents, list negative, bytes factor,
             uint8_t[:, ::1] out_plain, int nthreads) -> tuple:
-    """Threshold combination: out_plain[i] = L(prod_j partials[j][i]^(+-e_j)) * factor mod n.
+    """Threshold combination: out_plain[i] = L(prod_j partials[j][i]^(+-e_j)) * factor mod n,
+    partials in Montgomery form.
 
     exponents are big-endian magnitudes; negative[j] says whether e_j is negative.
     Returns (code, row) as encrypt does.
     """
     cdef Py_ssize_t k = len(partials), rows = out_plain.shape[0], i, j
-    cdef const uint8_t** srcs
+    cdef const mp_limb_t** srcs
     cdef mpz_t* exps
     cdef int* negs
     cdef int* codes
     cdef mpz_t f
-    cdef const uint8_t[:, ::1] view
+    cdef const uint64_t[:, ::1] view
     cdef list keep = []
     cdef int code = 0
     cdef Py_ssize_t where = -1
     if rows == 0:
         return (E_OK, -1)
-    srcs = <const uint8_t**>malloc(k * sizeof(uint8_t*))
+    srcs = <const mp_limb_t**>malloc(k * sizeof(mp_limb_t*))
     negs = <int*>malloc(k * sizeof(int))
     codes = <int*>calloc(rows, sizeof(int))
     exps = _mpz_array(k)
@@ -578,7 +657,7 @@ def combine(PublicContext ctx, list partials, list exponents, list negative, byt
     for j in range(k):
         view = partials[j]
         keep.append(view)
-        srcs[j] = &view[0, 0]
+        srcs[j] = <const mp_limb_t*>&view[0, 0]
         _from_bytes(exps[j], exponents[j])
         negs[j] = 1 if negative[j] else 0
     mpz_init(f)
@@ -655,13 +734,18 @@ cdef class PrivateContext:
         mpz_clear(self.hq)
         mpz_clear(self.pinv)
 
-    cdef void _decrypt_row(self, const uint8_t* row, uint8_t* out) noexcept nogil:
+    cdef void _decrypt_row(self, PublicContext pub, const mp_limb_t* row, uint8_t* out) noexcept nogil:
         cdef mpz_t c, mp, mq, t
+        cdef mp_limb_t* scratch = <mp_limb_t*>malloc(3 * pub.L * sizeof(mp_limb_t))
+        if scratch == NULL:
+            memset(out, 0xFF, self.n_width)  # impossible plaintext: fails the packing checks
+            return
         mpz_init(c)
         mpz_init(mp)
         mpz_init(mq)
         mpz_init(t)
-        _load(c, row, self.c_width)
+        pub._to_mpz(c, row, scratch)
+        free(scratch)
         # m_p = L_p(c^(p-1) mod p^2) * hp mod p
         mpz_tdiv_r(t, c, self.psq)
         mpz_powm_sec(t, t, self.pm1, self.psq)
@@ -691,14 +775,16 @@ cdef class PrivateContext:
         mpz_clear(t)
 
 
-def decrypt(PrivateContext ctx, const uint8_t[:, ::1] cts, uint8_t[:, ::1] out_plain, int nthreads):
-    """CRT decryption of each (validated) ciphertext row into out_plain (rows, n_width)."""
+def decrypt(PrivateContext ctx, PublicContext pub, const uint64_t[:, ::1] cts,
+            uint8_t[:, ::1] out_plain, int nthreads):
+    """CRT decryption of each (valid) ciphertext row, in Montgomery form, into out_plain
+    (rows, n_width) big-endian."""
     cdef Py_ssize_t rows = cts.shape[0], i
     if rows == 0:
         return
     with nogil:
         for i in prange(rows, num_threads=nthreads, schedule="dynamic"):
-            ctx._decrypt_row(&cts[i, 0], &out_plain[i, 0])
+            ctx._decrypt_row(pub, <const mp_limb_t*>&cts[i, 0], &out_plain[i, 0])
 
 
 def pack(const uint64_t[:, ::1] slots, int slot_bits, uint8_t[:, ::1] out):

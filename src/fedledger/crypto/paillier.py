@@ -250,7 +250,7 @@ class PublicKey:
         except ValueError as exc:
             raise InvalidArgument("value", str(exc)) from None
         plain = np.frombuffer(encoding.encoding.to_bytes(self.n_bytes, "big"), np.uint8)
-        row = self._encrypt_rows(plain.reshape(1, -1).copy(), None)
+        row = self._to_bytes_rows(self._encrypt_rows(plain.reshape(1, -1).copy(), None))
         number = phe.EncryptedNumber(pub, int.from_bytes(row[0].tobytes(), "big"), encoding.exponent)
         # Already randomised (h_s^x is an n-th power), so phe need not obfuscate again.
         number._EncryptedNumber__is_obfuscated = True
@@ -303,9 +303,11 @@ class PublicKey:
         _k.pack(slots, layout.slot_bits, plain)
         return plain
 
-    def _encrypt_rows(self, plain: NDArray[np.uint8], xs: NDArray[np.uint8] | None) -> NDArray[np.uint8]:
-        out = np.empty((plain.shape[0], self.c_bytes), dtype=np.uint8)
-        code, row = _k.encrypt(self._context(table=True), plain, out, xs, num_threads())
+    def _encrypt_rows(self, plain: NDArray[np.uint8], xs: NDArray[np.uint8] | None) -> NDArray[np.uint64]:
+        """Encrypt plaintext rows; the result is in the kernel's Montgomery form."""
+        ctx = self._context(table=True)
+        out = np.empty((plain.shape[0], ctx.L), dtype=np.uint64)
+        code, row = _k.encrypt(ctx, plain, out, xs, num_threads())
         if code == _k.ERR_RANGE:
             raise InvalidArgument("plaintext", f"row {row} is >= n")
         if code == _k.ERR_NOMEM:
@@ -326,6 +328,25 @@ class PublicKey:
         if xs.shape != (layout.num_ciphertexts, self.x_bytes):
             raise InvalidArgument("xs", f"expected shape {(layout.num_ciphertexts, self.x_bytes)}, got {xs.shape}")
         return self._encrypt_quantized(arr, layout, xs)
+
+    def _to_bytes_rows(self, mont: NDArray[np.uint64]) -> NDArray[np.uint8]:
+        """Montgomery-form rows to big-endian ciphertext rows of c_bytes bytes."""
+        out = np.empty((mont.shape[0], self.c_bytes), dtype=np.uint8)
+        if _k.from_montgomery(self._context(), mont, out, num_threads()) != _k.OK:
+            raise MemoryError("out of memory while converting ciphertexts")
+        return out
+
+    def _from_bytes_rows(self, rows: NDArray[np.uint8], argument: str) -> NDArray[np.uint64]:
+        """Validate big-endian ciphertext rows and convert them to Montgomery form."""
+        ctx = self._context()
+        code, row = _k.validate(ctx, rows, num_threads())
+        if code != _k.OK:
+            raise InvalidCiphertext(f"{argument}: ciphertext {row} {_CT_ERRORS[code]}", row)
+        out = np.empty((rows.shape[0], ctx.L), dtype=np.uint64)
+        if _k.to_montgomery(ctx, rows, out, num_threads()) != _k.OK:
+            raise MemoryError("out of memory while converting ciphertexts")
+        out.flags.writeable = False
+        return out
 
     def _check_ciphertext_int(self, value: object, argument: str) -> int:
         c = _check_int(value, argument)
@@ -433,16 +454,16 @@ class PrivateKey:
 
     # -- decryption ---------------------------------------------------------------------
 
-    def _decrypt_rows(self, cts: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    def _decrypt_rows(self, cts: NDArray[np.uint64]) -> NDArray[np.uint8]:
         out = np.empty((cts.shape[0], self.public_key.n_bytes), dtype=np.uint8)
-        _k.decrypt(self._ctx, cts, out, num_threads())
+        _k.decrypt(self._ctx, self.public_key._context(), cts, out, num_threads())
         return out
 
     def raw_decrypt(self, ciphertext: int) -> int:
         """Decrypt one raw ciphertext integer to its plaintext in [0, n)."""
         c = self.public_key._check_ciphertext_int(ciphertext, "ciphertext")
         row = np.frombuffer(c.to_bytes(self.public_key.c_bytes, "big"), np.uint8).reshape(1, -1)
-        return int.from_bytes(self._decrypt_rows(row)[0].tobytes(), "big")
+        return int.from_bytes(self._decrypt_rows(self.public_key._from_bytes_rows(row, "ciphertext"))[0].tobytes(), "big")
 
     def decrypt(self, encrypted_number: Any) -> int | float:
         """Decrypt a ``phe.EncryptedNumber`` (made by phe or by :meth:`PublicKey.encrypt`)."""
@@ -786,6 +807,10 @@ class EncryptedVector:
     positive integer, :func:`sum_vectors` adds many at once. ``weight`` counts how many
     fresh vectors the value is worth (1 after encryption; weights add; scalars multiply);
     it may never exceed ``layout.max_summands``.
+
+    Internally the ciphertexts are kept as 64-bit limbs in Montgomery form (c 2^(64L) mod
+    n^2), so that an addition is one multiplication and one Montgomery reduction;
+    :attr:`ciphertexts` and :meth:`to_bytes` give the ordinary big-endian integers.
     """
 
     __slots__ = ("public_key", "layout", "weight", "_data")
@@ -795,7 +820,7 @@ class EncryptedVector:
         public_key: PublicKey,
         layout: PackingLayout,
         weight: int,
-        data: NDArray[np.uint8],
+        data: NDArray[np.uint64],
         *,
         _trusted: bool = False,
     ) -> None:
@@ -824,12 +849,12 @@ class EncryptedVector:
     @property
     def nbytes(self) -> int:
         """Bytes of ciphertext payload (num_ciphertexts x bytes of n^2), without the header."""
-        return int(self._data.nbytes)
+        return self.num_ciphertexts * self.public_key.c_bytes
 
     @property
     def ciphertexts(self) -> NDArray[np.uint8]:
-        """Read-only (num_ciphertexts, bytes of n^2) array of big-endian ciphertexts."""
-        return self._data
+        """A (num_ciphertexts, bytes of n^2) array of the big-endian ciphertexts (a copy)."""
+        return self.public_key._to_bytes_rows(self._data)
 
     def _check_operand(self, other: object, argument: str) -> EncryptedVector:
         if not isinstance(other, EncryptedVector):
@@ -883,7 +908,7 @@ class EncryptedVector:
             _MAGIC, _VERSION, lay.bits, lay.clip, lay.max_summands, lay.count, lay.slot_bits, lay.slots,
             self.weight, len(n_raw),
         )
-        return header + n_raw + self._data.tobytes()
+        return header + n_raw + self.ciphertexts.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, public_key: PublicKey) -> EncryptedVector:
@@ -916,10 +941,8 @@ class EncryptedVector:
             raise InvalidArgument(
                 "data", f"expected {rows} ciphertexts of {width} bytes, got {len(raw) - off} bytes"
             )
-        arr = np.frombuffer(raw, dtype=np.uint8, offset=off).reshape(rows, width).copy()
-        _validate_rows(public_key, arr, "data")
-        arr.flags.writeable = False
-        return cls(public_key, layout, weight, arr, _trusted=True)
+        arr = np.frombuffer(raw, dtype=np.uint8, offset=off).reshape(rows, width)
+        return cls(public_key, layout, weight, public_key._from_bytes_rows(arr, "data"), _trusted=True)
 
     @classmethod
     def from_ciphertexts(
@@ -936,16 +959,7 @@ class EncryptedVector:
             raise InvalidArgument(
                 "ciphertexts", f"expected shape {(layout.num_ciphertexts, public_key.c_bytes)}, got {arr.shape}"
             )
-        arr = arr.copy()
-        _validate_rows(public_key, arr, "ciphertexts")
-        arr.flags.writeable = False
-        return cls(public_key, layout, weight, arr, _trusted=True)
-
-
-def _validate_rows(pk: PublicKey, arr: NDArray[np.uint8], argument: str) -> None:
-    code, row = _k.validate(pk._context(), arr, num_threads())
-    if code != _k.OK:
-        raise InvalidCiphertext(f"{argument}: ciphertext {row} {_CT_ERRORS[code]}", row)
+        return cls(public_key, layout, weight, public_key._from_bytes_rows(arr, "ciphertexts"), _trusted=True)
 
 
 def sum_vectors(vectors: Iterable[EncryptedVector]) -> EncryptedVector:
@@ -1023,7 +1037,7 @@ class PartialDecryption:
     threshold: int
     trustees: int
     vector_digest: bytes
-    values: NDArray[np.uint8]
+    values: NDArray[np.uint64]  # Montgomery form, like EncryptedVector's storage
 
     def __repr__(self) -> str:
         return f"PartialDecryption(index={self.index}, rows={self.values.shape[0]})"
