@@ -543,6 +543,22 @@ def test_threshold_any_t_of_n_decrypts(safe512: tuple[P.PublicKey, P.PrivateKey]
         P.combine_partial_decryptions(ev, [parts[0]] * 3)
 
 
+def test_threshold_shares_and_partials_serialise(safe512: tuple[P.PublicKey, P.PrivateKey]) -> None:
+    pk, sk = safe512
+    shares = [P.KeyShare.from_json(s.to_json(), insecure_for_tests=True) for s in sk.split(2, 4)]
+    assert [s.index for s in shares] == [1, 2, 3, 4]
+    ev = pk.encrypt_vector(np.linspace(-1, 1, 50), max_summands=2) * 2
+    wire = [shares[i].partial_decrypt(ev).to_bytes(pk) for i in (3, 1)]
+    parts = [P.PartialDecryption.from_bytes(w, pk) for w in wire]
+    assert np.array_equal(P.combine_partial_decryptions(ev, parts, quantized=True), sk.decrypt_quantized(ev))
+    bad = bytearray(wire[0])
+    bad[-pk.c_bytes :] = bytes(pk.c_bytes)  # last value zero
+    with pytest.raises(InvalidCiphertext, match=f"ciphertext {ev.num_ciphertexts - 1} is 0"):
+        P.PartialDecryption.from_bytes(bytes(bad), pk)
+    with pytest.raises(InvalidArgument, match="kty"):
+        P.KeyShare.from_json(json.dumps({"kty": "other"}))
+
+
 def test_threshold_detects_bad_partial_and_wrong_vector(safe512: tuple[P.PublicKey, P.PrivateKey]) -> None:
     pk, sk = safe512
     shares = sk.split(2, 3)

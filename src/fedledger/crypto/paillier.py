@@ -798,6 +798,8 @@ def _unpack_checked(plain: NDArray[np.uint8], layout: PackingLayout, weight: int
 _MAGIC = b"FLPV"
 _VERSION = 1
 _HEADER = struct.Struct(">4sBBdIQHIQI")
+_PARTIAL_MAGIC = b"FLPD"
+_PARTIAL_HEADER = struct.Struct(">4sBHHH32sQI")
 
 
 class EncryptedVector:
@@ -1007,6 +1009,35 @@ class KeyShare:
     def delta(self) -> int:
         return math.factorial(self.trustees)
 
+    def to_json(self) -> str:
+        """The share as JSON (integers base64url, like the JWK forms). Keep it secret."""
+        return json.dumps(
+            {
+                "kty": "fedledger-paillier-share",
+                "n": _b64_int(self.public_key.n),
+                "index": self.index,
+                "threshold": self.threshold,
+                "trustees": self.trustees,
+                "share": _b64_int(self.share),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, insecure_for_tests: bool = False) -> KeyShare:
+        obj = _jwk_object(text if isinstance(text, str) else text.decode("utf-8"), "text")
+        if obj.get("kty") != "fedledger-paillier-share":
+            raise InvalidArgument("text", f"kty must be 'fedledger-paillier-share', got {obj.get('kty')!r}")
+        pk = PublicKey(_int_b64(obj.get("n"), "text['n']"), insecure_for_tests=insecure_for_tests)
+        index = _check_int(obj.get("index"), "text['index']")
+        threshold = _check_int(obj.get("threshold"), "text['threshold']")
+        trustees = _check_int(obj.get("trustees"), "text['trustees']")
+        if not (1 <= threshold <= trustees <= MAX_TRUSTEES and 1 <= index <= trustees):
+            raise InvalidArgument("text", f"inconsistent index/threshold/trustees ({index}/{threshold}/{trustees})")
+        share = _int_b64(obj.get("share"), "text['share']")
+        if share >= pk.nsquare:
+            raise InvalidArgument("text['share']", "is larger than any share of this key")
+        return cls(pk, index, share, threshold, trustees)
+
     def partial_decrypt(self, vector: EncryptedVector) -> PartialDecryption:
         """c_i = c^(2 Delta s_i) mod n^2 for every ciphertext (mpz_powm_sec: secret exponent)."""
         if not isinstance(vector, EncryptedVector):
@@ -1041,6 +1072,37 @@ class PartialDecryption:
 
     def __repr__(self) -> str:
         return f"PartialDecryption(index={self.index}, rows={self.values.shape[0]})"
+
+    def to_bytes(self, public_key: PublicKey) -> bytes:
+        """Header (magic, version, index, threshold, trustees, vector digest) and the
+        big-endian partial values (one per ciphertext, bytes of n^2 each)."""
+        rows = public_key._to_bytes_rows(self.values)
+        header = _PARTIAL_HEADER.pack(
+            _PARTIAL_MAGIC, _VERSION, self.index, self.threshold, self.trustees, self.vector_digest,
+            rows.shape[0], public_key.c_bytes,
+        )
+        return header + rows.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, public_key: PublicKey) -> PartialDecryption:
+        """Parse :meth:`to_bytes` output; every value must be a unit mod n^2."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
+        raw = bytes(data)
+        if len(raw) < _PARTIAL_HEADER.size:
+            raise InvalidArgument("data", f"too short for a header ({len(raw)} bytes)")
+        magic, version, index, threshold, trustees, digest, rows, width = _PARTIAL_HEADER.unpack_from(raw)
+        if magic != _PARTIAL_MAGIC or version != _VERSION:
+            raise InvalidArgument("data", "not a fedledger partial decryption (bad magic or version)")
+        if width != public_key.c_bytes:
+            raise KeyMismatch(f"values are {width} bytes wide, this key's ciphertexts {public_key.c_bytes}")
+        if not (1 <= threshold <= trustees <= MAX_TRUSTEES and 1 <= index <= trustees):
+            raise InvalidArgument("data", f"inconsistent index/threshold/trustees ({index}/{threshold}/{trustees})")
+        body = raw[_PARTIAL_HEADER.size :]
+        if len(body) != rows * width:
+            raise InvalidArgument("data", f"expected {rows} values of {width} bytes, got {len(body)} bytes")
+        arr = np.frombuffer(body, dtype=np.uint8).reshape(rows, width)
+        return cls(index, threshold, trustees, digest, public_key._from_bytes_rows(arr, "data"))
 
 
 def combine_partial_decryptions(
