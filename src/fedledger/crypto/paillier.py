@@ -545,7 +545,7 @@ def generate_keypair(
     """A fresh key pair with an n of exactly ``bits`` bits (two primes of bits/2 bits).
 
     ``safe_primes=True`` makes p = 2p'+1 and q = 2q'+1 (needed for :meth:`PrivateKey.split`);
-    it is much slower (tens of seconds to minutes for 2048 bits).
+    it is slower (a few seconds for 2048 bits, with high variance).
     """
     bits = _check_int(bits, "bits")
     if bits % 2:
