@@ -247,6 +247,20 @@ def test_bytes_round_trip(keys1024: tuple[P.PublicKey, P.PrivateKey]) -> None:
     assert np.array_equal(sk.decrypt_quantized(back), sk.decrypt_quantized(ev))
 
 
+def test_empty_vector_and_pickle(keys1024: tuple[P.PublicKey, P.PrivateKey]) -> None:
+    import pickle
+
+    pk, sk = keys1024
+    empty = pk.encrypt_vector([])
+    assert empty.num_ciphertexts == 0 and empty.nbytes == 0
+    back = P.EncryptedVector.from_bytes(empty.to_bytes(), pk)
+    assert sk.decrypt_vector(back + empty * 2).shape == (0,)
+    ev = pk.encrypt_vector([0.5, -0.5, 0.25]) * 3
+    pk2, sk2, ev2 = pickle.loads(pickle.dumps((pk, sk, ev)))
+    assert pk2 == pk and sk2 == sk and ev2.weight == 3
+    assert np.array_equal(sk2.decrypt_quantized(ev2 + ev), 2 * sk.decrypt_quantized(ev))
+
+
 def test_key_sizes_2048_default(keys2048: tuple[P.PublicKey, P.PrivateKey]) -> None:
     pk, sk = keys2048
     assert pk.bits == 2048

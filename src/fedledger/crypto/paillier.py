@@ -165,6 +165,10 @@ class PublicKey:
     def g(self) -> int:
         return self.n + 1
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle as n only; the kernel context and table are rebuilt on first use.
+        return (_public_key_from_n, (self.n,))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PublicKey) and other.n == self.n
 
@@ -359,6 +363,11 @@ class PublicKey:
         return c
 
 
+def _public_key_from_n(n: int) -> PublicKey:
+    """Unpickle a PublicKey (its size was accepted when it was created)."""
+    return PublicKey(n, insecure_for_tests=True)
+
+
 def _jwk_object(jwk: object, argument: str) -> dict[str, Any]:
     if isinstance(jwk, str):
         try:
@@ -403,6 +412,9 @@ class PrivateKey:
 
     def __repr__(self) -> str:
         return f"PrivateKey(bits={self.public_key.bits})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PrivateKey, (self.public_key, self.p, self.q))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PrivateKey) and hmac.compare_digest(
@@ -837,6 +849,10 @@ class EncryptedVector:
 
     def __len__(self) -> int:
         return self.layout.count
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle through the validated byte form.
+        return (EncryptedVector.from_bytes, (self.to_bytes(), self.public_key))
 
     def __repr__(self) -> str:
         return (
