@@ -79,6 +79,16 @@ def test_add_phe(benchmark: Any, keys: Any) -> None:
     _per_element(benchmark, len(a))
 
 
+def test_add_phe_integer_encodings(benchmark: Any, keys: Any) -> None:
+    """phe's + without exponent rescaling (both operands encode integers)."""
+    _, _, ppk, _ = keys
+    rng = np.random.default_rng(2)
+    a = [ppk.encrypt(int(v)) for v in rng.integers(-32767, 32768, PHE_ELEMENTS)]
+    b = [ppk.encrypt(int(v)) for v in rng.integers(-32767, 32768, PHE_ELEMENTS)]
+    benchmark.pedantic(lambda: [u + v for u, v in zip(a, b)], rounds=20, iterations=1)
+    _per_element(benchmark, len(a))
+
+
 def test_decrypt_fedledger(benchmark: Any, keys: Any) -> None:
     pk, sk, _, _ = keys
     a = pk.encrypt_vector(np.random.default_rng(3).uniform(-1, 1, _ours_count(pk)), bits=BITS, max_summands=MAX_SUMMANDS)

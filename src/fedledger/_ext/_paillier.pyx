@@ -445,7 +445,7 @@ def to_montgomery(PublicContext ctx, const uint8_t[:, ::1] cts, uint64_t[:, ::1]
     if rows < PAR_MIN_CHEAP:
         nthreads = 1
     with nogil:
-        for i in prange(rows, num_threads=nthreads, schedule="static"):
+        for i in prange(rows, num_threads=nthreads, schedule="dynamic", chunksize=16):
             if _convert_row(ctx, &cts[i, 0], <uint8_t*>&out[i, 0], 1) != 0:
                 bad += 1
     return E_NOMEM if bad else E_OK
@@ -460,7 +460,7 @@ def from_montgomery(PublicContext ctx, const uint64_t[:, ::1] mont, uint8_t[:, :
     if rows < PAR_MIN_CHEAP:
         nthreads = 1
     with nogil:
-        for i in prange(rows, num_threads=nthreads, schedule="static"):
+        for i in prange(rows, num_threads=nthreads, schedule="dynamic", chunksize=16):
             if _convert_row(ctx, <const uint8_t*>&mont[i, 0], &out[i, 0], 0) != 0:
                 bad += 1
     return E_NOMEM if bad else E_OK
@@ -533,7 +533,8 @@ def product(PublicContext ctx, list arrays, uint64_t[:, ::1] out, int nthreads):
         keep.append(view)
         srcs[j] = <const mp_limb_t*>&view[0, 0]
     with nogil:
-        for i in prange(rows, num_threads=nthreads, schedule="static"):
+        # Dynamic chunks: on a shared machine a descheduled worker's rows move to the other.
+        for i in prange(rows, num_threads=nthreads, schedule="dynamic", chunksize=16):
             t = <mp_limb_t*>malloc(3 * L * sizeof(mp_limb_t))
             if t == NULL:
                 nomem += 1
