@@ -118,7 +118,9 @@ def test_kernel_decrypts_textbook_ciphertexts(keys512: tuple[P.PublicKey, P.Priv
 
 def test_randomness_is_fresh_and_thread_count_does_not_matter(keys512: tuple[P.PublicKey, P.PrivateKey]) -> None:
     import fedledger
+    from fedledger.crypto import _threads
 
+    before = _threads.num_threads()
     pk, sk = keys512
     q = np.arange(-50, 50, dtype=np.int64)
     a, b = pk.encrypt_quantized(q), pk.encrypt_quantized(q)
@@ -131,7 +133,7 @@ def test_randomness_is_fresh_and_thread_count_does_not_matter(keys512: tuple[P.P
         try:
             outs.append(pk._encrypt_with_randomness(q, xs).ciphertexts.copy())
         finally:
-            fedledger.set_num_threads(os.cpu_count() or 1)
+            fedledger.set_num_threads(before)
     assert all(np.array_equal(outs[0], o) for o in outs)
 
 
