@@ -1,18 +1,24 @@
 # cython: language_level=3
 """Paillier kernels over GMP: fixed-base DJN encryption, CRT decryption, ciphertext products.
 
-Ciphertexts travel as rows of a C-contiguous uint8 array, each row the big-endian,
-zero-padded encoding of one integer in [0, n^2) (width = bytes of n^2); plaintexts as rows
-of width = bytes of n. Rows are converted to and from ``mpz_t`` inside the kernel with
-``mpz_import``/``mpz_export``; no Python integers are touched on the hot paths.
+Two row formats, both C-contiguous 2-D arrays:
 
-Callers (fedledger.crypto.paillier) validate shapes and values; these functions trust
-their arguments and report data-dependent failures by return codes (index of the first
-bad row). Loops over rows release the GIL and run under OpenMP.
+- wire form: uint8 rows holding the big-endian, zero-padded integer in [0, n^2)
+  (width = bytes of n^2); plaintexts likewise with width = bytes of n. Used for
+  serialisation, validation and phe interop.
+- working form: uint64 rows of L = limbs(n^2) little-endian limbs holding c * 2^(64L) mod n^2
+  (Montgomery form). Encryption writes it, additions stay in it (one ``mpn_mul_n`` and one
+  Montgomery reduction per product, no division), decryption and exponentiation read it.
 
-Constant time: the only operations that take a secret exponent (CRT decryption, threshold
-partial decryption, prime generation excluded) use ``mpz_powm_sec``. Everything else here
-(modular products, reductions, gcds, CRT recombination) is ordinary variable-time GMP code.
+Conversions use ``mpz_import``/``mpz_export``; no Python integers are touched on the hot
+paths. Callers (fedledger.crypto.paillier) validate shapes and values; these functions trust
+their arguments and report data-dependent failures by return codes (index of the first bad
+row). Loops over rows release the GIL and run under OpenMP.
+
+Constant time: the operations that take a secret exponent (CRT decryption, threshold partial
+decryption) use ``mpz_powm_sec``. Everything else here (the fixed-base table lookups indexed
+by the encryption randomness, modular products, reductions, gcds, CRT recombination, prime
+generation) is ordinary variable-time code; see docs/security-paillier.md.
 """
 
 from libc.stdint cimport uint8_t, uint64_t
