@@ -336,6 +336,8 @@ def test_jwk_round_trip_and_phe_format(keys1024: tuple[P.PublicKey, P.PrivateKey
         P.PublicKey.from_jwk({**jwk, "alg": "RSA"}, insecure_for_tests=True)
     with pytest.raises(InvalidArgument, match="kty"):
         P.PublicKey.from_jwk({**jwk, "kty": "RSA"}, insecure_for_tests=True)
+    with pytest.raises(InvalidArgument, match="base64url"):
+        P.PublicKey.from_jwk({**jwk, "n": jwk["n"][:-2] + "@!"}, insecure_for_tests=True)
 
 
 def test_phe_documented_json_form(keys1024: tuple[P.PublicKey, P.PrivateKey]) -> None:

@@ -97,7 +97,7 @@ def _int_b64(text: object, argument: str) -> int:
     if not isinstance(text, str) or not text:
         raise InvalidArgumentType(argument, "expected a base64url string")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError):
         raise InvalidArgument(argument, "is not valid base64url") from None
     return int.from_bytes(raw, "big")
