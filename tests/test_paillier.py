@@ -263,6 +263,25 @@ def test_empty_vector_and_pickle(keys1024: tuple[P.PublicKey, P.PrivateKey]) -> 
     assert np.array_equal(sk2.decrypt_quantized(ev2 + ev), 2 * sk.decrypt_quantized(ev))
 
 
+@HYP
+@given(data=st.data())
+def test_corrupted_serialisation_never_yields_wrong_values(
+    keys512: tuple[P.PublicKey, P.PrivateKey], data: st.DataObject
+) -> None:
+    pk, sk = keys512
+    ev = pk.encrypt_quantized(np.arange(-40, 40, dtype=np.int64), max_summands=5) * 2
+    raw = bytearray(ev.to_bytes())
+    header = len(raw) - ev.nbytes
+    pos = data.draw(st.integers(0, len(raw) - 1) | st.integers(0, header - 1))
+    raw[pos] ^= data.draw(st.integers(1, 255))
+    try:
+        got = sk.decrypt_quantized(P.EncryptedVector.from_bytes(bytes(raw), pk))
+    except FedLedgerError:
+        return
+    # the only harmless corruptions are of fields that do not change the integer sums (clip)
+    assert np.array_equal(got, 2 * np.arange(-40, 40))
+
+
 def test_key_sizes_2048_default(keys2048: tuple[P.PublicKey, P.PrivateKey]) -> None:
     pk, sk = keys2048
     assert pk.bits == 2048
