@@ -170,6 +170,7 @@ def test_sums_of_1_to_max_summands_vectors_equal_numpy_sum(
         pair = pair + e
     assert np.array_equal(sk.decrypt_quantized(pair), expect)
     assert np.array_equal(sk.decrypt_quantized(sum(encs)), expect)  # type: ignore[arg-type]
+    assert np.array_equal(sk.decrypt_quantized(P.EncryptedVector.sum(encs)), expect)
 
 
 @HYP

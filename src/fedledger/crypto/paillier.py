@@ -916,6 +916,11 @@ class EncryptedVector:
 
     __rmul__ = __mul__
 
+    @staticmethod
+    def sum(vectors: Iterable[EncryptedVector]) -> EncryptedVector:
+        """Homomorphic sum of many vectors in one pass (same as :func:`sum_vectors`)."""
+        return sum_vectors(vectors)
+
     # -- serialisation -------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
