@@ -8,10 +8,12 @@ Messages say what was wrong and where (which argument, which index, which height
 from __future__ import annotations
 
 __all__ = [
+    "DecryptionError",
     "EncodingError",
     "FedLedgerError",
     "InvalidArgument",
     "InvalidArgumentType",
+    "InvalidCiphertext",
     "InvalidEvidence",
     "InvalidGovernance",
     "InvalidKey",
@@ -20,9 +22,12 @@ __all__ = [
     "InvalidSignature",
     "InvalidTransaction",
     "InvalidVote",
+    "KeyMismatch",
+    "LayoutMismatch",
     "MalformedTransaction",
     "NotFound",
     "OversizedPayload",
+    "PaillierOverflow",
     "QuorumNotReached",
     "ReplayedTransaction",
     "SealError",
@@ -147,3 +152,28 @@ class NotFound(FedLedgerError, KeyError):
 
 class InvalidReceipt(InvalidProof):
     """A ledger receipt that does not prove what it claims (checked offline by verify_receipt)."""
+class InvalidCiphertext(FedLedgerError, ValueError):
+    """A Paillier ciphertext is not in [1, n^2) or shares a factor with n.
+
+    ``index`` is the position of the first bad ciphertext (-1 for a single value).
+    """
+
+    def __init__(self, message: str, index: int = -1) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class KeyMismatch(FedLedgerError, ValueError):
+    """Operands or a ciphertext and a key belong to different Paillier keys."""
+
+
+class LayoutMismatch(FedLedgerError, ValueError):
+    """Two packed encrypted vectors use different packing layouts (bits, clip, headroom, length)."""
+
+
+class PaillierOverflow(FedLedgerError, OverflowError):
+    """A homomorphic operation would overflow a packed slot, or a decrypted slot is out of range."""
+
+
+class DecryptionError(FedLedgerError):
+    """Decryption produced an impossible plaintext: wrong private key, or corrupted ciphertexts."""
