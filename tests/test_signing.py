@@ -138,7 +138,7 @@ def test_wycheproof_one_batch_equals_single_on_every_case() -> None:
 
 
 def test_wycheproof_malleability_cases_fail_on_the_s_check() -> None:
-    """Every SignatureMalleability case with S >= L is stopped by our own check, before OpenSSL."""
+    """Every SignatureMalleability case with S >= L is stopped by our own check, before libsodium."""
     seen = 0
     for group, test in ED25519_CASES:
         sig = bytes.fromhex(test["sig"])
