@@ -1,7 +1,8 @@
 """Declares the native extensions only; all metadata lives in pyproject.toml.
 
 Every ``src/fedledger/_ext/*.pyx`` becomes one extension module that links OpenSSL 3's
-libcrypto and GMP, with OpenMP when the compiler supports it.
+libcrypto and GMP, with OpenMP when the compiler supports it. A module that needs more
+libraries names them in ``EXTRA_LIBRARIES`` (``_signing`` links libsodium).
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ OPENMP = _openmp_flags()
 if not OPENMP:
     print("fedledger: OpenMP not available; kernels will run on one thread", file=sys.stderr)
 
+#: Libraries linked by one kernel module only, on top of libcrypto and GMP.
+EXTRA_LIBRARIES: dict[str, list[str]] = {"_signing": ["sodium"]}
+
 extensions = [
     Extension(
         name="fedledger._ext." + Path(pyx).stem,
         sources=[pyx],
-        libraries=["crypto", "gmp"],
+        libraries=["crypto", "gmp", *EXTRA_LIBRARIES.get(Path(pyx).stem, [])],
         define_macros=[
             ("OPENSSL_SUPPRESS_DEPRECATED", "1"),
             ("FEDLEDGER_OPENMP", "1" if OPENMP else "0"),

@@ -20,6 +20,7 @@ def test_build_info_reports_every_kernel_and_library() -> None:
     assert info["openssl"].startswith("OpenSSL 3.")
     major = int(info["gmp"].split(".")[0])
     assert major >= 6
+    assert tuple(int(x) for x in info["libsodium"].split(".")[:3]) >= (1, 0, 18)
     assert isinstance(info["openmp"], bool)
     assert info["num_threads"] >= 1
 

@@ -1,8 +1,10 @@
 """Ed25519 signing and the one verification rule, single and batched.
 
-The oracle for every verdict is a per-item loop over ``cryptography``'s verify plus the
-rule's byte checks (tests/reference/ed25519_ref.py), and on the Wycheproof vectors also the
-plain-Python RFC 8032 verifier of that module.
+The oracle for every verdict and reason is a per-item loop over ``cryptography``'s verify
+(OpenSSL, a different implementation from the kernel's libsodium) plus the rule's checks
+(tests/reference/ed25519_ref.py), and on the Wycheproof vectors also the plain-Python
+RFC 8032 verifier of that module. libsodium's own verdict, without the kernel's checks in
+front, is asserted equal to the rule's: the checks restate libsodium's, they add nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +30,23 @@ from reference import ed25519_ref as ref
 _k = load("_signing")
 L = ref.L
 SMALL_ORDER = sorted(ref.all_small_order_encodings())
+SMALL_ORDER_SET = frozenset(SMALL_ORDER)
 IDENTITY_ENC = (1).to_bytes(32, "little")
+P = ref.P
+#: Every encoding whose y (low 255 bits) is >= p: y = p + j for j in 0..18, either sign bit.
+NON_CANONICAL_KEYS = sorted(((P + j) | (sign << 255)).to_bytes(32, "little") for j in range(19) for sign in (0, 1))
+
+#: Kernel code -> the reason word the rule gives (None for valid).
+REASON_OF_CODE = {
+    _k.VALID: None,
+    _k.BAD_LENGTH: "length",
+    _k.NON_CANONICAL_S: "non-canonical-s",
+    _k.SMALL_ORDER_KEY: "small-order-key",
+    _k.NON_CANONICAL_KEY: "non-canonical-key",
+    _k.SMALL_ORDER_R: "small-order-r",
+    _k.BAD_KEY: "bad-key",
+    _k.BAD_SIGNATURE: "mismatch",
+}
 
 ED25519_CASES = list(cases("ed25519_test.json"))
 
@@ -42,19 +60,45 @@ def crypto_verdict(pk: bytes, msg: bytes, sig: bytes) -> bool:
     return True
 
 
+def oracle_reason(pk: bytes, msg: bytes, sig: bytes) -> str | None:
+    """The fedledger rule, written independently over cryptography: the checks in order, then
+    cryptography's verify; a refusal is "bad-key" if the key does not decode, else "mismatch"."""
+    if len(sig) != 64:
+        return "length"
+    if not ref.scalar_is_canonical(sig[32:]):
+        return "non-canonical-s"
+    if pk in SMALL_ORDER_SET:
+        return "small-order-key"
+    if not ref.key_is_canonical(pk):
+        return "non-canonical-key"
+    if sig[:32] in SMALL_ORDER_SET:
+        return "small-order-r"
+    if crypto_verdict(pk, msg, sig):
+        return None
+    return "bad-key" if ref.decompress(pk) is None else "mismatch"
+
+
 def oracle(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    """The fedledger rule, written independently: length, S < L, not small order, then verify."""
-    if len(sig) != 64 or not ref.scalar_is_canonical(sig[32:]) or pk in SMALL_ORDER:
-        return False
-    return crypto_verdict(pk, msg, sig)
+    return oracle_reason(pk, msg, sig) is None
+
+
+def single_reason(pk: bytes, msg: bytes, sig: bytes) -> str | None:
+    try:
+        verify(pk, msg, sig)
+    except InvalidSignature as exc:
+        return exc.reason
+    return None
 
 
 def single_verdict(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    try:
-        verify(pk, msg, sig)
-    except InvalidSignature:
-        return False
-    return True
+    return single_reason(pk, msg, sig) is None
+
+
+def batch_reasons(pks: list[bytes], msgs: list[bytes], sigs: list[bytes], threads: int) -> list[str | None]:
+    """The kernel's reason for each item, straight from its codes."""
+    out = np.empty(len(msgs), np.uint8)
+    _k.verify_batch(b"".join(pks), tuple(msgs), tuple(sigs), out, threads)
+    return [REASON_OF_CODE[int(code)] for code in out]
 
 
 # --- Wycheproof -------------------------------------------------------------------------
@@ -94,7 +138,7 @@ def test_wycheproof_one_batch_equals_single_on_every_case() -> None:
 
 
 def test_wycheproof_malleability_cases_fail_on_the_s_check() -> None:
-    """Every SignatureMalleability case with S >= L is stopped by our own check, before OpenSSL."""
+    """Every SignatureMalleability case with S >= L is stopped by our own check, before libsodium."""
     seen = 0
     for group, test in ED25519_CASES:
         sig = bytes.fromhex(test["sig"])
@@ -104,6 +148,28 @@ def test_wycheproof_malleability_cases_fail_on_the_s_check() -> None:
                 verify(bytes.fromhex(group["publicKey"]["pk"]), bytes.fromhex(test["msg"]), sig)
             assert info.value.reason == "non-canonical-s"
     assert seen >= 8
+
+
+def test_wycheproof_reasons_equal_reference_and_libsodium() -> None:
+    """Every case: the kernel's reason (batch, 1 and 2 threads) = the single path's = the
+    plain-Python rule's = the cryptography-based oracle's; and on 64-byte signatures
+    libsodium's bare verdict equals Wycheproof's, so the kernel's checks change no verdict."""
+    pks = [bytes.fromhex(g["publicKey"]["pk"]) for g, _ in ED25519_CASES]
+    msgs = [bytes.fromhex(t["msg"]) for _, t in ED25519_CASES]
+    sigs = [bytes.fromhex(t["sig"]) for _, t in ED25519_CASES]
+    expected = [ref.reason(*item) for item in zip(pks, msgs, sigs)]
+    assert [r is None for r in expected] == [t["result"] == "valid" for _, t in ED25519_CASES]
+    assert batch_reasons(pks, msgs, sigs, 1) == batch_reasons(pks, msgs, sigs, 2) == expected
+    assert [single_reason(*item) for item in zip(pks, msgs, sigs)] == expected
+    assert [oracle_reason(*item) for item in zip(pks, msgs, sigs)] == expected
+    for (_, test), pk, msg, sig in zip(ED25519_CASES, pks, msgs, sigs):
+        if len(sig) == 64:
+            assert _k.libsodium_accepts(pk, msg, sig) is (test["result"] == "valid"), case_id((_, test))
+
+
+def test_libsodium_version_is_the_one_the_rule_was_checked_against() -> None:
+    major, minor, patch = (int(x) for x in _k.libsodium_version().split(".")[:3])
+    assert (major, minor) == (1, 0) and patch >= 18
 
 
 # --- the rule's two byte checks -----------------------------------------------------------
@@ -145,6 +211,54 @@ def test_identity_key_forgery_is_accepted_by_plain_rfc8032_but_not_by_us() -> No
     assert not single_verdict(IDENTITY_ENC, b"m", sig)
 
 
+def test_identity_r_forgery_is_accepted_by_openssl_but_not_by_us() -> None:
+    """Why the small-order-R check is in the rule: (R = identity, S = k·a) satisfies the
+    cofactorless equation, cryptography (OpenSSL) accepts it, libsodium and we do not."""
+    seed = hashlib.sha256(b"signer").digest()
+    sk = SigningKey.from_bytes(seed)
+    pk = sk.verify_key.to_bytes()
+    for msg in (b"", b"pay 100", os.urandom(40)):
+        sig = ref.identity_r_signature(seed, pk, msg)
+        assert crypto_verdict(pk, msg, sig)  # plain RFC 8032 (OpenSSL) says valid
+        assert ref.reason(pk, msg, sig) == oracle_reason(pk, msg, sig) == "small-order-r"
+        assert single_reason(pk, msg, sig) == "small-order-r"
+        assert not verify_batch([pk, pk], [msg, msg], [sig, sk.sign(msg)])[0]
+        assert not _k.libsodium_accepts(pk, msg, sig)
+
+
+@pytest.mark.parametrize("enc", SMALL_ORDER, ids=lambda b: b.hex()[:8] + b.hex()[-2:])
+def test_small_order_r_is_rejected(enc: bytes) -> None:
+    sk = KEYS[2]
+    sig = sk.sign(b"m")
+    forged = enc + sig[32:]
+    assert single_reason(sk.verify_key.to_bytes(), b"m", forged) == "small-order-r"
+    assert verify_batch([sk.verify_key] * 2, [b"m"] * 2, [forged, sig]).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("enc", NON_CANONICAL_KEYS, ids=lambda b: b.hex()[:2] + b.hex()[-2:])
+def test_non_canonical_keys_are_rejected(enc: bytes) -> None:
+    """y >= p: the four encodings of y = 0 and y = 1 that way are small order (checked first);
+    the other 34 are rejected as non-canonical, whatever the signature."""
+    assert not _k.key_is_canonical(enc) and not ref.key_is_canonical(enc)
+    expected = "small-order-key" if enc in SMALL_ORDER_SET else "non-canonical-key"
+    for sig in (IDENTITY_ENC + bytes(32), KEYS[0].sign(b"m")):
+        assert single_reason(enc, b"m", sig) == expected
+        assert batch_reasons([enc], [b"m"], [sig], 1) == [expected]
+        assert not _k.libsodium_accepts(enc, b"m", sig)
+
+
+@given(st.one_of(st.binary(min_size=32, max_size=32), st.sampled_from(NON_CANONICAL_KEYS)))
+def test_key_canonical_check_equals_reference(raw: bytes) -> None:
+    assert _k.key_is_canonical(raw) == ref.key_is_canonical(raw)
+
+
+def test_key_canonical_check_at_the_boundary() -> None:
+    for y in (0, 1, P - 2, P - 1, P, P + 1, 2**255 - 1):
+        for sign in (0, 1):
+            raw = (y | (sign << 255)).to_bytes(32, "little")
+            assert _k.key_is_canonical(raw) == (y < P) == ref.key_is_canonical(raw)
+
+
 def test_s_plus_l_is_rejected_in_both_paths() -> None:
     sk = SigningKey.generate()
     msg = b"transfer"
@@ -170,8 +284,17 @@ def test_scalar_check_at_the_boundary() -> None:
 
 # --- random batches with random corruptions -------------------------------------------------
 
-KEYS = [SigningKey.from_bytes(hashlib.sha256(bytes([i])).digest()) for i in range(4)]
-CORRUPTIONS = ["none", "flip_msg", "flip_sig", "flip_key", "s_plus_l", "swap_key", "truncate", "small_order"]
+SEEDS = [hashlib.sha256(bytes([i])).digest() for i in range(4)]
+KEYS = [SigningKey.from_bytes(seed) for seed in SEEDS]
+CORRUPTIONS = [
+    "none", "flip_msg", "flip_sig", "flip_key", "s_plus_l", "swap_key", "truncate", "small_order",
+    "non_canonical_key", "small_order_r", "identity_r",
+]
+#: Corruptions after which the item must never verify.
+ALWAYS_FAIL = {
+    "flip_sig", "flip_key", "s_plus_l", "swap_key", "truncate", "small_order",
+    "non_canonical_key", "small_order_r", "identity_r",
+}
 
 
 @st.composite
@@ -206,6 +329,12 @@ def items(draw: st.DrawFn) -> tuple[bytes, bytes, bytes, str]:
         sig = sig[: bit % 64]
     elif kind == "small_order":
         pk = SMALL_ORDER[bit % len(SMALL_ORDER)]
+    elif kind == "non_canonical_key":
+        pk = NON_CANONICAL_KEYS[bit % len(NON_CANONICAL_KEYS)]
+    elif kind == "small_order_r":
+        sig = SMALL_ORDER[bit % len(SMALL_ORDER)] + sig[32:]
+    elif kind == "identity_r":
+        sig = ref.identity_r_signature(SEEDS[KEYS.index(key)], pk, msg)
     return pk, msg, sig, kind
 
 
@@ -214,14 +343,18 @@ def test_batch_equals_per_item_loop(batch: list[tuple[bytes, bytes, bytes, str]]
     pks, msgs, sigs, kinds = (list(x) for x in zip(*batch))
     got = verify_batch(pks, msgs, sigs)
     assert got.dtype == np.bool_ and got.shape == (len(batch),)
-    expected = [oracle(pk, m, s) for pk, m, s in zip(pks, msgs, sigs)]
+    reasons = [oracle_reason(pk, m, s) for pk, m, s in zip(pks, msgs, sigs)]
+    expected = [r is None for r in reasons]
     assert got.tolist() == expected
-    assert [single_verdict(pk, m, s) for pk, m, s in zip(pks, msgs, sigs)] == expected
+    assert [single_reason(pk, m, s) for pk, m, s in zip(pks, msgs, sigs)] == reasons
+    assert batch_reasons(pks, msgs, sigs, 2) == reasons
+    # libsodium alone gives the same verdicts: the kernel's checks restate its own.
+    assert [len(s) == 64 and _k.libsodium_accepts(pk, m, s) for pk, m, s in zip(pks, msgs, sigs)] == expected
     # The corruptions that must always fail do fail, and intact items pass.
     for ok, kind, msg in zip(got, kinds, msgs):
         if kind == "none":
             assert ok
-        elif kind in ("flip_sig", "flip_key", "s_plus_l", "swap_key", "truncate", "small_order"):
+        elif kind in ALWAYS_FAIL:
             assert not ok
         elif kind == "flip_msg" and msg:
             assert not ok

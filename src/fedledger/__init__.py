@@ -58,7 +58,8 @@ def __dir__() -> list[str]:
 
 
 def build_info() -> dict[str, Any]:
-    """What the native build provides: loaded kernel modules, library versions, OpenMP, threads.
+    """What the native build provides: loaded kernel modules, library versions (OpenSSL, GMP,
+    libsodium), OpenMP, threads.
 
     Raises ImportError, with rebuild instructions, if any kernel module is missing or broken.
     """
@@ -72,6 +73,7 @@ def build_info() -> dict[str, Any]:
         "modules": modules,
         "openssl": runtime.openssl_version(),
         "gmp": runtime.gmp_version_string(),
+        "libsodium": _ext.load("_signing").libsodium_version(),
         "openmp": runtime.openmp_enabled(),
         "omp_max_threads": runtime.omp_max_threads(),
         "num_threads": _threads.num_threads(),

@@ -65,7 +65,8 @@ class InvalidSignature(FedLedgerError):
     """An Ed25519 signature does not verify under fedledger's rule (see docs/security-signing.md).
 
     ``reason`` is a short machine-readable word: ``"length"``, ``"non-canonical-s"``,
-    ``"small-order-key"``, ``"bad-key"`` or ``"mismatch"``.
+    ``"small-order-key"``, ``"non-canonical-key"``, ``"small-order-r"``, ``"bad-key"`` or
+    ``"mismatch"``.
     """
 
     def __init__(self, message: str, reason: str = "mismatch") -> None:

@@ -145,19 +145,58 @@ def scalar_is_canonical(s_bytes: bytes) -> bool:
     return int.from_bytes(s_bytes, "little") < L
 
 
-def verify(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    """RFC 8032 §5.1.7 cofactorless verification plus fedledger's rule: 64-byte signature,
-    S < L, canonical A and R, A not of small order."""
-    if len(sig) != 64 or len(pk) != 32:
-        return False
+def key_is_canonical(enc: bytes) -> bool:
+    """The encoding's y (its low 255 bits; bit 255 is the sign of x) is below p."""
+    return int.from_bytes(enc, "little") & ((1 << 255) - 1) < P
+
+
+def reason(pk: bytes, msg: bytes, sig: bytes) -> str | None:
+    """Why fedledger's rule (docs/security-signing.md) rejects the signature, or None if it
+    is valid. The checks, in order; the first that fails names the reason:
+
+    1. 64-byte signature; 2. S < L; 3. A not of small order; 4. A canonical (y < p);
+    5. R not of small order; 6. A decodes to a point (else "bad-key") and the RFC 8032
+    §5.1.7 cofactorless equation [S]B = R + [k]A holds with R the canonical encoding of a
+    point (else "mismatch"). That is libsodium 1.0.18's crypto_sign_verify_detached.
+    """
+    assert len(pk) == 32
+    if len(sig) != 64:
+        return "length"
     if not scalar_is_canonical(sig[32:]):
-        return False
-    if pk in all_small_order_encodings():
-        return False
+        return "non-canonical-s"
+    small = all_small_order_encodings()
+    if pk in small:
+        return "small-order-key"
+    if not key_is_canonical(pk):
+        return "non-canonical-key"
+    if sig[:32] in small:
+        return "small-order-r"
     a = decompress(pk)
-    r = decompress(sig[:32])
-    if a is None or r is None:
-        return False
+    if a is None:
+        return "bad-key"
+    r = decompress(sig[:32])  # strict: only the canonical encoding of a point decodes
+    if r is None:
+        return "mismatch"
     s = int.from_bytes(sig[32:], "little")
     k = int.from_bytes(hashlib.sha512(sig[:32] + pk + msg).digest(), "little") % L
-    return equal(mul(s, BASE), add(r, mul(k, a)))
+    return None if equal(mul(s, BASE), add(r, mul(k, a))) else "mismatch"
+
+
+def verify(pk: bytes, msg: bytes, sig: bytes) -> bool:
+    """fedledger's rule: valid if and only if :func:`reason` finds nothing."""
+    return len(pk) == 32 and reason(pk, msg, sig) is None
+
+
+def secret_scalar(seed: bytes) -> int:
+    """RFC 8032 §5.1.5: the clamped scalar a of the key with this 32-byte seed."""
+    a = int.from_bytes(hashlib.sha512(seed).digest()[:32], "little")
+    return (a & ((1 << 254) - 8)) | (1 << 254)
+
+
+def identity_r_signature(seed: bytes, pk: bytes, msg: bytes) -> bytes:
+    """(R = identity, S = k·a mod L): it satisfies the cofactorless equation for ``msg``
+    (since [S]B = [k]A = R + [k]A) although R is of small order. RFC 8032 alone, and
+    OpenSSL, accept it; the fedledger rule rejects it ("small-order-r")."""
+    r = int.to_bytes(1, 32, "little")
+    k = int.from_bytes(hashlib.sha512(r + pk + msg).digest(), "little") % L
+    return r + int.to_bytes(k * secret_scalar(seed) % L, 32, "little")

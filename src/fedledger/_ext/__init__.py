@@ -21,8 +21,8 @@ _REBUILD_HINT = (
     "fedledger's native extensions are missing or broken ({name}: {error}). "
     "Rebuild them from the source checkout with `pip install .` (or, for development, "
     "`python setup.py build_ext --inplace`); the build needs a C compiler, Cython >= 3, "
-    "and OpenSSL 3 and GMP headers (Debian: `apt-get install build-essential libssl-dev "
-    "libgmp-dev`)."
+    "and OpenSSL 3, GMP and libsodium headers (Debian: `apt-get install build-essential "
+    "libssl-dev libgmp-dev libsodium-dev`)."
 )
 
 

@@ -18,28 +18,3 @@ cdef extern from *:
     """
     int fl_clz64(unsigned long long x) nogil
     int fl_ctz64(unsigned long long x) nogil
-
-cdef extern from "openssl/evp.h" nogil:
-    ctypedef struct EVP_PKEY:
-        pass
-    ctypedef struct EVP_MD_CTX:
-        pass
-    ctypedef struct ENGINE:
-        pass
-    ctypedef struct EVP_PKEY_CTX:
-        pass
-    ctypedef struct EVP_MD:
-        pass
-    int EVP_PKEY_ED25519
-    EVP_PKEY* EVP_PKEY_new_raw_public_key(int type, ENGINE* e, const unsigned char* pub, size_t len)
-    void EVP_PKEY_free(EVP_PKEY* pkey)
-    EVP_MD_CTX* EVP_MD_CTX_new()
-    void EVP_MD_CTX_free(EVP_MD_CTX* ctx)
-    int EVP_MD_CTX_reset(EVP_MD_CTX* ctx)
-    int EVP_DigestVerifyInit(EVP_MD_CTX* ctx, EVP_PKEY_CTX** pctx, const EVP_MD* type,
-                             ENGINE* e, EVP_PKEY* pkey)
-    int EVP_DigestVerify(EVP_MD_CTX* ctx, const unsigned char* sigret, size_t siglen,
-                         const unsigned char* tbs, size_t tbslen)
-
-cdef extern from "openssl/err.h" nogil:
-    void ERR_clear_error()

@@ -1,17 +1,28 @@
 # cython: language_level=3
-"""Batched Ed25519 verification over OpenSSL 3's EVP interface.
+"""Batched Ed25519 verification over libsodium's ``crypto_sign_ed25519_verify_detached``.
 
 One rule decides every item, here and nowhere else (fedledger.crypto.signing calls this
-kernel for a single signature too, as a batch of one, so the two paths cannot diverge):
+kernel for a single signature too, as a batch of one, so the two paths cannot diverge).
+The checks run in this order; the first that fails gives the item's reason code:
 
-1. the signature is exactly 64 bytes;
-2. its scalar S (bytes 32..63, little-endian) is < L, the group order (malleability);
-3. the public key is not one of the 14 encodings of the 8 points of small order;
-4. OpenSSL's Ed25519 verify (RFC 8032, cofactorless) accepts it.
+1. the signature is exactly 64 bytes (BAD_LENGTH);
+2. its scalar S (bytes 32..63, little-endian) is < L, the group order (NON_CANONICAL_S);
+3. the public key A is not one of the 14 encodings of the 8 points of small order
+   (SMALL_ORDER_KEY);
+4. A is canonical: its y coordinate (the low 255 bits) is < p = 2^255 - 19
+   (NON_CANONICAL_KEY);
+5. R (bytes 0..31) is not one of the same 14 small-order encodings (SMALL_ORDER_R);
+6. libsodium's verify accepts it: A decodes to a curve point and [S]B - [k]A, encoded,
+   equals the 32 bytes of R, k = SHA-512(R || A || M) mod L (RFC 8032, cofactorless).
+   When it refuses, the item is BAD_KEY if A does not decode to a point, else BAD_SIGNATURE.
 
-Checks 2 and 3 run before OpenSSL, on bytes only. Each item gets a reason code; 0 is valid.
-The caller (fedledger.crypto.signing) validates types and shapes: every key is 32 bytes, and
-every message and signature is exact bytes. The loop releases the GIL and runs under OpenMP.
+Checks 1-5 run before libsodium, on bytes only; they are exactly the checks libsodium
+1.0.18 makes itself (tests/test_signing.py asserts the verdicts are equal), so the reason
+is ours and the verdict does not move with libsodium's version. Each item gets a reason
+code; 0 is valid. The caller (fedledger.crypto.signing) validates types and shapes: every
+key is 32 bytes, and every message and signature is exact bytes. The loop releases the GIL
+and runs under OpenMP; libsodium's verify is thread-safe once sodium_init() has run, which
+this module does at import (and refuses to import if it fails).
 """
 
 from libc.stdint cimport uint8_t
@@ -21,11 +32,15 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExa
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cython.parallel cimport prange
 
-from fedledger._ext._common cimport (
-    EVP_PKEY, EVP_MD_CTX, EVP_PKEY_ED25519, EVP_PKEY_new_raw_public_key, EVP_PKEY_free,
-    EVP_MD_CTX_new, EVP_MD_CTX_free, EVP_MD_CTX_reset, EVP_DigestVerifyInit, EVP_DigestVerify,
-    ERR_clear_error,
-)
+cdef extern from "sodium.h" nogil:
+    int sodium_init()
+    const char* sodium_version_string()
+    int crypto_sign_ed25519_verify_detached(const unsigned char* sig, const unsigned char* m,
+                                            unsigned long long mlen, const unsigned char* pk)
+    int crypto_core_ed25519_add(unsigned char* r, const unsigned char* p, const unsigned char* q)
+
+if sodium_init() < 0:
+    raise ImportError("libsodium could not be initialised: sodium_init() returned -1")
 
 cdef enum:
     KEY_SIZE = 32
@@ -38,12 +53,13 @@ cdef enum:
 # Reason codes, one per item (mirrored in fedledger.crypto.signing).
 cdef enum:
     R_VALID = 0
-    R_BAD_LENGTH = 1       # the signature is not 64 bytes
-    R_NON_CANONICAL_S = 2  # S >= L
-    R_SMALL_ORDER_KEY = 3  # the public key is a point of order dividing 8
-    R_BAD_KEY = 4          # OpenSSL refused the public key
-    R_BAD_SIGNATURE = 5    # OpenSSL's verify failed (wrong key, message, R, or anything else)
-    R_NO_MEMORY = 6        # OpenSSL could not allocate a context
+    R_BAD_LENGTH = 1         # the signature is not 64 bytes
+    R_NON_CANONICAL_S = 2    # S >= L
+    R_SMALL_ORDER_KEY = 3    # the public key is a point of order dividing 8
+    R_BAD_KEY = 4            # the public key does not decode to a curve point
+    R_BAD_SIGNATURE = 5      # the equation fails (wrong key or message, R not a canonical point)
+    R_NON_CANONICAL_KEY = 6  # the public key's y is >= p
+    R_SMALL_ORDER_R = 7      # R is a point of order dividing 8
 
 VALID = R_VALID
 BAD_LENGTH = R_BAD_LENGTH
@@ -51,7 +67,11 @@ NON_CANONICAL_S = R_NON_CANONICAL_S
 SMALL_ORDER_KEY = R_SMALL_ORDER_KEY
 BAD_KEY = R_BAD_KEY
 BAD_SIGNATURE = R_BAD_SIGNATURE
-NO_MEMORY = R_NO_MEMORY
+NON_CANONICAL_KEY = R_NON_CANONICAL_KEY
+SMALL_ORDER_R = R_SMALL_ORDER_R
+
+# The base point B, encoded: only used to ask libsodium whether a key decodes.
+cdef uint8_t[32] BASE_POINT = [0x58] + [0x66] * 31
 
 # L = 2^252 + 27742317777372353535851937790883648493, little-endian.
 cdef uint8_t[32] ORDER_L = [
@@ -95,52 +115,58 @@ cdef inline bint _scalar_canonical(const uint8_t* s) noexcept nogil:
     return False  # S == L
 
 
-cdef inline bint _small_order(const uint8_t* pk) noexcept nogil:
+cdef inline bint _small_order(const uint8_t* enc) noexcept nogil:
+    """The 32-byte point encoding (a key, or R) is on the blocklist."""
     cdef int i
     for i in range(N_SMALL):
-        if memcmp(pk, SMALL_ORDER[i], KEY_SIZE) == 0:
+        if memcmp(enc, SMALL_ORDER[i], KEY_SIZE) == 0:
             return True
     return False
 
 
-cdef inline uint8_t _verify_one(EVP_MD_CTX* ctx, const uint8_t* pk, const uint8_t* msg,
-                                size_t mlen, const uint8_t* sig, size_t slen) noexcept nogil:
-    cdef EVP_PKEY* pkey
-    cdef uint8_t code
+cdef inline bint _key_canonical(const uint8_t* pk) noexcept nogil:
+    """y < p, where y is the low 255 bits (the sign bit of x is not part of y).
+
+    y >= p means byte 31 (without the sign bit) is 0x7f, bytes 30..1 are 0xff and byte 0 is
+    >= 0xed: the same test as libsodium's ge25519_is_canonical.
+    """
+    cdef int i
+    if (pk[31] & 0x7f) != 0x7f or pk[0] < 0xed:
+        return True
+    for i in range(1, 31):
+        if pk[i] != 0xff:
+            return True
+    return False
+
+
+cdef inline uint8_t _verify_one(const uint8_t* pk, const uint8_t* msg, size_t mlen,
+                                const uint8_t* sig, size_t slen) noexcept nogil:
+    cdef uint8_t[32] scratch
     if slen != SIG_SIZE:
         return R_BAD_LENGTH
     if not _scalar_canonical(sig + 32):
         return R_NON_CANONICAL_S
     if _small_order(pk):
         return R_SMALL_ORDER_KEY
-    if ctx == NULL:
-        return R_NO_MEMORY
-    pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pk, KEY_SIZE)
-    if pkey == NULL:
-        ERR_clear_error()
+    if not _key_canonical(pk):
+        return R_NON_CANONICAL_KEY
+    if _small_order(sig):
+        return R_SMALL_ORDER_R
+    if crypto_sign_ed25519_verify_detached(sig, msg, mlen, pk) == 0:
+        return R_VALID
+    # Failure path only: libsodium says -1 both when A is not a point and when the equation
+    # fails. Decoding A again (its add refuses an undecodable operand) tells them apart.
+    if crypto_core_ed25519_add(scratch, pk, BASE_POINT) != 0:
         return R_BAD_KEY
-    if EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey) != 1:
-        code = R_BAD_KEY
-    elif EVP_DigestVerify(ctx, sig, SIG_SIZE, msg, mlen) == 1:
-        code = R_VALID
-    else:
-        code = R_BAD_SIGNATURE
-    if code != R_VALID:
-        ERR_clear_error()  # the error queue is per thread; do not let it grow
-    EVP_MD_CTX_reset(ctx)
-    EVP_PKEY_free(pkey)
-    return code
+    return R_BAD_SIGNATURE
 
 
 cdef void _verify_range(const uint8_t* pks, const uint8_t** msgs, const size_t* mlens,
                         const uint8_t** sigs, const size_t* slens, Py_ssize_t start,
                         Py_ssize_t stop, uint8_t* out) noexcept nogil:
-    """Items [start, stop) with one digest context, reset between items."""
     cdef Py_ssize_t i
-    cdef EVP_MD_CTX* ctx = EVP_MD_CTX_new()
     for i in range(start, stop):
-        out[i] = _verify_one(ctx, pks + i * KEY_SIZE, msgs[i], mlens[i], sigs[i], slens[i])
-    EVP_MD_CTX_free(ctx)
+        out[i] = _verify_one(pks + i * KEY_SIZE, msgs[i], mlens[i], sigs[i], slens[i])
 
 
 cdef void _verify_all(const uint8_t* pks, const uint8_t** msgs, const size_t* mlens,
@@ -149,7 +175,7 @@ cdef void _verify_all(const uint8_t* pks, const uint8_t** msgs, const size_t* ml
     cdef Py_ssize_t c, nchunks = (n + CHUNK - 1) // CHUNK
     if n >= PAR_MIN and nthreads > 1:
         # Chunks of CHUNK items, handed out dynamically: a busy core (the machine is shared)
-        # does not hold up the whole batch, and each chunk reuses one digest context.
+        # does not hold up the whole batch.
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             _verify_range(pks, msgs, mlens, sigs, slens, c * CHUNK,
                           min(n, (c + 1) * CHUNK), out)
@@ -228,3 +254,24 @@ def is_small_order(bytes pk) -> bool:
 def small_order_encodings() -> list:
     """The blocklist, for the tests."""
     return [bytes(SMALL_ORDER[i][:KEY_SIZE]) for i in range(N_SMALL)]
+
+
+def key_is_canonical(bytes pk) -> bool:
+    """True if the 32-byte key's y coordinate is below p (exposed for the tests)."""
+    if PyBytes_GET_SIZE(pk) != KEY_SIZE:
+        raise ValueError("public key must be 32 bytes")
+    return _key_canonical(<const uint8_t*>PyBytes_AS_STRING(pk))
+
+
+def libsodium_accepts(bytes pk, bytes msg, bytes sig) -> bool:
+    """libsodium's own verdict, without this module's checks in front (for the tests)."""
+    if PyBytes_GET_SIZE(pk) != KEY_SIZE or PyBytes_GET_SIZE(sig) != SIG_SIZE:
+        raise ValueError("public key must be 32 bytes and signature 64 bytes")
+    return crypto_sign_ed25519_verify_detached(
+        <const uint8_t*>PyBytes_AS_STRING(sig), <const uint8_t*>PyBytes_AS_STRING(msg),
+        <unsigned long long>PyBytes_GET_SIZE(msg), <const uint8_t*>PyBytes_AS_STRING(pk)) == 0
+
+
+def libsodium_version() -> str:
+    """The version of the libsodium this module runs against (sodium_version_string())."""
+    return sodium_version_string().decode("ascii")

@@ -1,13 +1,19 @@
 """Ed25519 signatures (RFC 8032): keys through ``cryptography``, verification natively.
 
 Every verification, single or batched, goes through one native kernel
-(``fedledger._ext._signing``) that applies one rule, written down in
-``docs/security-signing.md``:
+(``fedledger._ext._signing``, over libsodium) that applies one rule, written down in
+``docs/security-signing.md``. A signature is valid if and only if, in this order:
 
-1. a signature is exactly 64 bytes;
-2. its scalar S is canonical, S < L (no malleability by adding L);
-3. the public key is not of small order (none of the 14 encodings of the 8 torsion points);
-4. OpenSSL's Ed25519 verify accepts it.
+1. it is exactly 64 bytes (reason ``"length"``);
+2. its scalar S is canonical, S < L (no malleability by adding L; ``"non-canonical-s"``);
+3. the public key is not of small order: none of the 14 encodings of the 8 torsion points
+   (``"small-order-key"``);
+4. the public key is canonically encoded: its y coordinate is < p = 2^255 - 19
+   (``"non-canonical-key"``);
+5. R, its first 32 bytes, is not of small order (the same 14 encodings; ``"small-order-r"``);
+6. libsodium's Ed25519 verify accepts it: the key decodes to a curve point (else
+   ``"bad-key"``) and [S]B - [k]A encodes to exactly the bytes of R, k = SHA-512(R || A || M)
+   mod L, the cofactorless equation (else ``"mismatch"``).
 
 :func:`verify` is :func:`verify_batch` on a batch of one, so the two never disagree.
 
@@ -58,6 +64,8 @@ _REASONS: Final[dict[int, tuple[str, str]]] = {
     _k.BAD_LENGTH: ("length", f"a signature must be {SIGNATURE_SIZE} bytes"),
     _k.NON_CANONICAL_S: ("non-canonical-s", "the scalar S is not below the group order L"),
     _k.SMALL_ORDER_KEY: ("small-order-key", "the public key is a point of small order"),
+    _k.NON_CANONICAL_KEY: ("non-canonical-key", "the public key's y coordinate is not below p"),
+    _k.SMALL_ORDER_R: ("small-order-r", "the signature's R is a point of small order"),
     _k.BAD_KEY: ("bad-key", "the public key is not a valid Ed25519 point"),
     _k.BAD_SIGNATURE: ("mismatch", "the signature does not match the key and message"),
 }
@@ -236,10 +244,7 @@ def _keys(public_keys: object) -> bytes:
 
 def _codes(keys: bytes, messages: tuple[bytes, ...], signatures: tuple[bytes, ...], nthreads: int) -> NDArray[np.uint8]:
     out = np.empty(len(messages), dtype=np.uint8)
-    _k.verify_batch(keys, messages, signatures, out, nthreads)
-    if (out == _k.NO_MEMORY).any():
-        # Not a verdict about any signature: fail loudly rather than report "invalid".
-        raise MemoryError("OpenSSL could not allocate an Ed25519 verification context")
+    _k.verify_batch(keys, messages, signatures, out, nthreads)  # MemoryError if it cannot allocate
     return out
 
 
