@@ -1,66 +1,98 @@
-"""fedledger quickstart: a tamper-evident audit log that anyone can check offline.
+"""fedledger quickstart: a consortium ledger whose receipts anyone can check offline.
 
 Run it after `pip install .`:
 
-    python examples/quickstart.py
+    python examples/quickstart.py [LEDGER_FILE]
 
-Until `fedledger demo` lands, this is the main job: it shows the build (which native kernels,
-which OpenSSL/GMP, OpenMP on or off), appends hospital audit events to an RFC 9162 Merkle log,
-and proves an event's inclusion and the log's append-only growth with the same proofs
-Certificate Transparency uses.
+Until `fedledger demo` lands, this is the main job. Four validators with unequal stake and three
+hospitals open a durable ledger (SQLite, fsync on every block); the hospitals record hashes of
+data accesses (never the data itself); blocks finalize once validators holding more than 2/3
+of the stake sign them; an auditor checks one access offline from a JSON receipt; a forged
+receipt and a tampered ledger file are both caught.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import fedledger
-from fedledger.crypto import merkle
-from fedledger.errors import InvalidProof
+from fedledger import Identity, Ledger, Transaction, ValidatorSet, verify_receipt
+from fedledger.errors import InvalidReceipt, TamperedLedger
 
 
-def main() -> None:
+def main(path: Path) -> None:
     info = fedledger.build_info()
-    print(f"fedledger {info['version']}: {info['openssl']}, GMP {info['gmp']}, "
+    print(f"fedledger {info['version']}: {info['openssl']}, GMP {info['gmp']}, libsodium {info.get('libsodium', '?')}, "
           f"OpenMP {'on' if info['openmp'] else 'off'}, {info['num_threads']} threads")
 
-    # Only hashes of access events go in the log, never patient data.
-    events = [
-        json.dumps({"site": f"hospital-{i % 7}", "action": "read", "record": hashlib.sha256(str(i).encode()).hexdigest()},
-                   sort_keys=True).encode()
-        for i in range(100_000)
-    ]
-    log = merkle.MerkleTree()
+    validators = [Identity.generate(f"validator-{i}") for i in range(4)]
+    stakes = ValidatorSet({v.verify_key: s for v, s in zip(validators, [40, 30, 20, 10])})
+    hospitals = [Identity.generate(name) for name in ("hospital-a", "hospital-b", "research-site")]
+    ledger = Ledger.open(path, chain_id="quickstart", validators=stakes, local_validators=validators,
+                         members=[h.card() for h in hospitals])
+
+    # Each access is recorded as a hash of the audit event: the patient data stays at the site.
     t0 = time.perf_counter()
-    log.extend(events[:50_000])
-    checkpoint_size, checkpoint_root = log.size, log.root
-    for event in events[50_000:]:
-        log.append(event)
+    events = 0
+    for block in range(5):
+        batch = []
+        for h in hospitals:
+            nonce = ledger.next_nonce(h)
+            for i in range(200):
+                event = {"site": h.name, "action": "read", "record": f"patient-{block}-{i}"}
+                digest = hashlib.sha256(json.dumps(event, sort_keys=True).encode()).digest()
+                batch.append(Transaction.create(h, kind="note", payload={"access": digest}, nonce=nonce + i,
+                                                chain_id="quickstart"))
+        results = ledger.submit_many(batch)
+        assert all(r.accepted for r in results)
+        ledger.commit()
+        events += len(batch)
     elapsed = time.perf_counter() - t0
-    print(f"logged {log.size:,} events in {elapsed * 1e3:.1f} ms; head {log.root.hex()[:16]}...")
+    head = ledger.tree_head()
+    print(f"{events:,} transactions signed by the sites and committed in {ledger.height} durable blocks "
+          f"in {elapsed:.2f} s; log root {head.log_root.hex()[:16]}...")
 
-    # An auditor holding only (event, index, size, proof, root) checks inclusion offline.
-    index = 73_421
-    proof = log.inclusion_proof(index)
-    merkle.verify_inclusion(events[index], index, log.size, proof, log.root)
-    print(f"event {index} is in the log: {len(proof)}-hash inclusion proof verified")
+    # An auditor holding only the receipt (and the validator set it trusts) checks it offline.
+    tx = next(ledger.transactions(sender=hospitals[1].verify_key))
+    receipt = json.dumps(ledger.prove(tx.id))
+    proved = verify_receipt(receipt, trusted_validators=stakes)
+    print(f"receipt for {proved.id.hex()[:16]}... by {hospitals[1].name}: verified offline "
+          f"({len(receipt):,} bytes of JSON)")
 
-    # ... and that the log only grew since the checkpoint it saw earlier.
-    cproof = log.consistency_proof(checkpoint_size)
-    merkle.verify_consistency(checkpoint_size, log.size, checkpoint_root, log.root, cproof)
-    print(f"log grew append-only from {checkpoint_size:,} to {log.size:,}: consistency proof verified")
-
-    # A doctored event is caught.
-    forged = events[index].replace(b"read", b"write")
+    forged = json.loads(receipt)
+    forged["log_index"] += 1
     try:
-        merkle.verify_inclusion(forged, index, log.size, proof, log.root)
-    except InvalidProof as exc:
-        print(f"tampered event rejected: {exc}")
+        verify_receipt(forged, trusted_validators=stakes)
+    except InvalidReceipt as exc:
+        print(f"forged receipt rejected: {exc}")
+
+    ledger.verify()
+    print("full audit passed: hash chain, Merkle roots, every signature, quorum, nonces")
+    ledger.close()
+
+    # Someone edits one stored transaction: the audit names the block.
+    db = sqlite3.connect(path)
+    (data,) = db.execute("SELECT data FROM txs WHERE seq = 321").fetchone()
+    db.execute("UPDATE txs SET data = ? WHERE seq = 321", (data[:-1] + bytes([data[-1] ^ 1]),))
+    db.commit()
+    db.close()
+    try:
+        Ledger.open(path).verify()
+    except TamperedLedger as exc:
+        print(f"tampering caught: {exc}")
     else:  # pragma: no cover
-        raise SystemExit("a tampered event verified: this build is broken")
+        raise SystemExit("a tampered ledger passed the audit: this build is broken")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1:
+        main(Path(sys.argv[1]))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            main(Path(tmp) / "consortium.db")
