@@ -201,3 +201,42 @@ def test_errors_are_typed(ledger: Ledger) -> None:
                 lambda: ledger.submit("tx")):
         with pytest.raises(FedLedgerError):
             bad()
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fedledger import encoding  # noqa: E402
+from fedledger.errors import MalformedTransaction  # noqa: E402
+from fedledger.ledger.transaction import wire_frame, wire_split  # noqa: E402
+
+
+@given(st.binary(max_size=70_000), st.binary(max_size=300))
+def test_wire_framing_is_exactly_canonical_cbor(body: bytes, sig: bytes) -> None:
+    framed = wire_frame(body, sig)
+    assert framed == encoding.encode([body, sig])
+    assert wire_split(framed) == (body, sig)
+
+
+@given(st.binary(max_size=200))
+def test_wire_split_rejects_everything_that_is_not_a_canonical_pair(data: bytes) -> None:
+    try:
+        value = encoding.decode(data)
+    except FedLedgerError:
+        value = None
+    canonical_pair = isinstance(value, list) and len(value) == 2 and all(type(v) is bytes for v in value)
+    try:
+        wire_split(data)
+        accepted = True
+    except MalformedTransaction:
+        accepted = False
+    assert accepted == canonical_pair
+
+
+def test_non_canonical_wire_heads_are_rejected() -> None:
+    body, sig = b"b" * 5, b"s" * 64
+    long_head = b"\x82\x58\x05" + body + b"\x58\x40" + sig  # 5 written in a 1-byte extension
+    with pytest.raises(MalformedTransaction, match="canonical"):
+        wire_split(long_head)
+    with pytest.raises(MalformedTransaction, match="trailing"):
+        wire_split(wire_frame(body, sig) + b"\x00")

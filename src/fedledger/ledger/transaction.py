@@ -13,7 +13,7 @@ signatures from every other kind of signed message (votes, governance approvals,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 from fedledger import encoding
 from fedledger.crypto import signing
@@ -41,6 +41,50 @@ _MAX_NAME: Final = 128
 _BODY_KEYS: Final = frozenset({"type", "chain", "kind", "sender", "nonce", "payload"})
 
 
+def _bstr_head(n: int) -> bytes:
+    """The shortest (RFC 8949 §4.2 canonical) head of a CBOR byte string of length n."""
+    if n < 24:
+        return bytes([0x40 + n])
+    if n < 0x100:
+        return bytes([0x58, n])
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    return b"\x5a" + n.to_bytes(4, "big")
+
+
+def wire_frame(body: bytes, signature: bytes) -> bytes:
+    """Canonical CBOR of the array ``[body, signature]`` (the same bytes as
+    ``encoding.encode([body, signature])``, tested so), without walking the body again."""
+    return b"\x82" + _bstr_head(len(body)) + body + _bstr_head(len(signature)) + signature
+
+
+def _read_bstr(data: bytes, at: int, what: str) -> tuple[bytes, int]:
+    if at >= len(data) or data[at] >> 5 != 2:
+        raise MalformedTransaction(f"transaction: {what} is not a CBOR byte string")
+    info = data[at] & 0x1F
+    if info < 24:
+        n, start = info, at + 1
+    elif 24 <= info <= 26:
+        width = 1 << (info - 24)
+        n, start = int.from_bytes(data[at + 1 : at + 1 + width], "big"), at + 1 + width
+    else:
+        raise MalformedTransaction(f"transaction: {what} has an unsupported length encoding")
+    if data[at:start] != _bstr_head(n) or start + n > len(data):
+        raise MalformedTransaction(f"transaction: {what} is not canonically encoded or is truncated")
+    return data[start : start + n], start + n
+
+
+def wire_split(data: bytes) -> tuple[bytes, bytes]:
+    """The (body, signature) of a wire-form transaction; MalformedTransaction unless canonical."""
+    if not data or data[0] != 0x82:
+        raise MalformedTransaction("transaction: expected a CBOR array [body, signature]")
+    body, at = _read_bstr(data, 1, "body")
+    signature, at = _read_bstr(data, at, "signature")
+    if at != len(data):
+        raise MalformedTransaction("transaction: trailing bytes after [body, signature]")
+    return body, signature
+
+
 def check_name(value: object, argument: str) -> str:
     if type(value) is not str:
         raise InvalidArgumentType(argument, f"expected str, got {type(value).__name__}")
@@ -65,6 +109,7 @@ class Transaction:
     signature: bytes
     body: bytes = field(repr=False)
     id: bytes = field(init=False, repr=False)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", signing.message_id(self.body))
@@ -92,11 +137,15 @@ class Transaction:
     def create(cls, sender: Identity, *, kind: str, payload: encoding.Value, nonce: int, chain_id: str) -> Transaction:
         """A transaction signed by ``sender`` (an :class:`fedledger.Identity`)."""
         body = cls.body_for(chain_id, kind, sender.verify_key, nonce, payload)
-        return cls(chain_id, kind, sender.verify_key, nonce, payload, sender.sign(body), body)
+        tx = cls(chain_id, kind, sender.verify_key, nonce, payload, sender.sign(body), body)
+        tx.to_bytes()  # the sender serialises once, as it would to send it
+        return tx
 
     def to_bytes(self) -> bytes:
         """The wire form: canonical CBOR ``[body, signature]``. This is the ledger's log leaf."""
-        return encoding.encode([self.body, self.signature])
+        if self._wire is None:
+            object.__setattr__(self, "_wire", wire_frame(self.body, self.signature))
+        return self._wire  # type: ignore[return-value]
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Transaction:
@@ -105,11 +154,9 @@ class Transaction:
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
         if len(data) > MAX_TRANSACTION_BYTES:
             raise OversizedPayload(f"transaction is {len(data)} bytes, the limit is {MAX_TRANSACTION_BYTES}")
+        data = bytes(data)
+        body, signature = wire_split(data)
         try:
-            outer = encoding.decode(data)
-            if not (type(outer) is list and len(outer) == 2 and type(outer[0]) is bytes and type(outer[1]) is bytes):
-                raise MalformedTransaction("transaction: expected a CBOR array [body, signature]")
-            body, signature = cast(list[bytes], outer)
             fields = encoding.decode(body)
         except EncodingError as exc:
             raise MalformedTransaction(f"transaction: {exc}") from None
@@ -124,7 +171,9 @@ class Transaction:
             raise MalformedTransaction("transaction body: sender must be a 32-byte Ed25519 key")
         if type(nonce) is not int or not 0 <= nonce < 2**63:
             raise MalformedTransaction("transaction body: nonce must be an integer in [0, 2**63)")
-        return cls(chain, kind, VerifyKey(sender), nonce, fields["payload"], signature, body)
+        tx = cls(chain, kind, VerifyKey(sender), nonce, fields["payload"], signature, body)
+        object.__setattr__(tx, "_wire", data)
+        return tx
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Transaction):
