@@ -10,18 +10,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from fedledger.crypto._args import as_bytes
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey
 
 PrivateKey = Union[Ed25519PrivateKey, X25519PrivateKey]
-
-
-def as_bytes(value: object, argument: str) -> bytes:
-    """``value`` as exact bytes (bytes-like accepted), or InvalidArgumentType naming the argument."""
-    if type(value) is bytes:
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise InvalidArgumentType(argument, f"expected bytes, got {type(value).__name__}")
 
 
 def password_bytes(password: object) -> bytes:

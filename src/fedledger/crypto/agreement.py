@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedledger.crypto._keys import as_bytes, encrypted_pem, load_private_pem
+from fedledger.crypto._args import as_bytes
+from fedledger.crypto._keys import encrypted_pem, load_private_pem
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey
 
 __all__ = [

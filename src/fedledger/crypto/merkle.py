@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedledger._ext import rebuild_error
+from fedledger.crypto._args import as_bytes as _bytes
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidProof
 
@@ -68,14 +69,6 @@ def _index(value: object, argument: str) -> int:
     if value > _MAX_SIZE:
         raise InvalidArgument(argument, f"must be < 2**63, got {value}")
     return value
-
-
-def _bytes(value: object, argument: str) -> bytes:
-    if type(value) is bytes:
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise InvalidArgumentType(argument, f"expected bytes, got {type(value).__name__}")
 
 
 def _hash32(value: object, argument: str) -> bytes:

@@ -27,7 +27,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fedledger.crypto._keys import as_bytes
+from fedledger.crypto._args import as_bytes
 from fedledger.errors import InvalidArgument, InvalidArgumentType, SealError
 
 __all__ = [

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from numpy.typing import NDArray
 
 from fedledger._ext import load
-from fedledger.crypto._keys import as_bytes as _bytes
+from fedledger.crypto._args import as_bytes as _bytes
 from fedledger.crypto._keys import encrypted_pem, load_private_pem
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, InvalidSignature
