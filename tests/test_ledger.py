@@ -240,3 +240,12 @@ def test_non_canonical_wire_heads_are_rejected() -> None:
         wire_split(long_head)
     with pytest.raises(MalformedTransaction, match="trailing"):
         wire_split(wire_frame(body, sig) + b"\x00")
+
+
+def test_submit_accepts_wire_bytes_and_reports_malformed_ones(ledger: Ledger, people: list[Identity]) -> None:
+    tx = note(people[0], 0)
+    results = ledger.submit_many([tx.to_bytes(), b"\x82garbage", 42])  # type: ignore[list-item]
+    assert results[0].accepted and results[0].tx_id == tx.id
+    assert type(results[1].error) is MalformedTransaction
+    assert isinstance(results[2].error, FedLedgerError) and "txs[2]" in str(results[2].error)
+    assert ledger.commit().transactions == (tx,)

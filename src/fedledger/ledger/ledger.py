@@ -303,7 +303,7 @@ class Ledger:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def submit(self, tx: Transaction) -> bytes:
+    def submit(self, tx: Transaction | bytes) -> bytes:
         """Admit one transaction to the mempool and return its id; raise the typed reason if rejected."""
         result = self.submit_many([tx])[0]
         if result.error is not None:
@@ -311,26 +311,38 @@ class Ledger:
         assert result.tx_id is not None
         return result.tx_id
 
-    def submit_many(self, txs: Sequence[Transaction]) -> list[SubmitResult]:
+    def submit_many(self, txs: Sequence[Transaction | bytes]) -> list[SubmitResult]:
         """Admit many transactions, one result each; a bad one never sinks the rest.
 
+        Each item is a :class:`Transaction` or its wire bytes (as received from a transport).
         Signatures are checked in one native batch; then each transaction, in order, is checked
         against the ledger's state and the sender's next nonce (pending ones counted).
         """
-        items = list(txs)
-        results: list[SubmitResult | None] = [None] * len(items)
+        items: list[Transaction | None] = []
+        results: list[SubmitResult | None] = []
         candidates: list[int] = []
-        for i, tx in enumerate(items):
-            if isinstance(tx, Transaction):
-                candidates.append(i)
+        for i, item in enumerate(txs):
+            tx: Transaction | None = None
+            error: FedLedgerError | None = None
+            if isinstance(item, Transaction):
+                tx = item
+            elif isinstance(item, (bytes, bytearray, memoryview)):
+                try:
+                    tx = Transaction.from_bytes(item)
+                except FedLedgerError as exc:
+                    error = exc
             else:
-                results[i] = SubmitResult(None, False, InvalidArgumentType(f"txs[{i}]", f"expected Transaction, got {type(tx).__name__}"))
+                error = InvalidArgumentType(f"txs[{i}]", f"expected Transaction or bytes, got {type(item).__name__}")
+            items.append(tx)
+            results.append(None if error is None else SubmitResult(None, False, error))
+            if tx is not None:
+                candidates.append(i)
         if candidates:
-            ok = signing.verify_batch([items[i].sender for i in candidates], [items[i].body for i in candidates],
-                                      [items[i].signature for i in candidates])
+            admitted = [t for t in items if t is not None]
+            ok = signing.verify_batch([t.sender for t in admitted], [t.body for t in admitted],
+                                      [t.signature for t in admitted])
             state = self._state
-            for flag, i in zip(ok.tolist(), candidates):
-                tx = items[i]
+            for flag, i, tx in zip(ok.tolist(), candidates, admitted):
                 if not flag:
                     results[i] = SubmitResult(tx.id, False, InvalidSignature(
                         f"transaction {tx.id.hex()[:16]}: signature does not verify for its sender"))
