@@ -75,7 +75,7 @@ def test_layout_for_2048_bit_key_16_bits_100_clients() -> None:
 @given(st.integers(2, 32), st.integers(1, 10**6))
 def test_layout_slot_width_is_minimal(bits: int, max_summands: int) -> None:
     lay = P.PackingLayout.create(4096, 1, bits=bits, clip=1.0, max_summands=max_summands)
-    worst = max_summands * (2**bits - 2)
+    worst = max_summands * (2**bits - 1)  # the largest slot sum: every summand at +clip
     assert worst < 2**lay.slot_bits
     assert worst >= 2 ** (lay.slot_bits - 1)
     assert lay.slot_bits == ref.Layout(4096, 1, bits, 1.0, max_summands).slot_bits

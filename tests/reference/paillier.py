@@ -40,9 +40,9 @@ class Layout:
 
     @property
     def slot_bits(self) -> int:
-        # smallest width holding max_summands * (2^bits - 2)
+        # smallest width holding max_summands * (2^bits - 1)
         w = 1
-        while 2**w <= self.max_summands * (2**self.bits - 2):
+        while 2**w <= self.max_summands * (2**self.bits - 1):
             w += 1
         return w
 
@@ -67,7 +67,8 @@ def quantize(values: list[float], layout: Layout) -> list[int]:
 
 
 def pack(q: list[int], layout: Layout, weight: int = 1) -> list[int]:
-    """One plaintext integer per ciphertext: slot j holds q + bias, the top slot the weight."""
+    """One plaintext integer per ciphertext: slot j holds q + bias (bias = qmax + 1, so never 0),
+    padding slots 0, the top slot the weight."""
     w, per = layout.slot_bits, layout.slots
     plains = []
     for r in range(layout.num_ciphertexts):
@@ -75,7 +76,7 @@ def pack(q: list[int], layout: Layout, weight: int = 1) -> list[int]:
         for j in range(per):
             i = r * per + j
             if i < len(q):
-                m += (q[i] + layout.qmax) << (j * w)
+                m += (q[i] + layout.qmax + 1) << (j * w)
         m += weight << (per * w)
         plains.append(m)
     return plains
@@ -97,9 +98,11 @@ def unpack(plains: list[int], layout: Layout, weight: int) -> list[int]:
                 if s:
                     raise ValueError(f"ciphertext {r}: padding")
                 continue
-            if s > weight * 2 * layout.qmax:
+            if s < weight:
+                raise ValueError(f"element {i}: below the floor of a value slot")
+            if s > weight * (2 * layout.qmax + 1):
                 raise OverflowError(f"element {i}")
-            out.append(s - weight * layout.qmax)
+            out.append(s - weight * (layout.qmax + 1))
     return out
 
 

@@ -682,7 +682,9 @@ class PackingLayout:
     """How quantized values sit in Paillier plaintexts. Travels with every EncryptedVector.
 
     Each value q in [-(2^(bits-1) - 1), 2^(bits-1) - 1] is stored as q + bias
-    (bias = 2^(bits-1) - 1), so a slot holds at most 2^bits - 2 per summand. A slot of
+    (bias = 2^(bits-1)), so a slot holds between 1 and 2^bits - 1 per summand and a value
+    slot is never zero: padding slots (past ``count``) are zero, so a corrupted ``count``
+    is caught at decryption instead of reading padding as a value. A slot of
     ``slot_bits`` bits holds the sum of ``max_summands`` of them without carrying into the
     next slot. Each plaintext has ``(key_bits - 1) // slot_bits`` slots: ``slots`` for
     values, and the top one as a checksum holding the vector's weight (the number of
@@ -713,7 +715,7 @@ class PackingLayout:
             raise InvalidArgument("clip", f"must be finite and > 0, got {clip}")
         if count < 0:
             raise InvalidArgument("count", f"must be >= 0, got {count}")
-        slot_bits = (max_summands * ((1 << bits) - 2)).bit_length()
+        slot_bits = (max_summands * ((1 << bits) - 1)).bit_length()
         if slot_bits > 63:
             raise InvalidArgument(
                 "max_summands", f"bits={bits} with max_summands={max_summands} needs {slot_bits}-bit slots (max 63)"
@@ -729,11 +731,12 @@ class PackingLayout:
 
     @property
     def bias(self) -> int:
-        return self.qmax
+        """Added to every value so that a stored value is never 0 (padding is)."""
+        return self.qmax + 1
 
     @property
     def max_stored(self) -> int:
-        return 2 * self.qmax
+        return 2 * self.qmax + 1
 
     @property
     def scale(self) -> float:
@@ -793,6 +796,13 @@ def _unpack_checked(plain: NDArray[np.uint8], layout: PackingLayout, weight: int
             f"ciphertext {j // per}: padding slot {j % per} is not zero (wrong key or corrupted ciphertext)"
         )
     values = values[: layout.count]
+    under = np.flatnonzero(values < np.uint64(weight))
+    if under.size:
+        i = int(under[0])
+        raise DecryptionError(
+            f"element {i} (ciphertext {i // per}, slot {i % per}) decrypted to {int(values[i])}, below the "
+            f"floor {weight} of a value slot: a padding slot read as a value (corrupted count) or a wrong key"
+        )
     bound = np.uint64(weight * layout.max_stored)
     over = np.flatnonzero(values > bound)
     if over.size:

@@ -160,6 +160,24 @@ class Transaction:
             fields = encoding.decode(body)
         except EncodingError as exc:
             raise MalformedTransaction(f"transaction: {exc}") from None
+        return cls._from_fields(fields, body, signature, data)
+
+    @classmethod
+    def from_authenticated_bytes(cls, data: bytes) -> Transaction:
+        """Parse wire bytes whose authenticity a certified Merkle root already established.
+
+        The structure and field types are checked as in :meth:`from_bytes`; the canonical-form
+        check is skipped (the bytes are the ones the validators accepted). Ledger replay only.
+        """
+        body, signature = wire_split(data)
+        try:
+            fields = encoding.decode_authenticated(body)
+        except EncodingError as exc:
+            raise MalformedTransaction(f"transaction: {exc}") from None
+        return cls._from_fields(fields, body, signature, data)
+
+    @classmethod
+    def _from_fields(cls, fields: encoding.Value, body: bytes, signature: bytes, data: bytes) -> Transaction:
         if type(fields) is not dict or set(fields) != _BODY_KEYS:
             raise MalformedTransaction(f"transaction body: expected the keys {sorted(_BODY_KEYS)}")
         if fields["type"] != TX_TYPE:
