@@ -286,7 +286,7 @@ def test_wrong_vector_length_is_rejected() -> None:
     def cheat(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
         if stage == "masked_input" and sender == "c002":
             msg = MaskedInput.from_bytes(data)
-            return replace(msg, data=msg.data + b"\x00" * 4).with_digest().signed(ids["c002"]).to_bytes()
+            return replace(msg, data=bytes(msg.data) + b"\x00" * 4).with_digest().signed(ids["c002"]).to_bytes()
         return data
 
     res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=cheat)

@@ -9,7 +9,7 @@ ERR_NONFINITE: int
 def accumulate(
     acc: NDArray[np.uint8],
     width: int,
-    inputs: tuple[bytes, ...],
+    inputs: tuple[bytes | memoryview, ...],
     keys: NDArray[np.uint8],
     signs: NDArray[np.int8],
     nthreads: int,

@@ -15,14 +15,8 @@ array whose size is a multiple of 16 bytes, every input is exactly bytes of the 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, int8_t
 from libc.string cimport memset
 from libc.stdlib cimport malloc, free
-from libc.math cimport floor
 from cpython.object cimport PyObject
 from cython.parallel cimport prange
-
-cdef extern from "Python.h" nogil:
-    # Borrowed-pointer reads of a tuple of bytes the caller holds (see _merkle.pyx).
-    PyObject* _tuple_item "PyTuple_GET_ITEM"(PyObject* t, Py_ssize_t i)
-    char* _bytes_data "PyBytes_AS_STRING"(PyObject* o)
 
 cdef extern from "openssl/evp.h" nogil:
     ctypedef struct EVP_CIPHER_CTX:
@@ -77,7 +71,7 @@ cdef int _keystream(EVP_CIPHER_CTX* c, uint8_t* buf, Py_ssize_t n) noexcept nogi
 
 
 cdef int _range(uint8_t* acc, Py_ssize_t lo, Py_ssize_t hi, int width,
-                PyObject* inputs, Py_ssize_t ninputs,
+                const uint8_t** inputs, Py_ssize_t ninputs,
                 const uint8_t* keys, const int8_t* signs, Py_ssize_t nkeys) noexcept nogil:
     """acc[lo:hi] += sum of inputs[lo:hi] + sum_k signs[k] * keystream_k[lo:hi] (ring words)."""
     cdef EVP_CIPHER_CTX** ctx = NULL
@@ -115,7 +109,7 @@ cdef int _range(uint8_t* acc, Py_ssize_t lo, Py_ssize_t hi, int width,
             words = n >> 2
             a32 = <uint32_t*>(acc + pos)
             for j in range(ninputs):
-                s32 = <const uint32_t*>(<const uint8_t*>_bytes_data(_tuple_item(inputs, j)) + pos)
+                s32 = <const uint32_t*>(inputs[j] + pos)
                 for i in range(words):
                     a32[i] += s32[i]
             for k in range(nkeys):
@@ -133,7 +127,7 @@ cdef int _range(uint8_t* acc, Py_ssize_t lo, Py_ssize_t hi, int width,
             words = n >> 3
             a64 = <uint64_t*>(acc + pos)
             for j in range(ninputs):
-                s64 = <const uint64_t*>(<const uint8_t*>_bytes_data(_tuple_item(inputs, j)) + pos)
+                s64 = <const uint64_t*>(inputs[j] + pos)
                 for i in range(words):
                     a64[i] += s64[i]
             for k in range(nkeys):
@@ -161,14 +155,33 @@ def accumulate(uint8_t[::1] acc, int width, tuple inputs, const uint8_t[:, ::1] 
                const int8_t[::1] signs, int nthreads) -> int:
     """In place: acc += sum(inputs) + sum_k signs[k] * mask(keys[k]), in Z_(2^(8*width)).
 
-    ``acc`` is the byte view of the ring vector (its size a multiple of 16); each input is
-    bytes of the same size. No per-input temporaries: each thread walks its range in cache-
-    sized blocks, adding every input and every keystream to that block. Returns a code.
+    ``acc`` is the byte view of the ring vector; each input is a C-contiguous buffer (bytes,
+    memoryview, array) of the same size, kept alive by the tuple for the whole call. No
+    per-input temporaries: each thread walks its range in cache-sized blocks, adding every
+    input and every keystream to that block. Returns a code; ValueError for a wrong size.
     """
     cdef Py_ssize_t nbytes = acc.shape[0]
     cdef Py_ssize_t ninputs = len(inputs)
     cdef Py_ssize_t nkeys = keys.shape[0]
-    cdef PyObject* tup = <PyObject*>inputs
+    cdef const uint8_t[::1] view
+    cdef const uint8_t** tup = <const uint8_t**>malloc((ninputs + 1) * sizeof(uint8_t*))
+    cdef Py_ssize_t j
+    if tup == NULL:
+        raise MemoryError()
+    try:
+        for j in range(ninputs):
+            view = inputs[j]
+            if view.shape[0] != nbytes:
+                raise ValueError(f"inputs[{j}] has {view.shape[0]} bytes, expected {nbytes}")
+            tup[j] = &view[0] if nbytes > 0 else NULL
+        return _accumulate(acc, nbytes, width, tup, ninputs, keys, nkeys, signs, nthreads)
+    finally:
+        free(tup)
+
+
+cdef int _accumulate(uint8_t[::1] acc, Py_ssize_t nbytes, int width, const uint8_t** tup,
+                     Py_ssize_t ninputs, const uint8_t[:, ::1] keys, Py_ssize_t nkeys,
+                     const int8_t[::1] signs, int nthreads):
     cdef uint8_t* base = &acc[0] if nbytes > 0 else NULL
     cdef const uint8_t* kp = &keys[0, 0] if nkeys > 0 else NULL
     cdef const int8_t* sp = &signs[0] if nkeys > 0 else NULL
@@ -228,7 +241,8 @@ cdef int _quantize_range(const real* x, uint8_t* out, Py_ssize_t lo, Py_ssize_t 
     cdef uint8_t* buf = <uint8_t*>malloc(BLOCK)
     cdef Py_ssize_t pos = lo, n, i, per
     cdef int rc = C_OK
-    cdef double v, u
+    cdef double v, u, y
+    cdef int64_t q
     cdef const uint32_t* r32
     cdef const uint64_t* r64
     cdef uint32_t* o32 = <uint32_t*>out
@@ -261,10 +275,16 @@ cdef int _quantize_range(const real* x, uint8_t* out, Py_ssize_t lo, Py_ssize_t 
                 v = -clip
             if width == 4:
                 u = <double>r32[i] * 2.3283064365386963e-10  # 2^-32
-                o32[pos + i] = <uint32_t><int64_t>floor(v * weight * scale + u)
             else:
                 u = <double>(r64[i] >> 11) * 1.1102230246251565e-16  # 2^-53
-                o64[pos + i] = <uint64_t><int64_t>floor(v * weight * scale + u)
+            y = v * weight * scale + u
+            q = <int64_t>y  # truncates toward zero; floor() is a libm call on baseline x86-64
+            if <double>q > y:
+                q -= 1
+            if width == 4:
+                o32[pos + i] = <uint32_t>q
+            else:
+                o64[pos + i] = <uint64_t>q
         pos += n
     if c != NULL:
         EVP_CIPHER_CTX_free(c)

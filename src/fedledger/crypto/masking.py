@@ -106,19 +106,24 @@ def _keys(keys: Sequence[bytes], signs: Sequence[int]) -> tuple[NDArray[np.uint8
     return arr, sg
 
 
-def accumulate(acc: RingArray, inputs: Sequence[bytes], keys: Sequence[bytes], signs: Sequence[int]) -> None:
+def accumulate(
+    acc: RingArray, inputs: Sequence[bytes | memoryview], keys: Sequence[bytes], signs: Sequence[int]
+) -> None:
     """In place, in Z_(2^bits): ``acc += sum(inputs) + sum(signs[i] * mask(keys[i]))``.
 
-    ``inputs`` are little-endian ring vectors as bytes, each exactly ``acc.nbytes`` long.
-    One native pass, parallel over ranges of the vector; no per-input temporaries.
+    ``inputs`` are little-endian ring vectors as bytes or contiguous memoryviews (read in
+    place, never copied), each exactly ``acc.nbytes`` long. One native pass, parallel over
+    ranges of the vector; no per-input temporaries.
     """
     view, width = _ring(acc)
     items = tuple(inputs)
     for i, item in enumerate(items):
-        if type(item) is not bytes:
-            raise InvalidArgumentType(f"inputs[{i}]", f"expected bytes, got {type(item).__name__}")
-        if len(item) != view.shape[0]:
-            raise InvalidArgument(f"inputs[{i}]", f"expected {view.shape[0]} bytes, got {len(item)}")
+        if not isinstance(item, (bytes, memoryview)):
+            raise InvalidArgumentType(f"inputs[{i}]", f"expected bytes or memoryview, got {type(item).__name__}")
+        mv = memoryview(item)
+        if not mv.c_contiguous or mv.nbytes != view.shape[0]:
+            raise InvalidArgument(f"inputs[{i}]", f"expected {view.shape[0]} contiguous bytes, got {mv.nbytes}")
+    items = tuple(memoryview(item).cast("B") if isinstance(item, memoryview) else item for item in items)
     karr, sarr = _keys(keys, signs)
     rc = _k.accumulate(view, width, items, karr, sarr, num_threads())
     if rc != _k.OK:  # pragma: no cover - allocation or OpenSSL failure

@@ -230,7 +230,7 @@ class SecAggClient:
             signs.append(C.pair_sign(self.name, peer))
         masking.accumulate(vec, (), keys, signs)
         self._stage = "unmask"
-        msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=vec.tobytes(),
+        msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=vec.view(np.uint8).data,
                           complaints=tuple(complaints)).with_digest()
         return self._stamp(msg)  # type: ignore[no-any-return]
 

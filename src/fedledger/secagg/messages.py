@@ -109,10 +109,10 @@ class Message:
         raise NotImplementedError
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         raise NotImplementedError
 
-    def _tail(self) -> bytes:
+    def _tail(self) -> bytes | memoryview:
         return b""
 
     # -- shared ----------------------------------------------------------------------------
@@ -139,25 +139,27 @@ class Message:
         header = self._header()
         header["sig"] = self.signature
         head = encoding.encode(header)
-        tail = self._tail()
-        if not tail:
+        if not self._HAS_TAIL:
             return head
-        return struct.pack(">I", len(head)) + head + tail
+        tail = self._tail()
+        return b"".join((struct.pack(">I", len(head)), head, tail))
 
     @classmethod
     def from_bytes(cls: type[M], data: bytes) -> M:
         """Parse (EncodingError if malformed or of another stage). Does not verify."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise EncodingError(f"expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        tail = b""
+        if type(data) is not bytes:
+            data = bytes(data)
+        tail = memoryview(b"")
         if cls._HAS_TAIL:
             if len(data) < 4:
                 raise EncodingError(f"{cls.STAGE}: truncated")
             (hl,) = struct.unpack(">I", data[:4])
             if hl > _MAX_HEADER or 4 + hl > len(data):
                 raise EncodingError(f"{cls.STAGE}: bad header length")
-            head_bytes, tail = data[4 : 4 + hl], data[4 + hl :]
+            # The bulk stays where it arrived: a read-only view into ``data``, never copied.
+            head_bytes, tail = data[4 : 4 + hl], memoryview(data)[4 + hl :]
         else:
             head_bytes = data
         head = encoding.decode(head_bytes)
@@ -205,7 +207,7 @@ class AdvertiseKeys(Message):
         return {"c": self.seal_key, "s": self.mask_key}
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         return cls(**head, seal_key=_bytes(body, "c", cls.STAGE), mask_key=_bytes(body, "s", cls.STAGE))
 
 
@@ -222,7 +224,7 @@ class KeyDirectory(Message):
         return {"ids": list(self.participants), "adv": list(self.adverts)}
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         adv = body.get("adv")
         if not isinstance(adv, list) or any(type(a) is not bytes for a in adv):
             raise EncodingError(f"{cls.STAGE}: 'adv' must be a list of bytes")
@@ -243,7 +245,7 @@ class ShareKeys(Message):
         return {"ct": dict(self.sealed), "dg": dict(self.digests)}
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         return cls(**head, sealed=_bytes_map(body.get("ct"), "ct"), digests=_bytes_map(body.get("dg"), "dg"))
 
 
@@ -258,7 +260,7 @@ class RelayedShares(Message):
         return {"ct": dict(self.sealed)}
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         return cls(**head, sealed=_bytes_map(body.get("ct"), "ct"))
 
 
@@ -268,7 +270,7 @@ class MaskedInput(Message):
     parameters then the weight), signed through its SHA-256; ``complaints`` names dealers
     whose sealed shares did not open or did not parse."""
 
-    data: bytes
+    data: bytes | memoryview
     complaints: tuple[str, ...] = ()
     digest: bytes = field(default=b"", compare=False)
     STAGE: ClassVar[str] = "masked_input"
@@ -278,7 +280,7 @@ class MaskedInput(Message):
         return {"len": len(self.data), "sha256": self.digest or hashlib.sha256(self.data).digest(),
                 "bad": list(self.complaints)}
 
-    def _tail(self) -> bytes:
+    def _tail(self) -> bytes | memoryview:
         return self.data
 
     def with_digest(self) -> MaskedInput:
@@ -286,7 +288,7 @@ class MaskedInput(Message):
         return replace(self, digest=hashlib.sha256(self.data).digest())
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         length = _int(body, "len", cls.STAGE)
         digest = _bytes(body, "sha256", cls.STAGE)
         if length != len(tail):
@@ -309,7 +311,7 @@ class UnmaskRequest(Message):
         return {"alive": list(self.survivors), "dropped": list(self.dropped)}
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         return cls(**head, survivors=_str_list(body.get("alive"), "alive"),
                    dropped=_str_list(body.get("dropped"), "dropped"))
 
@@ -327,5 +329,5 @@ class UnmaskResponse(Message):
         return {"b": dict(self.seed_shares), "s": dict(self.key_shares)}
 
     @classmethod
-    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: bytes) -> Message:
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         return cls(**head, seed_shares=_bytes_map(body.get("b"), "b"), key_shares=_bytes_map(body.get("s"), "s"))

@@ -91,7 +91,7 @@ class SecAggServer:
         self._threshold = 0
         self._digests: dict[str, dict[str, bytes]] = {}
         self._u2: frozenset[str] = frozenset()
-        self._masked: dict[str, bytes] = {}
+        self._masked: dict[str, bytes | memoryview] = {}
         self._u3: tuple[str, ...] = ()
         self._dropped_after_sharing: tuple[str, ...] = ()
 
