@@ -192,14 +192,16 @@ def test_index_zero_and_out_of_range() -> None:
         replace(s, index=0)
     with pytest.raises(InvalidShare):
         replace(s, index=shamir.MAX_SHARES + 1)
-    # ... also when it comes off the wire
-    from fedledger import encoding
-
-    body = encoding.decode(s.to_bytes())
-    assert isinstance(body, dict)
-    body["i"] = 0
+    # ... also when it comes off the wire (the index is the u16 after magic and kind)
+    raw = bytearray(s.to_bytes())
+    assert int.from_bytes(raw[5:7], "little") == s.index
+    raw[5:7] = bytes(2)
     with pytest.raises(InvalidShare):
-        shamir.Share.from_bytes(encoding.encode(body))
+        shamir.Share.from_bytes(bytes(raw))
+    with pytest.raises(InvalidShare):
+        shamir.Share.from_bytes(s.to_bytes()[:-1])  # values not a whole number of limbs
+    with pytest.raises(InvalidShare):
+        shamir.Share.from_bytes(s.to_bytes() + bytes(4))  # one limb too many
 
 
 def test_mixed_secrets() -> None:

@@ -36,9 +36,7 @@ from typing import Final, Union
 import numpy as np
 from numpy.typing import NDArray
 
-from fedledger import encoding
 from fedledger.errors import (
-    EncodingError,
     InsufficientShares,
     InvalidArgument,
     InvalidArgumentType,
@@ -68,8 +66,6 @@ MAX_SHARES: Final = 65535
 LIMB_BYTES: Final = 3
 MAX_SECRET_BYTES: Final = 1 << 20
 _DOMAIN: Final = b"fedledger/shamir/v1\x00"
-_SHARE_TYPE: Final = "fedledger/shamir-share/v1"
-_ARRAY_TYPE: Final = "fedledger/shamir-array-share/v1"
 
 #: Where randomness comes from: a function returning that many uniformly random bytes.
 RandomBytes = Callable[[int], bytes]
@@ -145,18 +141,22 @@ def _interpolate(xs: Sequence[int], rows: Sequence[NDArray[np.uint32]]) -> NDArr
     return out
 
 
-def _decoded(data: object, type_tag: str, what: str) -> dict[str, encoding.Value]:
-    try:
-        value = encoding.decode(data)  # type: ignore[arg-type]
-    except EncodingError as exc:
-        raise InvalidShare(f"not a {what}: {exc}") from None
-    keys = {"type", "i", "t", "len", "y", "c"}
-    if not isinstance(value, dict) or set(value) != keys or value["type"] != type_tag:
-        raise InvalidShare(f"not a {what}: expected a map with keys {sorted(keys)} and type {type_tag!r}")
-    for key, kind in (("i", int), ("t", int), ("len", int), ("y", bytes), ("c", bytes)):
-        if type(value[key]) is not kind:
-            raise InvalidShare(f"not a {what}: {key!r} must be {kind.__name__}")
-    return value
+#: Wire layout of a share: magic, kind, index, threshold, length, commitment, then the values
+#: (little-endian uint32). Fixed-size fields only, so every share has exactly one encoding.
+_WIRE: Final = struct.Struct("<4sBHHI32s")
+_MAGIC: Final = b"FLS1"
+
+
+def _decoded(data: object, kind: int, what: str) -> tuple[int, int, int, bytes, bytes]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidShare(f"not a {what}: expected bytes, got {type(data).__name__}")
+    raw = bytes(data)
+    if len(raw) < _WIRE.size:
+        raise InvalidShare(f"not a {what}: {len(raw)} bytes is too short")
+    magic, got_kind, index, threshold, length, commitment = _WIRE.unpack_from(raw)
+    if magic != _MAGIC or got_kind != kind:
+        raise InvalidShare(f"not a {what}: wrong magic or kind")
+    return index, threshold, length, raw[_WIRE.size :], commitment
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,7 +167,7 @@ class _ShareBase:
     values: bytes
     commitment: bytes
 
-    _TYPE = ""
+    _KIND = 0
     _WHAT = ""
 
     def __post_init__(self) -> None:
@@ -182,7 +182,7 @@ class _ShareBase:
             raise InvalidShare(f"{what}: values must be {4 * self.limbs()} bytes for length {self.length}")
         if type(self.commitment) is not bytes or len(self.commitment) != 32:
             raise InvalidShare(f"{what}: commitment must be 32 bytes")
-        if int(np.frombuffer(self.values, dtype="<u4").max(initial=0)) >= PRIME:
+        if self.values and max(struct.unpack(f"<{len(self.values) // 4}I", self.values)) >= PRIME:
             raise InvalidShare(f"{what}: a value is not a field element (>= 2^31 - 1)")
 
     def _max_length(self) -> int:
@@ -196,13 +196,11 @@ class _ShareBase:
         """The share's values as a uint32 array (a copy)."""
         return np.frombuffer(self.values, dtype="<u4").astype(np.uint32)
 
-    def _body(self) -> dict[str, encoding.Value]:
-        return {"type": self._TYPE, "i": self.index, "t": self.threshold, "len": self.length,
-                "y": self.values, "c": self.commitment}
-
     def to_bytes(self) -> bytes:
-        """Canonical CBOR."""
-        return encoding.encode(self._body())
+        """The fixed binary layout: b"FLS1", kind (1 bytes, 2 array), index (u16), threshold
+        (u16), length (u32), commitment (32 bytes), values; all little-endian."""
+        head = _WIRE.pack(_MAGIC, self._KIND, self.index, self.threshold, self.length, self.commitment)
+        return head + self.values
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -221,7 +219,7 @@ class Share(_ShareBase):
     """One share of a byte-string secret: its index (x), the threshold, the secret's length in
     bytes, the share's field elements (little-endian uint32) and the secret's commitment."""
 
-    _TYPE = _SHARE_TYPE
+    _KIND = 1
     _WHAT = "share"
 
     def _max_length(self) -> int:
@@ -233,15 +231,14 @@ class Share(_ShareBase):
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
         """Parse a share (InvalidShare if malformed)."""
-        v = _decoded(data, _SHARE_TYPE, "share")
-        return cls(v["i"], v["t"], v["len"], v["y"], v["c"])  # type: ignore[arg-type]
+        return cls(*_decoded(data, cls._KIND, "share"))
 
 
 @dataclass(frozen=True, eq=False, repr=False)
 class ArrayShare(_ShareBase):
     """One share of an array of field elements (``length`` of them), plus the nonce."""
 
-    _TYPE = _ARRAY_TYPE
+    _KIND = 2
     _WHAT = "array share"
 
     def _max_length(self) -> int:
@@ -253,8 +250,7 @@ class ArrayShare(_ShareBase):
     @classmethod
     def from_bytes(cls, data: bytes) -> ArrayShare:
         """Parse an array share (InvalidShare if malformed)."""
-        v = _decoded(data, _ARRAY_TYPE, "array share")
-        return cls(v["i"], v["t"], v["len"], v["y"], v["c"])  # type: ignore[arg-type]
+        return cls(*_decoded(data, cls._KIND, "array share"))
 
 
 def _bytes_to_limbs(secret: bytes) -> NDArray[np.uint32]:

@@ -82,6 +82,7 @@ class SecAggClient:
         # Shares this client holds, by dealer: (seed share bytes, key share bytes).
         self._held: dict[str, tuple[bytes, bytes]] = {}
         self._peers: tuple[str, ...] = ()
+        self._my_index: dict[str, int] = {}
 
     # -- helpers -----------------------------------------------------------------------------
     def _accept(self, msg: Message, stage: str, kind: type[Message]) -> None:
@@ -148,6 +149,7 @@ class SecAggClient:
         # every exchange with one raises InvalidKey (all-zero secret), refused below.
         self._participants = ids
         self._adverts = adverts
+        self._my_index = {d: C.holders(d, self._graph).index(self.name) + 1 for d in mine}
         holders = C.holders(self.name, self._graph)
         t = self._threshold
         b_shares = shamir.split(self._seed, t, len(holders), random_bytes=self._rand)
@@ -206,7 +208,7 @@ class SecAggClient:
                 bb, sb = fields["b"], fields["s"]
                 if type(bb) is not bytes or type(sb) is not bytes:
                     raise EncodingError("not a share pair")
-                expected = C.holders(dealer, self._graph).index(self.name) + 1
+                expected = self._my_index[dealer]
                 for share in (shamir.Share.from_bytes(bb), shamir.Share.from_bytes(sb)):
                     if share.index != expected or share.threshold != self._threshold:
                         raise EncodingError("share index or threshold is wrong")

@@ -88,6 +88,9 @@ class SecAggServer:
         self.dropped: dict[str, str] = {}
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._graph: dict[str, frozenset[str]] = {}
+        self._holders: dict[str, list[str]] = {}
+        self._index: dict[str, dict[str, int]] = {}
+        self._parsed: dict[tuple[str, str, str], shamir.Share] = {}
         self._threshold = 0
         self._digests: dict[str, dict[str, bytes]] = {}
         self._u2: frozenset[str] = frozenset()
@@ -169,6 +172,8 @@ class SecAggServer:
             self._stage = "failed"
             raise RoundFailed(f"{n} clients advertised, and the configuration does not fit: {exc}") from None
         self._graph = neighbour_graph(ids, self.config.degree(n), self.config.seed())
+        self._holders = {c: C.holders(c, self._graph) for c in ids}
+        self._index = {c: {h: i + 1 for i, h in enumerate(hs)} for c, hs in self._holders.items()}
         raw = {c: self._adverts[c].to_bytes() for c in ids}
         out: dict[str, KeyDirectory] = {}
         for c in ids:
@@ -188,7 +193,7 @@ class SecAggServer:
             if sender is None:
                 continue
             assert isinstance(msg, ShareKeys)
-            want = set(C.holders(sender, self._graph))
+            want = set(self._holders[sender])
             if set(msg.sealed) != want or set(msg.digests) != want or any(len(d) != 64 for d in msg.digests.values()):
                 self._reject(sender, "share_keys: shares are not exactly for its neighbourhood")
                 continue
@@ -200,7 +205,7 @@ class SecAggServer:
         # dropped later: leave it out now (its neighbours will not mask with it), repeatedly.
         live = set(accepted)
         while True:
-            short = {u for u in live if len(set(C.holders(u, self._graph)) & live) < self._threshold}
+            short = {u for u in live if len(set(self._holders[u]) & live) < self._threshold}
             if not short:
                 break
             for u in short:
@@ -270,7 +275,7 @@ class SecAggServer:
             self._stage = "failed"
             raise RoundFailed("no masked input arrived")
         for client, kind in self._needed():
-            have = [h for h in C.holders(client, self._graph) if h in live and (kind == "b" or h != client)]
+            have = [h for h in self._holders[client] if h in live and (kind == "b" or h != client)]
             if len(have) < t:
                 self._stage = "failed"
                 what = "self-mask seed" if kind == "b" else "mask key"
@@ -305,14 +310,11 @@ class SecAggServer:
         keys: list[bytes] = []
         signs: list[int] = []
         for client, kind in self._needed():
-            shares = []
-            for h in C.holders(client, self._graph):
-                revealed = (responses[h].seed_shares if kind == "b" else responses[h].key_shares) if h in responses else {}
-                if client in revealed:
-                    try:
-                        shares.append(shamir.Share.from_bytes(revealed[client]))
-                    except FedLedgerError:
-                        continue  # the dealer's malformed share (digest-checked): recorded already
+            shares = [
+                self._parsed[(kind, client, h)]
+                for h in self._holders[client]
+                if h in responses and (kind, client, h) in self._parsed
+            ]
             if kind == "b":
                 seed = self._recover(client, "self-mask seed", shares, lambda s: len(s) == 32)
                 keys.append(C.self_mask_key(seed, client, rid))
@@ -343,19 +345,24 @@ class SecAggServer:
             for dealer, share in shares.items():
                 if dealer not in allowed or dealer not in self._u2:
                     return f"a {kind!r} share of {dealer!r}, who is not {'alive' if kind == 'b' else 'dropped'}"
-                if sender not in C.holders(dealer, self._graph) or (kind == "s" and sender == dealer):
+                if sender not in self._index[dealer] or (kind == "s" and sender == dealer):
                     return f"a share of {dealer!r}, who did not deal to it"
                 digest = self._digests[dealer][sender]
                 want = digest[:32] if kind == "b" else digest[32:]
                 if not hmac.compare_digest(C.share_digest(rid, dealer, sender, kind, share), want):
                     return f"its {kind!r} share of {dealer!r} is not the one {dealer!r} dealt to it"
+        # Every share is the dealer's own: parse them (a malformed one is the dealer's fault
+        # and is left out of the reconstruction).
+        for kind, shares in (("b", msg.seed_shares), ("s", msg.key_shares)):
+            for dealer, share in shares.items():
                 try:
                     parsed = shamir.Share.from_bytes(share)
                 except FedLedgerError:
                     self.misbehaving.setdefault(dealer, "dealt a malformed share")
-                    return ""  # the dealer's fault; the share is dropped in _recover
-                if parsed.index != C.holders(dealer, self._graph).index(sender) + 1:
+                    continue
+                if parsed.index != self._index[dealer][sender]:
                     self.misbehaving.setdefault(dealer, f"dealt {sender} a share with the wrong index")
+                self._parsed[(kind, dealer, sender)] = parsed
         return ""
 
     def _recover(self, client: str, what: str, shares: list[shamir.Share], check: Callable[[bytes], bool]) -> bytes:
