@@ -183,3 +183,24 @@ def test_worst_case_sum_does_not_wrap() -> None:
             masking.accumulate(acc, [q.tobytes()], [], [])
         got = masking.dequantize(acc, s)
         assert np.all(np.abs(got - sign * 2.0 * w * n) <= n / s)
+
+
+def test_pairwise_seeds_equal_the_one_at_a_time_derivation() -> None:
+    from fedledger.crypto import agreement
+
+    own = agreement.AgreementKey.generate()
+    peers = [agreement.AgreementKey.generate().public_key.to_bytes() for _ in range(13)]
+    for n in (0, 1, 7, 13):  # below and above the parallel cut-over
+        got = masking.pairwise_seeds(own, peers[:n], context=b"ctx", length=32)
+        assert got == [agreement.pairwise_seed(own, p, context=b"ctx") for p in peers[:n]]
+
+
+def test_pairwise_seeds_refuse_low_order_peers() -> None:
+    from fedledger.crypto import agreement
+    from fedledger.errors import InvalidKey
+
+    own = agreement.AgreementKey.generate()
+    good = agreement.AgreementKey.generate().public_key.to_bytes()
+    for low in (bytes(32), (1).to_bytes(32, "little")):  # u = 0 and u = 1 are of low order
+        with pytest.raises(InvalidKey, match=r"peers\[1\]"):
+            masking.pairwise_seeds(own, [good, low, good], context=b"c")

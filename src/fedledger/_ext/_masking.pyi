@@ -25,3 +25,6 @@ def quantize(
     key: NDArray[np.uint8] | bytes,
     nthreads: int,
 ) -> int: ...
+def x25519_many(
+    scalar: NDArray[np.uint8], peers: NDArray[np.uint8], out: NDArray[np.uint8], ok: NDArray[np.uint8], nthreads: int
+) -> None: ...

@@ -31,6 +31,7 @@ __all__ = [
     "AgreementPublicKey",
     "hkdf_sha256",
     "pairwise_seed",
+    "seed_from_shared",
 ]
 
 KEY_SIZE: Final = 32
@@ -178,7 +179,13 @@ def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, contex
     peer_key = peer if isinstance(peer, AgreementPublicKey) else AgreementPublicKey(peer)
     context = as_bytes(context, "context")
     shared = own.exchange(peer_key)
-    low, high = sorted((own.public_key.to_bytes(), peer_key.to_bytes()))
+    return seed_from_shared(shared, own.public_key.to_bytes(), peer_key.to_bytes(), context=context, length=length)
+
+
+def seed_from_shared(shared: bytes, own_public: bytes, peer_public: bytes, *, context: bytes, length: int = 32) -> bytes:
+    """The HKDF step of :func:`pairwise_seed`, for callers that computed the X25519 secret
+    themselves (fedledger.crypto.masking.pairwise_seeds does many at once, natively)."""
+    low, high = sorted((own_public, peer_public))
     info = b"fedledger/pairwise-seed/v1\x00" + low + high + context
     return hkdf_sha256(shared, salt=b"", info=info, length=length)
 

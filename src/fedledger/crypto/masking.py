@@ -35,8 +35,8 @@ from numpy.typing import NDArray
 
 from fedledger._ext import load
 from fedledger.crypto._threads import num_threads
-from fedledger.crypto.agreement import hkdf_sha256
-from fedledger.errors import InvalidArgument, InvalidArgumentType, QuantizationError
+from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, seed_from_shared
+from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, QuantizationError
 
 __all__ = [
     "KEY_SIZE",
@@ -47,6 +47,7 @@ __all__ = [
     "dequantize",
     "expand",
     "mask_key",
+    "pairwise_seeds",
     "quantization_scale",
     "quantize",
     "ring_dtype",
@@ -80,6 +81,26 @@ def mask_key(seed: bytes, *, purpose: bytes) -> bytes:
     if not isinstance(purpose, bytes):
         raise InvalidArgumentType("purpose", f"expected bytes, got {type(purpose).__name__}")
     return hkdf_sha256(seed, salt=b"", info=_MASK_INFO + purpose, length=KEY_SIZE)
+
+
+def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes, length: int = 32) -> list[bytes]:
+    """``[agreement.pairwise_seed(own, p, context=context, length=length) for p in peers]``,
+    the X25519 exchanges done natively (libsodium) in parallel. InvalidKey, naming the
+    index, if a peer value is of low order (the shared secret is all zeros)."""
+    if not isinstance(own, AgreementKey):
+        raise InvalidArgumentType("own", f"expected AgreementKey, got {type(own).__name__}")
+    raw = [AgreementPublicKey(p).to_bytes() for p in peers]
+    if not raw:
+        return []
+    out = np.empty((len(raw), 32), dtype=np.uint8)
+    ok = np.empty(len(raw), dtype=np.uint8)
+    _k.x25519_many(np.frombuffer(own.to_bytes(), np.uint8), np.frombuffer(b"".join(raw), np.uint8).reshape(-1, 32),
+                   out, ok, num_threads())
+    bad = np.flatnonzero(ok == 0)
+    if bad.size:
+        raise InvalidKey(f"peers[{int(bad[0])}]: X25519 exchange gave the all-zero secret (low-order key)")
+    mine = own.public_key.to_bytes()
+    return [seed_from_shared(out[i].tobytes(), mine, p, context=context, length=length) for i, p in enumerate(raw)]
 
 
 def _ring(acc: object) -> tuple[NDArray[np.uint8], int]:

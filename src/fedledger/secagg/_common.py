@@ -23,6 +23,18 @@ def seal_key(own: agreement.AgreementKey, peer: bytes, round_id: int) -> bytes:
     return agreement.pairwise_seed(own, peer, context=ctx, length=32)
 
 
+def seal_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
+    """:func:`seal_key` for many peers at once (native X25519, in parallel)."""
+    ctx = encoding.encode(["fedledger/secagg/seal-key/v1", round_id])
+    return masking.pairwise_seeds(own, peers, context=ctx, length=32)
+
+
+def pairwise_mask_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
+    """:func:`pairwise_mask_key` for many peers at once (native X25519, in parallel)."""
+    ctx = encoding.encode(["fedledger/secagg/pairwise-mask/v1", round_id])
+    return [masking.mask_key(seed, purpose=ctx) for seed in masking.pairwise_seeds(own, peers, context=ctx, length=32)]
+
+
 def seal_context(dealer: str, holder: str, round_id: int) -> SealContext:
     return SealContext(sender=dealer, receiver=holder, round=round_id, purpose=SEAL_PURPOSE)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -157,6 +158,11 @@ class SecAggClient:
         sealed: dict[str, bytes] = {}
         digests: dict[str, bytes] = {}
         rid = cfg.round_id
+        others = [h for h in holders if h != self.name]
+        try:
+            self._seal_keys = dict(zip(others, C.seal_keys(self._seal_sk, [adverts[h].seal_key for h in others], rid)))
+        except (InvalidKey, InvalidArgument) as exc:
+            raise SecAggError(f"{self.name}: unusable seal key among its neighbours ({exc})", self.server) from None
         for holder, b, s in zip(holders, b_shares, s_shares):
             bb, sb = self._deal_share(holder, b, "b"), self._deal_share(holder, s, "s")
             digests[holder] = C.share_digest(rid, self.name, holder, "b", bb) + C.share_digest(rid, self.name, holder, "s", sb)
@@ -164,12 +170,8 @@ class SecAggClient:
                 self._held[self.name] = (bb, sb)
                 sealed[holder] = b""
                 continue
-            try:
-                key = C.seal_key(self._seal_sk, adverts[holder].seal_key, rid)
-            except (InvalidKey, InvalidArgument) as exc:
-                raise SecAggError(f"{self.name}: unusable seal key of {holder!r} ({exc})", self.server) from None
-            self._seal_keys[holder] = key
-            payload = encoding.encode({"b": bb, "s": sb})
+            key = self._seal_keys[holder]
+            payload = struct.pack(">I", len(bb)) + bb + sb  # seed share, then key share
             sealed[holder] = seal.seal(key, payload, C.seal_context(self.name, holder, rid))
         self._stage = "masked_input"
         return self._stamp(ShareKeys(round_id=rid, sender=self.name, receiver=self.server, sealed=sealed, digests=digests))  # type: ignore[no-any-return]
@@ -202,12 +204,10 @@ class SecAggClient:
         for dealer in sorted(peers):
             try:
                 payload = seal.unseal(self._seal_keys[dealer], relayed.sealed[dealer], C.seal_context(dealer, self.name, cfg.round_id))
-                fields = encoding.decode(payload)
-                if not isinstance(fields, dict) or set(fields) != {"b", "s"}:
+                if len(payload) < 4 or 4 + struct.unpack(">I", payload[:4])[0] > len(payload):
                     raise EncodingError("not a share pair")
-                bb, sb = fields["b"], fields["s"]
-                if type(bb) is not bytes or type(sb) is not bytes:
-                    raise EncodingError("not a share pair")
+                cut = 4 + struct.unpack(">I", payload[:4])[0]
+                bb, sb = payload[4:cut], payload[cut:]
                 expected = self._my_index[dealer]
                 for share in (shamir.Share.from_bytes(bb), shamir.Share.from_bytes(sb)):
                     if share.index != expected or share.threshold != self._threshold:
@@ -224,12 +224,11 @@ class SecAggClient:
         vec[-1] = weight
         keys = [C.self_mask_key(self._seed, self.name, cfg.round_id)]
         signs = [1]
-        for peer in self._peers:
-            try:
-                keys.append(C.pairwise_mask_key(self._mask_sk, self._adverts[peer].mask_key, cfg.round_id))
-            except (InvalidKey, InvalidArgument) as exc:
-                raise SecAggError(f"{self.name}: unusable mask key of {peer!r} ({exc})", self.server) from None
-            signs.append(C.pair_sign(self.name, peer))
+        try:
+            keys += C.pairwise_mask_keys(self._mask_sk, [self._adverts[p].mask_key for p in self._peers], cfg.round_id)
+        except (InvalidKey, InvalidArgument) as exc:
+            raise SecAggError(f"{self.name}: unusable mask key among its neighbours ({exc})", self.server) from None
+        signs += [C.pair_sign(self.name, peer) for peer in self._peers]
         masking.accumulate(vec, (), keys, signs)
         self._stage = "unmask"
         msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=vec.view(np.uint8).data,

@@ -28,6 +28,8 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Final, TypedDict, TypeVar
 
+import cbor2
+
 from fedledger import encoding
 from fedledger.crypto import signing
 from fedledger.crypto.signing import VerifyKey
@@ -122,8 +124,12 @@ class Message:
 
     def signed_bytes(self) -> bytes:
         """What the signature covers: the canonical header (protocol, stage, round, sender,
-        receiver, body)."""
-        return encoding.encode(self._header())
+        receiver, body). Computed once per message object."""
+        cached = self.__dict__.get("_signed_cache")
+        if cached is None:
+            cached = encoding.encode(self._header())
+            object.__setattr__(self, "_signed_cache", cached)
+        return cached
 
     def signed(self: M, identity: Identity) -> M:
         """A copy signed by ``identity`` (whose name must be the sender)."""
@@ -186,6 +192,11 @@ class Message:
                 raise
             raise EncodingError(f"{cls.STAGE}: {exc}") from None
         assert isinstance(msg, cls)
+        # The signed bytes are the received header without "sig". decode() has already
+        # checked the whole value against the data model and its canonical form, so the
+        # canonical re-encoding needs no second check.
+        del head["sig"]
+        object.__setattr__(msg, "_signed_cache", cbor2.dumps(head, canonical=True))
         return msg
 
     _HAS_TAIL: ClassVar[bool] = False

@@ -323,9 +323,9 @@ class SecAggServer:
                 pk = self._adverts[client].mask_key
                 secret = self._recover(client, "mask key", shares, functools.partial(_derives, public=pk))
                 sk = agreement.AgreementKey.from_bytes(secret)
-                for u in sorted(self._graph[client] & alive):
-                    keys.append(C.pairwise_mask_key(sk, self._adverts[u].mask_key, rid))
-                    signs.append(-C.pair_sign(u, client))
+                peers = sorted(self._graph[client] & alive)
+                keys += C.pairwise_mask_keys(sk, [self._adverts[u].mask_key for u in peers], rid)
+                signs += [-C.pair_sign(u, client) for u in peers]
         dtype = masking.ring_dtype(self.config.bits)
         acc = np.zeros(self.dimension + 1, dtype=dtype)
         masking.accumulate(acc, tuple(self._masked[u] for u in self._u3), keys, signs)
