@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Final, Union
+from typing import Final, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,6 +71,7 @@ _DOMAIN: Final = b"fedledger/shamir/v1\x00"
 RandomBytes = Callable[[int], bytes]
 
 _kernel: ModuleType | None = None
+_T = TypeVar("_T", bound="_ShareBase")
 
 
 def _k() -> ModuleType:
@@ -188,6 +189,16 @@ class _ShareBase:
     def _max_length(self) -> int:
         raise NotImplementedError
 
+    @classmethod
+    def _dealt(cls: type[_T], index: int, threshold: int, length: int, values: bytes, commitment: bytes) -> _T:
+        """A share this module just computed: its fields are valid by construction, so the
+        checks of __post_init__ (meant for shares from outside) are skipped."""
+        obj = object.__new__(cls)
+        for name, value in (("index", index), ("threshold", threshold), ("length", length),
+                            ("values", values), ("commitment", commitment)):
+            object.__setattr__(obj, name, value)
+        return obj
+
     def limbs(self) -> int:
         """Field elements per share: the secret's limbs plus the nonce."""
         raise NotImplementedError
@@ -298,7 +309,8 @@ def split(secret: bytes, threshold: int, n: int, *, random_bytes: RandomBytes | 
     limbs = np.concatenate([_bytes_to_limbs(secret), _field_elements(rnd, NONCE_LIMBS)])
     commitment = _commitment(b"bytes", len(secret), limbs)
     rows = _deal(limbs, t, n_, rnd)
-    return [Share(i + 1, t, len(secret), rows[i].astype("<u4").tobytes(), commitment) for i in range(n_)]
+    raw, w = rows.astype("<u4", copy=False).tobytes(), 4 * rows.shape[1]
+    return [Share._dealt(i + 1, t, len(secret), raw[i * w : (i + 1) * w], commitment) for i in range(n_)]
 
 
 def split_array(
@@ -322,7 +334,8 @@ def split_array(
     limbs = np.concatenate([values.astype(np.uint32), _field_elements(rnd, NONCE_LIMBS)])
     commitment = _commitment(b"array", int(values.size), limbs)
     rows = _deal(limbs, t, n_, rnd)
-    return [ArrayShare(i + 1, t, int(values.size), rows[i].astype("<u4").tobytes(), commitment) for i in range(n_)]
+    raw, w = rows.astype("<u4", copy=False).tobytes(), 4 * rows.shape[1]
+    return [ArrayShare._dealt(i + 1, t, int(values.size), raw[i * w : (i + 1) * w], commitment) for i in range(n_)]
 
 
 _S = Union[Share, ArrayShare]
