@@ -12,7 +12,6 @@ commitment.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 

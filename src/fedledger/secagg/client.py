@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedledger import encoding
 from fedledger.crypto import agreement, masking, seal, shamir, signing
 from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import (
