@@ -7,9 +7,12 @@ stream is counter block o / 16, so any range of a vector can be masked on its ow
 kernels split a vector into one contiguous range per thread, and each thread keeps one EVP
 context per key, walking its range in blocks that stay in cache.
 
-Callers (fedledger.secagg) validate: ``acc`` is a byte view of a contiguous uint32/uint64
-array whose size is a multiple of 16 bytes, every input is exactly bytes of the same size,
-``keys`` is (m, 16) and ``signs`` holds +1/-1. Failures come back as return codes.
+Callers (fedledger.crypto.masking) validate: ``acc`` is the byte view of a contiguous
+uint32/uint64 array, every input a contiguous buffer of the same size, ``keys`` is (m, 16)
+and ``signs`` holds +1/-1. Failures come back as return codes (bits, OR-ed over threads).
+
+x25519_many batches RFC 7748 X25519 through libsodium (linked for this module only), for the
+pairwise seeds of a client with all its neighbours.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, int8_t
