@@ -2,7 +2,7 @@
 
 Every ``src/fedledger/_ext/*.pyx`` becomes one extension module that links OpenSSL 3's
 libcrypto and GMP, with OpenMP when the compiler supports it. A module that needs more
-libraries names them in ``EXTRA_LIBRARIES`` (``_signing`` links libsodium).
+libraries names them in ``EXTRA_LIBRARIES`` (``_signing`` and ``_masking`` link libsodium).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ if not OPENMP:
     print("fedledger: OpenMP not available; kernels will run on one thread", file=sys.stderr)
 
 #: Libraries linked by one kernel module only, on top of libcrypto and GMP.
-EXTRA_LIBRARIES: dict[str, list[str]] = {"_signing": ["sodium"]}
+EXTRA_LIBRARIES: dict[str, list[str]] = {"_signing": ["sodium"], "_masking": ["sodium"]}
 
 extensions = [
     Extension(

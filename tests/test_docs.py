@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fedledger", "fedledger.crypto.merkle"]
+MODULES = ["fedledger", "fedledger.crypto.merkle", "fedledger.crypto.shamir", "fedledger.crypto.masking", "fedledger.secagg"]
 
 
 @pytest.mark.parametrize("name", MODULES)

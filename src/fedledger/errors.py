@@ -11,6 +11,7 @@ __all__ = [
     "DecryptionError",
     "EncodingError",
     "FedLedgerError",
+    "InsufficientShares",
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidCiphertext",
@@ -19,6 +20,7 @@ __all__ = [
     "InvalidKey",
     "InvalidProof",
     "InvalidReceipt",
+    "InvalidShare",
     "InvalidSignature",
     "InvalidTransaction",
     "InvalidVote",
@@ -28,9 +30,13 @@ __all__ = [
     "NotFound",
     "OversizedPayload",
     "PaillierOverflow",
+    "QuantizationError",
     "QuorumNotReached",
     "ReplayedTransaction",
+    "RoundFailed",
     "SealError",
+    "SecAggError",
+    "ShareIntegrityError",
     "TamperedLedger",
     "UnauthorizedSender",
     "UnknownKind",
@@ -178,3 +184,39 @@ class PaillierOverflow(FedLedgerError, OverflowError):
 
 class DecryptionError(FedLedgerError):
     """Decryption produced an impossible plaintext: wrong private key, or corrupted ciphertexts."""
+
+
+# -- secret sharing and secure aggregation -----------------------------------------------------
+
+class InvalidShare(FedLedgerError, ValueError):
+    """A Shamir share that cannot be used: malformed, index 0, a duplicate index, a wrong
+    length, or shares of different secrets (different commitments) combined together."""
+
+
+class InsufficientShares(InvalidShare):
+    """Fewer distinct shares than the threshold."""
+
+
+class ShareIntegrityError(FedLedgerError):
+    """Shares that combine to a value their commitment does not match: at least one share is
+    corrupted (or its dealer dealt inconsistent shares). No secret is returned."""
+
+
+class QuantizationError(FedLedgerError, ValueError):
+    """A value cannot be quantized into the aggregation ring: non-finite input, a weight over
+    the configured maximum, or a configuration whose sum could overflow the ring."""
+
+
+class SecAggError(FedLedgerError):
+    """A secure-aggregation message was rejected: bad signature, wrong round or stage, wrong
+    sender or receiver, wrong vector length, a share that does not verify, or a protocol
+    violation. ``client`` names the party blamed ("" when unknown)."""
+
+    def __init__(self, message: str, client: str = "") -> None:
+        super().__init__(message)
+        self.client = client
+
+
+class RoundFailed(SecAggError):
+    """The secure-aggregation round cannot complete: too many dropouts for the threshold, or a
+    secret that cannot be reconstructed. Nothing about the sum is revealed."""

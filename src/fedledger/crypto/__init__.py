@@ -6,4 +6,4 @@ Submodules are imported on first use (``from fedledger.crypto import merkle``) s
 
 from __future__ import annotations
 
-__all__ = ["agreement", "merkle", "paillier", "seal", "signing"]
+__all__ = ["agreement", "masking", "merkle", "paillier", "seal", "shamir", "signing"]

@@ -20,9 +20,7 @@ import hmac
 import operator
 from typing import Final
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedledger.crypto._args import as_bytes
 from fedledger.crypto._keys import encrypted_pem, load_private_pem
@@ -34,6 +32,7 @@ __all__ = [
     "AgreementPublicKey",
     "hkdf_sha256",
     "pairwise_seed",
+    "seed_from_shared",
 ]
 
 KEY_SIZE: Final = 32
@@ -162,7 +161,15 @@ def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
     length = operator.index(length)
     if not 1 <= length <= _MAX_HKDF_LENGTH:
         raise InvalidArgument("length", f"must be in [1, {_MAX_HKDF_LENGTH}], got {length}")
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt or None, info=info).derive(ikm)
+    # RFC 5869 directly over OpenSSL's one-shot HMAC: the same bytes as cryptography's HKDF
+    # (Wycheproof-tested), at a fraction of the per-call overhead (SecAgg derives thousands).
+    prk = hmac.digest(salt or bytes(_HASH_SIZE), ikm, "sha256")
+    blocks = []
+    block = b""
+    for counter in range(1, -(-length // _HASH_SIZE) + 1):
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        blocks.append(block)
+    return b"".join(blocks)[:length]
 
 
 def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, context: bytes, length: int = 32) -> bytes:
@@ -173,7 +180,13 @@ def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, contex
     peer_key = peer if isinstance(peer, AgreementPublicKey) else AgreementPublicKey(peer)
     context = as_bytes(context, "context")
     shared = own.exchange(peer_key)
-    low, high = sorted((own.public_key.to_bytes(), peer_key.to_bytes()))
+    return seed_from_shared(shared, own.public_key.to_bytes(), peer_key.to_bytes(), context=context, length=length)
+
+
+def seed_from_shared(shared: bytes, own_public: bytes, peer_public: bytes, *, context: bytes, length: int = 32) -> bytes:
+    """The HKDF step of :func:`pairwise_seed`, for callers that computed the X25519 secret
+    themselves (fedledger.crypto.masking.pairwise_seeds does many at once, natively)."""
+    low, high = sorted((own_public, peer_public))
     info = b"fedledger/pairwise-seed/v1\x00" + low + high + context
     return hkdf_sha256(shared, salt=b"", info=info, length=length)
 

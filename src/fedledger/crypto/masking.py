@@ -1,0 +1,248 @@
+"""Masks and quantization for secure aggregation, over the native ``_masking`` kernel.
+
+Ring: Z_(2^bits), bits = 32 or 64; a vector is a little-endian uint32/uint64 array.
+
+Mask PRG: AES-128-CTR through OpenSSL (AES-NI), keyed by a 16-byte key that HKDF-SHA256
+derives from a 32-byte seed, counter starting at zero. The keystream's consecutive 4- or
+8-byte little-endian words are the mask's elements. A key must be used for one mask only
+(:func:`mask_key` binds the round and the purpose into the derivation).
+
+Quantization: clip each element to [-clip, clip], multiply by the weight and the scale, and
+round stochastically (floor(v + u), u uniform in [0, 1) from an AES-CTR stream under a fresh
+random key), then reduce mod 2^bits. :func:`quantization_scale` picks the largest scale for
+which the sum of n clients' vectors can never wrap, and raises
+:class:`~fedledger.errors.QuantizationError` when no useful scale exists.
+
+>>> import numpy as np
+>>> from fedledger.crypto import masking
+>>> key = masking.mask_key(bytes(32), purpose=b"demo")
+>>> acc = np.zeros(8, dtype=np.uint32)
+>>> masking.accumulate(acc, [], [key], [1])       # add a mask ...
+>>> masking.accumulate(acc, [], [key], [-1])      # ... and take it away
+>>> acc.tolist()
+[0, 0, 0, 0, 0, 0, 0, 0]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Final, Union
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedledger._ext import load
+from fedledger.crypto._threads import num_threads
+from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, seed_from_shared
+from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, QuantizationError
+
+__all__ = [
+    "KEY_SIZE",
+    "MIN_LEVELS",
+    "RING_BITS",
+    "accumulate",
+    "check_scale",
+    "dequantize",
+    "expand",
+    "mask_key",
+    "pairwise_seeds",
+    "quantization_scale",
+    "quantize",
+    "ring_dtype",
+]
+
+_k = load("_masking")
+
+KEY_SIZE: Final = 16
+RING_BITS: Final = (32, 64)
+_MASK_INFO: Final = b"fedledger/secagg/mask-key/v1\x00"
+#: The least useful resolution: a client of weight 1 at the clip value is this many steps.
+MIN_LEVELS: Final = 256
+#: float64 holds integers exactly up to 2^53: the scaled value stays below that.
+_EXACT: Final = 2.0**52
+
+RingArray = Union[NDArray[np.uint32], NDArray[np.uint64]]
+
+
+def ring_dtype(bits: int) -> type[np.unsignedinteger]:
+    """numpy dtype of the ring Z_(2^bits)."""
+    if bits == 32:
+        return np.uint32
+    if bits == 64:
+        return np.uint64
+    raise InvalidArgument("bits", f"must be 32 or 64, got {bits!r}")
+
+
+def mask_key(seed: bytes, *, purpose: bytes) -> bytes:
+    """The 16-byte AES-128 key of the mask derived from a 32-byte seed: HKDF-SHA256 with the
+    purpose (round, role, parties, as canonical bytes) in ``info``."""
+    if not isinstance(purpose, bytes):
+        raise InvalidArgumentType("purpose", f"expected bytes, got {type(purpose).__name__}")
+    return hkdf_sha256(seed, salt=b"", info=_MASK_INFO + purpose, length=KEY_SIZE)
+
+
+def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes, length: int = 32) -> list[bytes]:
+    """``[agreement.pairwise_seed(own, p, context=context, length=length) for p in peers]``,
+    the X25519 exchanges done natively (libsodium) in parallel. InvalidKey, naming the
+    index, if a peer value is of low order (the shared secret is all zeros)."""
+    if not isinstance(own, AgreementKey):
+        raise InvalidArgumentType("own", f"expected AgreementKey, got {type(own).__name__}")
+    raw = [AgreementPublicKey(p).to_bytes() for p in peers]
+    if not raw:
+        return []
+    out = np.empty((len(raw), 32), dtype=np.uint8)
+    ok = np.empty(len(raw), dtype=np.uint8)
+    _k.x25519_many(np.frombuffer(own.to_bytes(), np.uint8), np.frombuffer(b"".join(raw), np.uint8).reshape(-1, 32),
+                   out, ok, num_threads())
+    bad = np.flatnonzero(ok == 0)
+    if bad.size:
+        raise InvalidKey(f"peers[{int(bad[0])}]: X25519 exchange gave the all-zero secret (low-order key)")
+    mine = own.public_key.to_bytes()
+    return [seed_from_shared(out[i].tobytes(), mine, p, context=context, length=length) for i, p in enumerate(raw)]
+
+
+def _ring(acc: object) -> tuple[NDArray[np.uint8], int]:
+    if not isinstance(acc, np.ndarray) or acc.ndim != 1 or acc.dtype not in (np.uint32, np.uint64):
+        raise InvalidArgumentType("acc", "expected a 1-D uint32 or uint64 numpy array")
+    if not acc.flags.c_contiguous or not acc.flags.writeable or acc.dtype.byteorder == ">":
+        raise InvalidArgument("acc", "must be contiguous, writeable and little-endian")
+    return acc.view(np.uint8), acc.dtype.itemsize
+
+
+def _keys(keys: Sequence[bytes], signs: Sequence[int]) -> tuple[NDArray[np.uint8], NDArray[np.int8]]:
+    if len(keys) != len(signs):
+        raise InvalidArgument("signs", f"{len(signs)} signs for {len(keys)} keys")
+    arr = np.empty((len(keys), KEY_SIZE), dtype=np.uint8)
+    for i, key in enumerate(keys):
+        if type(key) is not bytes or len(key) != KEY_SIZE:
+            raise InvalidArgument(f"keys[{i}]", f"expected {KEY_SIZE} bytes")
+        arr[i] = np.frombuffer(key, dtype=np.uint8)
+    sg = np.empty(len(signs), dtype=np.int8)
+    for i, s in enumerate(signs):
+        if s not in (1, -1) or type(s) is not int:
+            raise InvalidArgument(f"signs[{i}]", f"must be +1 or -1, got {s!r}")
+        sg[i] = s
+    return arr, sg
+
+
+def accumulate(
+    acc: RingArray, inputs: Sequence[bytes | memoryview], keys: Sequence[bytes], signs: Sequence[int]
+) -> None:
+    """In place, in Z_(2^bits): ``acc += sum(inputs) + sum(signs[i] * mask(keys[i]))``.
+
+    ``inputs`` are little-endian ring vectors as bytes or contiguous memoryviews (read in
+    place, never copied), each exactly ``acc.nbytes`` long. One native pass, parallel over
+    ranges of the vector; no per-input temporaries.
+    """
+    view, width = _ring(acc)
+    items = tuple(inputs)
+    for i, item in enumerate(items):
+        if not isinstance(item, (bytes, memoryview)):
+            raise InvalidArgumentType(f"inputs[{i}]", f"expected bytes or memoryview, got {type(item).__name__}")
+        mv = memoryview(item)
+        if not mv.c_contiguous or mv.nbytes != view.shape[0]:
+            raise InvalidArgument(f"inputs[{i}]", f"expected {view.shape[0]} contiguous bytes, got {mv.nbytes}")
+    items = tuple(memoryview(item).cast("B") if isinstance(item, memoryview) else item for item in items)
+    karr, sarr = _keys(keys, signs)
+    rc = _k.accumulate(view, width, items, karr, sarr, num_threads())
+    if rc != _k.OK:  # pragma: no cover - allocation or OpenSSL failure
+        raise MemoryError(f"masking kernel failed (code {rc})")
+
+
+def expand(key: bytes, length: int, bits: int = 32) -> RingArray:
+    """The mask of ``key``: ``length`` ring elements (a fresh array)."""
+    dtype = ring_dtype(bits)
+    if type(key) is not bytes or len(key) != KEY_SIZE:
+        raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
+    if type(length) is not int or length < 0:
+        raise InvalidArgument("length", f"must be an int >= 0, got {length!r}")
+    out = np.empty(length, dtype=dtype)
+    if length:
+        rc = _k.keystream(np.frombuffer(key, dtype=np.uint8), out.view(np.uint8), 0)
+        if rc != _k.OK:  # pragma: no cover
+            raise MemoryError(f"masking kernel failed (code {rc})")
+    return out
+
+
+def quantization_scale(n: int, *, bits: int, clip: float, max_weight: int = 1) -> float:
+    """The largest scale s such that n clients' stochastically rounded values
+    floor(clip * weight * s + u), weight <= max_weight, sum without wrapping in Z_(2^bits)
+    read as signed, and every scaled value is exact in float64 (< 2^52).
+
+    QuantizationError if fewer than MIN_LEVELS (256) steps per clip range would remain: the
+    configuration cannot aggregate anything meaningful.
+    """
+    ring_dtype(bits)
+    if type(n) is not int or n < 1:
+        raise InvalidArgument("n", f"must be an int >= 1, got {n!r}")
+    if not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+        raise InvalidArgument("clip", f"must be a finite number > 0, got {clip!r}")
+    if type(max_weight) is not int or max_weight < 1:
+        raise InvalidArgument("max_weight", f"must be an int >= 1, got {max_weight!r}")
+    limit = 2 ** (bits - 1) - 1
+    # Each client adds at most clip * w * s + 1 in absolute value; the weights' own sum too.
+    if n * max_weight > limit:
+        raise QuantizationError(f"{n} clients of weight up to {max_weight} overflow a {bits}-bit ring")
+    span = float(clip) * max_weight
+    scale = min((limit - n) / (n * span), _EXACT / span)
+    # Guard against float rounding up: step the scale down until the exact bound holds.
+    while scale > 0 and n * (math.floor(span * scale) + 1) > limit:
+        scale = math.nextafter(scale, 0.0)
+    if scale * float(clip) < MIN_LEVELS:
+        raise QuantizationError(
+            f"no useful quantization: {n} clients with clip {clip} and weight up to {max_weight} leave fewer than "
+            f"{MIN_LEVELS} steps per clip range in a {bits}-bit ring; use bits=64, fewer clients or a smaller max_weight"
+        )
+    return float(scale)
+
+
+def check_scale(n: int, *, bits: int, clip: float, max_weight: int, scale: float) -> None:
+    """QuantizationError unless an explicit ``scale`` keeps n clients' sum from wrapping."""
+    limit = 2 ** (bits - 1) - 1
+    if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0):
+        raise InvalidArgument("scale", f"must be a finite float > 0, got {scale!r}")
+    span = float(clip) * max_weight
+    if n * max_weight > limit or span * scale >= _EXACT or n * (math.floor(span * scale) + 1) > limit:
+        raise QuantizationError(
+            f"scale {scale} overflows a {bits}-bit ring for {n} clients (clip {clip}, weight up to {max_weight})"
+        )
+
+
+def quantize(
+    x: NDArray[np.floating],
+    out: RingArray,
+    *,
+    scale: float,
+    clip: float,
+    weight: int = 1,
+    key: bytes | None = None,
+) -> None:
+    """Write the stochastic rounding of clip(x) * weight * scale into ``out[:len(x)]``.
+
+    ``key`` (16 bytes, default fresh from ``os.urandom``) drives the rounding. The caller has
+    checked the scale (see :func:`quantization_scale`). QuantizationError for NaN or inf.
+    """
+    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype not in (np.float32, np.float64):
+        raise InvalidArgumentType("x", "expected a 1-D float32 or float64 numpy array")
+    view, width = _ring(out)
+    if out.shape[0] < x.shape[0]:
+        raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {x.shape[0]}")
+    rk = os.urandom(KEY_SIZE) if key is None else key
+    if type(rk) is not bytes or len(rk) != KEY_SIZE:
+        raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
+    xs = np.ascontiguousarray(x)
+    if xs.dtype.byteorder == ">":
+        xs = xs.astype(xs.dtype.newbyteorder("<"))
+    rc = _k.quantize(xs, view, width, float(scale), float(clip), float(weight), np.frombuffer(rk, np.uint8), num_threads())
+    if rc & _k.ERR_NONFINITE:
+        raise QuantizationError("the update holds NaN or infinite values")
+    if rc != _k.OK:  # pragma: no cover
+        raise MemoryError(f"masking kernel failed (code {rc})")
+
+
+def dequantize(acc: RingArray, scale: float) -> NDArray[np.float64]:
+    """Read ring elements as signed integers and divide by ``scale``."""
+    signed = acc.view(np.int32 if acc.dtype == np.uint32 else np.int64)
+    return signed.astype(np.float64) / scale

@@ -1,0 +1,54 @@
+"""Secure aggregation: SecAgg (Bonawitz et al., CCS'17) with the sparse neighbour graph of
+SecAgg+ (Bell et al., CCS'20), as pure state machines plus an in-process driver.
+
+The server learns the sum of the surviving clients' quantized updates and nothing else
+about any one of them, as long as fewer than ``threshold`` of a client's neighbourhood
+collude with it; dropouts up to the threshold never lose the round. See
+docs/security-secagg.md.
+
+>>> import numpy as np
+>>> from fedledger import secagg
+>>> updates = {f"site-{i}": np.full(4, 0.25 * i) for i in range(5)}
+>>> res = secagg.run_round(updates, secagg.SecAggConfig(neighbors=None), dropouts={"site-4": "masked_input"})
+>>> np.round(res.aggregate, 6).tolist()
+[1.5, 1.5, 1.5, 1.5]
+>>> sorted(res.report.dropped.items())
+[('site-4', 'masked_input')]
+"""
+
+from __future__ import annotations
+
+from fedledger.secagg.client import SecAggClient
+from fedledger.secagg.config import SecAggConfig, neighbour_graph
+from fedledger.secagg.messages import (
+    AdvertiseKeys,
+    KeyDirectory,
+    MaskedInput,
+    Message,
+    RelayedShares,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from fedledger.secagg.server import Aggregate, SecAggServer
+from fedledger.secagg.simulate import DROPOUT_STAGES, RoundReport, RoundResult, run_round
+
+__all__ = [
+    "DROPOUT_STAGES",
+    "AdvertiseKeys",
+    "Aggregate",
+    "KeyDirectory",
+    "MaskedInput",
+    "Message",
+    "RelayedShares",
+    "RoundReport",
+    "RoundResult",
+    "SecAggClient",
+    "SecAggConfig",
+    "SecAggServer",
+    "ShareKeys",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "neighbour_graph",
+    "run_round",
+]

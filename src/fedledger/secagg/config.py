@@ -1,0 +1,151 @@
+"""The parameters of a secure-aggregation round, and the neighbour graph they define."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, Union
+
+from fedledger.crypto import masking
+from fedledger.errors import InvalidArgument, InvalidArgumentType
+
+__all__ = ["SecAggConfig", "neighbour_graph"]
+
+_GRAPH_DOMAIN: Final = b"fedledger/secagg/graph/v1\x00"
+
+Neighbors = Union[int, None, Literal["auto"]]
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """What every party of a round agrees on before it starts.
+
+    - ``threshold``: shares needed to reconstruct a client's secrets, out of its
+      neighbourhood (itself and its neighbours). None: a majority, m // 2 + 1 for a
+      neighbourhood of m. It must exceed m / 2 (else a server could obtain both secrets of a
+      client from two disjoint halves) and be at most m.
+    - ``neighbors``: k, each client's number of neighbours in a k-regular random graph
+      (SecAgg+); ``"auto"`` picks k = 2 * ceil(log2 n); ``None`` is the full graph (SecAgg).
+    - ``bits``: the ring Z_(2^bits), 32 or 64; the wire carries bits / 8 bytes per parameter.
+    - ``clip``: every parameter is clipped to [-clip, clip] before quantization.
+    - ``max_weight``: the largest sample count (weight) a client may declare; 1 means
+      plain sums. The scale leaves room for n * max_weight * clip.
+    - ``scale``: explicit quantization scale; None picks the largest that cannot overflow.
+    - ``round_id``: bound into every message, seal and mask key (replays from another round
+      are rejected).
+    - ``graph_seed``: the seed of the neighbour graph; empty means SHA-256 of the round id.
+      In a deployment take it from the ledger (e.g. the last block hash), not from the server.
+    """
+
+    threshold: int | None = None
+    neighbors: Neighbors = "auto"
+    bits: int = 32
+    clip: float = 1.0
+    max_weight: int = 1
+    scale: float | None = None
+    round_id: int = 1
+    graph_seed: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and (type(self.threshold) is not int or self.threshold < 1):
+            raise InvalidArgument("threshold", f"must be None or an int >= 1, got {self.threshold!r}")
+        if not (self.neighbors is None or self.neighbors == "auto" or (type(self.neighbors) is int and self.neighbors >= 1)):
+            raise InvalidArgument("neighbors", f"must be 'auto', None or an int >= 1, got {self.neighbors!r}")
+        if self.bits not in masking.RING_BITS:
+            raise InvalidArgument("bits", f"must be 32 or 64, got {self.bits!r}")
+        if not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool) and math.isfinite(self.clip) and self.clip > 0):
+            raise InvalidArgument("clip", f"must be a finite number > 0, got {self.clip!r}")
+        if type(self.max_weight) is not int or self.max_weight < 1:
+            raise InvalidArgument("max_weight", f"must be an int >= 1, got {self.max_weight!r}")
+        if self.scale is not None and not (isinstance(self.scale, float) and math.isfinite(self.scale) and self.scale > 0):
+            raise InvalidArgument("scale", f"must be None or a finite float > 0, got {self.scale!r}")
+        if type(self.round_id) is not int or not 0 <= self.round_id < 2**63:
+            raise InvalidArgument("round_id", f"must be an int in [0, 2**63), got {self.round_id!r}")
+        if type(self.graph_seed) is not bytes:
+            raise InvalidArgumentType("graph_seed", f"expected bytes, got {type(self.graph_seed).__name__}")
+
+    def degree(self, n: int) -> int:
+        """k for n clients: the number of neighbours of each client (n - 1 for the full graph)."""
+        if self.neighbors is None:
+            return n - 1
+        k = 2 * math.ceil(math.log2(n)) if self.neighbors == "auto" else self.neighbors
+        if k >= n - 1:
+            return n - 1
+        if k % 2 and n % 2:
+            k += 1  # no k-regular graph with k and n both odd: one more neighbour each
+        return min(k, n - 1)
+
+    def neighbourhood(self, n: int) -> int:
+        """m: how many parties hold shares of each client's secrets (itself and k neighbours)."""
+        return self.degree(n) + 1
+
+    def threshold_for(self, n: int) -> int:
+        """t for n clients, checked against the neighbourhood size."""
+        m = self.neighbourhood(n)
+        t = m // 2 + 1 if self.threshold is None else self.threshold
+        if not m / 2 < t <= m:
+            raise InvalidArgument(
+                "threshold", f"must be in ({m / 2}, {m}] for a neighbourhood of {m} (n={n}), got {t}"
+            )
+        return t
+
+    def scale_for(self, n: int) -> float:
+        """The quantization scale for n clients; QuantizationError if the sum could overflow."""
+        if self.scale is None:
+            return masking.quantization_scale(n, bits=self.bits, clip=float(self.clip), max_weight=self.max_weight)
+        masking.check_scale(n, bits=self.bits, clip=float(self.clip), max_weight=self.max_weight, scale=self.scale)
+        return self.scale
+
+    def seed(self) -> bytes:
+        return self.graph_seed or hashlib.sha256(b"fedledger/secagg/round/v1\x00" + self.round_id.to_bytes(8, "big")).digest()
+
+
+def _permutation(n: int, seed: bytes) -> list[int]:
+    """A uniformly random permutation of range(n): Fisher-Yates over SHAKE-256(seed), with
+    rejection sampling so that every draw is exactly uniform."""
+    stream = hashlib.shake_256(_GRAPH_DOMAIN + seed).digest(16 * n + 1024)
+    pos = 0
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        bound = i + 1
+        limit = (1 << 64) - (1 << 64) % bound
+        while True:
+            if pos + 8 > len(stream):  # pragma: no cover - astronomically unlikely
+                stream += hashlib.shake_256(_GRAPH_DOMAIN + seed + stream[-32:]).digest(1024)
+            r = int.from_bytes(stream[pos : pos + 8], "little")
+            pos += 8
+            if r < limit:
+                break
+        j = r % bound
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def neighbour_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
+    """The deterministic k-regular neighbour graph on ``ids`` (sorted first).
+
+    k >= n - 1 gives the complete graph. Otherwise the ids are placed on a cycle in a random
+    order drawn from ``seed`` and each is joined to the k // 2 nearest on either side, plus
+    the diametrically opposite one when k is odd (n is then even): a Harary graph on a random
+    permutation, as in Bell et al. (CCS'20).
+    """
+    order = sorted(ids)
+    n = len(order)
+    if len(set(order)) != n:
+        raise InvalidArgument("ids", "duplicate client ids")
+    if k >= n - 1:
+        everyone = frozenset(order)
+        return {c: everyone - {c} for c in order}
+    if k % 2 and n % 2:
+        raise InvalidArgument("k", f"no {k}-regular graph on {n} nodes (both odd)")
+    perm = [order[i] for i in _permutation(n, seed)]
+    out: dict[str, set[str]] = {c: set() for c in order}
+    for i, c in enumerate(perm):
+        for d in range(1, k // 2 + 1):
+            out[c].add(perm[(i + d) % n])
+            out[c].add(perm[(i - d) % n])
+        if k % 2:
+            out[c].add(perm[(i + n // 2) % n])
+    return {c: frozenset(v) for c, v in out.items()}

@@ -1,0 +1,344 @@
+"""The messages of a secure-aggregation round: dataclasses with canonical bytes, signed.
+
+Every message names its round, its stage, its sender and its receiver; all four are inside
+what the sender signs (Ed25519, with its :class:`~fedledger.Identity`), so a message cannot
+be replayed into another round, another stage, or to another party. The encoding is
+fedledger's deterministic CBOR, except :class:`MaskedInput`, whose vector travels raw after
+the CBOR header (bits / 8 bytes per parameter) and is bound into the signature by its
+SHA-256.
+
+Stages, in order (client -> server unless said otherwise):
+
+1. ``advertise_keys``: :class:`AdvertiseKeys`, the client's two fresh X25519 public keys
+   (one to seal shares, one to agree pairwise masks).
+2. ``key_directory`` (server -> client): :class:`KeyDirectory`, the participants and the
+   neighbours' signed advertisements.
+3. ``share_keys``: :class:`ShareKeys`, for each neighbour a sealed pair of Shamir shares (of
+   the self-mask seed and of the mask secret key) and the SHA-256 digest of each share.
+4. ``relayed_shares`` (server -> client): :class:`RelayedShares`, the sealed shares for it.
+5. ``masked_input``: :class:`MaskedInput`, the quantized, masked vector.
+6. ``unmask_request`` (server -> client): :class:`UnmaskRequest`, who survived and who dropped.
+7. ``unmask``: :class:`UnmaskResponse`, shares of survivors' seeds and of dropped clients' keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Final, TypedDict, TypeVar
+
+import cbor2
+
+from fedledger import encoding
+from fedledger.crypto import signing
+from fedledger.crypto.signing import VerifyKey
+from fedledger.errors import EncodingError, FedLedgerError, SecAggError
+from fedledger.identity import Identity
+
+__all__ = [
+    "AdvertiseKeys",
+    "KeyDirectory",
+    "MaskedInput",
+    "Message",
+    "RelayedShares",
+    "ShareKeys",
+    "UnmaskRequest",
+    "UnmaskResponse",
+]
+
+PROTOCOL: Final = "fedledger/secagg/v1"
+_MAX_HEADER: Final = 1 << 24
+
+M = TypeVar("M", bound="Message")
+
+
+def _want(fields: dict[str, encoding.Value], key: str, kind: type, stage: str) -> encoding.Value:
+    value = fields.get(key)
+    if type(value) is not kind:
+        raise EncodingError(f"{stage}: field {key!r} must be {kind.__name__}")
+    return value
+
+
+def _bytes(fields: dict[str, encoding.Value], key: str, stage: str) -> bytes:
+    value = fields.get(key)
+    if type(value) is not bytes:
+        raise EncodingError(f"{stage}: field {key!r} must be bytes")
+    return value
+
+
+def _int(fields: dict[str, encoding.Value], key: str, stage: str) -> int:
+    value = fields.get(key)
+    if type(value) is not int:
+        raise EncodingError(f"{stage}: field {key!r} must be int")
+    return value
+
+
+class Header(TypedDict):
+    """The fields every message has, as parsed."""
+
+    round_id: int
+    sender: str
+    receiver: str
+    signature: bytes
+
+
+def _str_list(value: encoding.Value, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(type(v) is not str for v in value):
+        raise EncodingError(f"{what} must be a list of str")
+    return tuple(value)  # type: ignore[arg-type]
+
+
+def _bytes_map(value: encoding.Value, what: str) -> dict[str, bytes]:
+    if not isinstance(value, dict) or any(type(v) is not bytes for v in value.values()):
+        raise EncodingError(f"{what} must be a map of str to bytes")
+    return dict(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """Fields every message has. Subclasses add their body and name their stage."""
+
+    round_id: int
+    sender: str
+    receiver: str
+    signature: bytes = b""
+
+    STAGE: ClassVar[str] = ""
+
+    # -- the body: subclasses --------------------------------------------------------------
+    def _body(self) -> dict[str, encoding.Value]:
+        raise NotImplementedError
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        raise NotImplementedError
+
+    def _tail(self) -> bytes | memoryview:
+        return b""
+
+    # -- shared ----------------------------------------------------------------------------
+    def _header(self) -> dict[str, encoding.Value]:
+        return {"p": PROTOCOL, "stage": self.STAGE, "round": self.round_id, "from": self.sender,
+                "to": self.receiver, "body": self._body()}
+
+    def signed_bytes(self) -> bytes:
+        """What the signature covers: the canonical header (protocol, stage, round, sender,
+        receiver, body). Computed once per message object."""
+        cached = self.__dict__.get("_signed_cache")
+        if cached is None:
+            cached = encoding.encode(self._header())
+            object.__setattr__(self, "_signed_cache", cached)
+        return cached
+
+    def signed(self: M, identity: Identity) -> M:
+        """A copy signed by ``identity`` (whose name must be the sender)."""
+        if identity.name != self.sender:
+            raise SecAggError(f"{identity.name!r} cannot sign a message from {self.sender!r}")
+        return replace(self, signature=identity.sign(self.signed_bytes()))
+
+    def verify(self, key: VerifyKey) -> None:
+        """InvalidSignature unless the sender's key signed exactly this message."""
+        signing.verify(key, self.signed_bytes(), self.signature)
+
+    def to_bytes(self) -> bytes:
+        header = self._header()
+        header["sig"] = self.signature
+        head = encoding.encode(header)
+        if not self._HAS_TAIL:
+            return head
+        tail = self._tail()
+        return b"".join((struct.pack(">I", len(head)), head, tail))
+
+    @classmethod
+    def from_bytes(cls: type[M], data: bytes) -> M:
+        """Parse (EncodingError if malformed or of another stage). Does not verify."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise EncodingError(f"expected bytes, got {type(data).__name__}")
+        if type(data) is not bytes:
+            data = bytes(data)
+        tail = memoryview(b"")
+        if cls._HAS_TAIL:
+            if len(data) < 4:
+                raise EncodingError(f"{cls.STAGE}: truncated")
+            (hl,) = struct.unpack(">I", data[:4])
+            if hl > _MAX_HEADER or 4 + hl > len(data):
+                raise EncodingError(f"{cls.STAGE}: bad header length")
+            # The bulk stays where it arrived: a read-only view into ``data``, never copied.
+            head_bytes, tail = data[4 : 4 + hl], memoryview(data)[4 + hl :]
+        else:
+            head_bytes = data
+        head = encoding.decode(head_bytes)
+        keys = {"p", "stage", "round", "from", "to", "body", "sig"}
+        if not isinstance(head, dict) or set(head) != keys:
+            raise EncodingError(f"not a secagg message: expected keys {sorted(keys)}")
+        if head["p"] != PROTOCOL:
+            raise EncodingError(f"not a {PROTOCOL} message")
+        if head["stage"] != cls.STAGE:
+            raise EncodingError(f"expected stage {cls.STAGE!r}, got {head['stage']!r}")
+        round_id = _int(head, "round", cls.STAGE)
+        sender = _want(head, "from", str, cls.STAGE)
+        receiver = _want(head, "to", str, cls.STAGE)
+        sig = _bytes(head, "sig", cls.STAGE)
+        body = _want(head, "body", dict, cls.STAGE)
+        assert isinstance(sender, str) and isinstance(receiver, str) and isinstance(body, dict)
+        if not 0 <= round_id < 2**63:
+            raise EncodingError(f"{cls.STAGE}: round out of range")
+        header = Header(round_id=round_id, sender=sender, receiver=receiver, signature=sig)
+        try:
+            msg = cls._parse(header, body, tail)
+        except (TypeError, ValueError, FedLedgerError) as exc:
+            if isinstance(exc, EncodingError):
+                raise
+            raise EncodingError(f"{cls.STAGE}: {exc}") from None
+        assert isinstance(msg, cls)
+        # The signed bytes are the received header without "sig". decode() has already
+        # checked the whole value against the data model and its canonical form, so the
+        # canonical re-encoding needs no second check.
+        del head["sig"]
+        object.__setattr__(msg, "_signed_cache", cbor2.dumps(head, canonical=True))
+        return msg
+
+    _HAS_TAIL: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdvertiseKeys(Message):
+    """Stage 1, client -> server: fresh X25519 public keys for this round.
+
+    ``seal_key`` agrees the keys that seal shares between neighbours; ``mask_key`` agrees
+    the pairwise masks (its secret half is what gets Shamir-shared).
+    """
+
+    seal_key: bytes
+    mask_key: bytes
+    STAGE: ClassVar[str] = "advertise_keys"
+
+    def _body(self) -> dict[str, encoding.Value]:
+        return {"c": self.seal_key, "s": self.mask_key}
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        return cls(**head, seal_key=_bytes(body, "c", cls.STAGE), mask_key=_bytes(body, "s", cls.STAGE))
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyDirectory(Message):
+    """Stage 2, server -> client: every participant that advertised (sorted), and the
+    neighbours' :class:`AdvertiseKeys` messages as received (still signed by their senders)."""
+
+    participants: tuple[str, ...]
+    adverts: tuple[bytes, ...]
+    STAGE: ClassVar[str] = "key_directory"
+
+    def _body(self) -> dict[str, encoding.Value]:
+        return {"ids": list(self.participants), "adv": list(self.adverts)}
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        adv = body.get("adv")
+        if not isinstance(adv, list) or any(type(a) is not bytes for a in adv):
+            raise EncodingError(f"{cls.STAGE}: 'adv' must be a list of bytes")
+        return cls(**head, participants=_str_list(body.get("ids"), "ids"), adverts=tuple(a for a in adv if isinstance(a, bytes)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShareKeys(Message):
+    """Stage 3, client -> server: for each holder (its neighbours and itself), the sealed
+    pair of shares (empty for itself) and the SHA-256 digests of the two shares, which the
+    server checks revealed shares against in stage 7."""
+
+    sealed: dict[str, bytes]
+    digests: dict[str, bytes]  # holder -> digest of the seed share (32) || digest of the key share (32)
+    STAGE: ClassVar[str] = "share_keys"
+
+    def _body(self) -> dict[str, encoding.Value]:
+        return {"ct": dict(self.sealed), "dg": dict(self.digests)}
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        return cls(**head, sealed=_bytes_map(body.get("ct"), "ct"), digests=_bytes_map(body.get("dg"), "dg"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayedShares(Message):
+    """Stage 4, server -> client: the sealed shares each neighbour dealt to it, by dealer."""
+
+    sealed: dict[str, bytes]
+    STAGE: ClassVar[str] = "relayed_shares"
+
+    def _body(self) -> dict[str, encoding.Value]:
+        return {"ct": dict(self.sealed)}
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        return cls(**head, sealed=_bytes_map(body.get("ct"), "ct"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskedInput(Message):
+    """Stage 5, client -> server: the masked vector (raw little-endian ring words, D
+    parameters then the weight), signed through its SHA-256; ``complaints`` names dealers
+    whose sealed shares did not open or did not parse."""
+
+    data: bytes | memoryview
+    complaints: tuple[str, ...] = ()
+    digest: bytes = field(default=b"", compare=False)
+    STAGE: ClassVar[str] = "masked_input"
+    _HAS_TAIL: ClassVar[bool] = True
+
+    def _body(self) -> dict[str, encoding.Value]:
+        return {"len": len(self.data), "sha256": self.digest or hashlib.sha256(self.data).digest(),
+                "bad": list(self.complaints)}
+
+    def _tail(self) -> bytes | memoryview:
+        return self.data
+
+    def with_digest(self) -> MaskedInput:
+        """The same message with the data's digest computed once (signing and sending reuse it)."""
+        return replace(self, digest=hashlib.sha256(self.data).digest())
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        length = _int(body, "len", cls.STAGE)
+        digest = _bytes(body, "sha256", cls.STAGE)
+        if length != len(tail):
+            raise EncodingError(f"{cls.STAGE}: declared {length} bytes, carries {len(tail)}")
+        if hashlib.sha256(tail).digest() != digest:
+            # Not a forgery check (the signature is): the data does not match its own header.
+            raise EncodingError(f"{cls.STAGE}: the data does not match its digest")
+        return cls(**head, data=tail, complaints=_str_list(body.get("bad"), "bad"), digest=digest)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnmaskRequest(Message):
+    """Stage 6, server -> client: whose masked inputs arrived, and who dropped after sharing."""
+
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    STAGE: ClassVar[str] = "unmask_request"
+
+    def _body(self) -> dict[str, encoding.Value]:
+        return {"alive": list(self.survivors), "dropped": list(self.dropped)}
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        return cls(**head, survivors=_str_list(body.get("alive"), "alive"),
+                   dropped=_str_list(body.get("dropped"), "dropped"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnmaskResponse(Message):
+    """Stage 7, client -> server: shares of survivors' self-mask seeds and of dropped
+    clients' mask keys, by dealer (each a :class:`~fedledger.crypto.shamir.Share` in bytes)."""
+
+    seed_shares: dict[str, bytes]
+    key_shares: dict[str, bytes]
+    STAGE: ClassVar[str] = "unmask"
+
+    def _body(self) -> dict[str, encoding.Value]:
+        return {"b": dict(self.seed_shares), "s": dict(self.key_shares)}
+
+    @classmethod
+    def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
+        return cls(**head, seed_shares=_bytes_map(body.get("b"), "b"), key_shares=_bytes_map(body.get("s"), "s"))

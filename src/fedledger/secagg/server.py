@@ -1,0 +1,415 @@
+"""The server side of SecAgg+, as a state machine: messages in, messages out, no I/O.
+
+The server never trusts a client: every message is checked (signature, round, stage,
+sender, receiver, shape) and a client whose message fails is recorded in
+:attr:`SecAggServer.rejected` with the reason and treated as having dropped at that stage.
+Only a round that cannot finish raises (:class:`~fedledger.errors.RoundFailed`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedledger.crypto import agreement, masking, shamir
+from fedledger.crypto.signing import VerifyKey
+from fedledger.errors import FedLedgerError, InvalidSignature, RoundFailed, SecAggError
+from fedledger.identity import Identity
+from fedledger.secagg import _common as C
+from fedledger.secagg.config import SecAggConfig, neighbour_graph
+from fedledger.secagg.messages import (
+    AdvertiseKeys,
+    KeyDirectory,
+    MaskedInput,
+    Message,
+    RelayedShares,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+
+__all__ = ["Aggregate", "SecAggServer"]
+
+#: How many t-subsets of one client's shares the server tries before giving up on it.
+MAX_SUBSETS: Final = 64
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The unmasked result: the dequantized weighted sum of the survivors' clipped updates,
+    the sum of their weights, and the exact ring sum it came from."""
+
+    aggregate: NDArray[np.float64]
+    total_weight: int
+    ring_sum: NDArray[np.unsignedinteger]
+    scale: float
+    survivors: tuple[str, ...]
+
+
+class SecAggServer:
+    """The aggregator of one round.
+
+    ``clients`` are the names invited to the round; ``verify_keys`` maps each to its Ed25519
+    key; ``dimension`` is the number of parameters D of every update.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: SecAggConfig,
+        *,
+        clients: Iterable[str],
+        verify_keys: Mapping[str, VerifyKey],
+        dimension: int,
+    ) -> None:
+        if type(dimension) is not int or dimension < 0:
+            raise SecAggError(f"dimension must be an int >= 0, got {dimension!r}")
+        self.identity = identity
+        self.name = identity.name
+        self.config = config
+        self.clients = frozenset(clients)
+        if self.name in self.clients:
+            raise SecAggError("the server cannot also be a client")
+        self.dimension = dimension
+        self._keys = dict(verify_keys)
+        self._stage = "advertise_keys"
+        #: client -> why its message was rejected (it counts as dropped at that stage).
+        self.rejected: dict[str, str] = {}
+        #: client -> what it did wrong that did not stop the round (e.g. inconsistent shares).
+        self.misbehaving: dict[str, str] = {}
+        #: client -> the stage at which it went missing (no message, or a rejected one).
+        self.dropped: dict[str, str] = {}
+        self._adverts: dict[str, AdvertiseKeys] = {}
+        self._graph: dict[str, frozenset[str]] = {}
+        self._holders: dict[str, list[str]] = {}
+        self._index: dict[str, dict[str, int]] = {}
+        self._parsed: dict[tuple[str, str, str], shamir.Share] = {}
+        self._threshold = 0
+        self._digests: dict[str, dict[str, bytes]] = {}
+        self._u2: frozenset[str] = frozenset()
+        self._masked: dict[str, bytes | memoryview] = {}
+        self._u3: tuple[str, ...] = ()
+        self._dropped_after_sharing: tuple[str, ...] = ()
+
+    @property
+    def stage(self) -> str:
+        return self._stage
+
+    def _sign(self, msg: Message) -> Message:
+        return msg.signed(self.identity)
+
+    def _check(self, msg: Message, kind: type[Message], allowed: frozenset[str], seen: set[str]) -> str | None:
+        """The sender if ``msg`` is acceptable, else None (with the reason recorded)."""
+        sender = getattr(msg, "sender", "?")
+        try:
+            if not isinstance(msg, kind):
+                raise SecAggError(f"expected {kind.__name__}, got {type(msg).__name__}", sender)
+            if msg.round_id != self.config.round_id:
+                raise SecAggError(f"a message of round {msg.round_id} replayed into round {self.config.round_id}", sender)
+            if msg.receiver != self.name:
+                raise SecAggError(f"addressed to {msg.receiver!r}", sender)
+            if sender not in allowed:
+                raise SecAggError(f"{sender!r} may not send {kind.STAGE!r} now", sender)
+            if sender in seen:
+                raise SecAggError(f"a second {kind.STAGE!r} message", sender)
+            msg.verify(C.verified(self._keys.get(sender), sender))
+        except InvalidSignature as exc:
+            self._reject(sender, f"{kind.STAGE}: bad signature ({exc.reason})")
+            return None
+        except SecAggError as exc:
+            self._reject(sender, f"{kind.STAGE}: {exc}")
+            return None
+        seen.add(sender)
+        return sender
+
+    def _reject(self, client: str, reason: str) -> None:
+        if client in self.clients:
+            self.rejected.setdefault(client, reason)
+
+    def _advance(self, stage: str, new: str) -> None:
+        if self._stage != stage:
+            raise SecAggError(f"server: cannot run {stage!r} at stage {self._stage!r}")
+        self._stage = new
+
+    def _mark_missing(self, expected: Iterable[str], got: Iterable[str], stage: str) -> None:
+        for c in sorted(set(expected) - set(got)):
+            self.dropped.setdefault(c, stage)
+
+    # -- stage 2 ------------------------------------------------------------------------------
+    def key_directories(self, adverts: Iterable[AdvertiseKeys]) -> dict[str, KeyDirectory]:
+        """Accept the adverts; send each participant its neighbours' adverts."""
+        self._advance("advertise_keys", "share_keys")
+        seen: set[str] = set()
+        for msg in adverts:
+            sender = self._check(msg, AdvertiseKeys, self.clients, seen)
+            if sender is None:
+                continue
+            assert isinstance(msg, AdvertiseKeys)
+            try:
+                C.check_public_key(msg.seal_key, "seal key", sender)
+                C.check_public_key(msg.mask_key, "mask key", sender)
+            except SecAggError as exc:
+                self._reject(sender, f"advertise_keys: {exc}")
+                continue
+            self._adverts[sender] = msg
+        self._mark_missing(self.clients, self._adverts, "advertise_keys")
+        ids = tuple(sorted(self._adverts))
+        n = len(ids)
+        if n < 2:
+            self._stage = "failed"
+            raise RoundFailed(f"only {n} client(s) advertised keys; a round needs at least 2")
+        try:
+            self._threshold = self.config.threshold_for(n)
+            self.config.scale_for(n)
+        except FedLedgerError as exc:
+            self._stage = "failed"
+            raise RoundFailed(f"{n} clients advertised, and the configuration does not fit: {exc}") from None
+        self._graph = neighbour_graph(ids, self.config.degree(n), self.config.seed())
+        self._holders = {c: C.holders(c, self._graph) for c in ids}
+        self._index = {c: {h: i + 1 for i, h in enumerate(hs)} for c, hs in self._holders.items()}
+        raw = {c: self._adverts[c].to_bytes() for c in ids}
+        out: dict[str, KeyDirectory] = {}
+        for c in ids:
+            adv = tuple(raw[v] for v in sorted(self._graph[c]))
+            out[c] = self._sign(KeyDirectory(round_id=self.config.round_id, sender=self.name, receiver=c,
+                                             participants=ids, adverts=adv))  # type: ignore[assignment]
+        return out
+
+    # -- stage 4 ------------------------------------------------------------------------------
+    def relay_shares(self, messages: Iterable[ShareKeys]) -> dict[str, RelayedShares]:
+        """Accept each client's sealed shares; give each client those dealt to it."""
+        self._advance("share_keys", "masked_input")
+        seen: set[str] = set()
+        accepted: dict[str, ShareKeys] = {}
+        for msg in messages:
+            sender = self._check(msg, ShareKeys, frozenset(self._adverts), seen)
+            if sender is None:
+                continue
+            assert isinstance(msg, ShareKeys)
+            want = set(self._holders[sender])
+            if set(msg.sealed) != want or set(msg.digests) != want or any(len(d) != 64 for d in msg.digests.values()):
+                self._reject(sender, "share_keys: shares are not exactly for its neighbourhood")
+                continue
+            if msg.sealed[sender] != b"" or any(not ct for h, ct in msg.sealed.items() if h != sender):
+                self._reject(sender, "share_keys: malformed sealed shares")
+                continue
+            accepted[sender] = msg
+        # A client with fewer than t live holders of its secrets could not be recovered if it
+        # dropped later: leave it out now (its neighbours will not mask with it), repeatedly.
+        live = set(accepted)
+        while True:
+            short = {u for u in live if len(set(self._holders[u]) & live) < self._threshold}
+            if not short:
+                break
+            for u in short:
+                self._reject(u, f"share_keys: fewer than the threshold {self._threshold} of its neighbourhood shared keys")
+            live -= short
+        if len(live) < 2:
+            self._stage = "failed"
+            raise RoundFailed(
+                f"after share_keys: {len(accepted)} clients shared keys, too few for the threshold "
+                f"{self._threshold}; the round stops and nothing is revealed"
+            )
+        accepted = {c: m for c, m in accepted.items() if c in live}
+        self._mark_missing(self._adverts, accepted, "share_keys")
+        self._u2 = frozenset(accepted)
+        self._digests = {c: dict(m.digests) for c, m in accepted.items()}
+        out: dict[str, RelayedShares] = {}
+        for v in sorted(self._u2):
+            sealed = {u: accepted[u].sealed[v] for u in sorted(self._graph[v] & self._u2)}
+            out[v] = self._sign(RelayedShares(round_id=self.config.round_id, sender=self.name, receiver=v,
+                                              sealed=sealed))  # type: ignore[assignment]
+        return out
+
+    # -- stage 6 ------------------------------------------------------------------------------
+    def unmask_requests(self, messages: Iterable[MaskedInput]) -> dict[str, UnmaskRequest]:
+        """Accept masked inputs of the right length; ask the survivors for shares.
+
+        RoundFailed, before anything is requested, if some secret that must be reconstructed
+        has fewer than ``threshold`` live holders."""
+        self._advance("masked_input", "unmask")
+        width = self.config.bits // 8
+        expected = (self.dimension + 1) * width
+        seen: set[str] = set()
+        for msg in messages:
+            sender = self._check(msg, MaskedInput, self._u2, seen)
+            if sender is None:
+                continue
+            assert isinstance(msg, MaskedInput)
+            if len(msg.data) != expected:
+                self._reject(sender, f"masked_input: {len(msg.data)} bytes, expected {expected} "
+                                     f"({self.dimension} parameters + weight, {width} bytes each)")
+                continue
+            for dealer in msg.complaints:
+                if dealer in self._u2:
+                    self.misbehaving.setdefault(dealer, f"{sender} could not open the shares it dealt")
+            self._masked[sender] = msg.data
+        self._mark_missing(self._u2, self._masked, "masked_input")
+        self._u3 = tuple(sorted(self._masked))
+        self._dropped_after_sharing = tuple(sorted(self._u2 - set(self._u3)))
+        self._require_holders(frozenset(self._u3), "masked_input")
+        out: dict[str, UnmaskRequest] = {}
+        for u in self._u3:
+            out[u] = self._sign(UnmaskRequest(round_id=self.config.round_id, sender=self.name, receiver=u,
+                                              survivors=self._u3, dropped=self._dropped_after_sharing))  # type: ignore[assignment]
+        return out
+
+    def _needed(self) -> list[tuple[str, str]]:
+        """(client, kind) of every secret to reconstruct: the survivors' seeds ("b") and the
+        keys ("s") of dropped clients with a surviving neighbour."""
+        alive = set(self._u3)
+        need = [(u, "b") for u in self._u3]
+        need += [(d, "s") for d in self._dropped_after_sharing if self._graph[d] & alive]
+        return need
+
+    def _require_holders(self, live: frozenset[str], stage: str) -> None:
+        t = self._threshold
+        if len(self._u3) == 0:
+            self._stage = "failed"
+            raise RoundFailed("no masked input arrived")
+        for client, kind in self._needed():
+            have = [h for h in self._holders[client] if h in live and (kind == "b" or h != client)]
+            if len(have) < t:
+                self._stage = "failed"
+                what = "self-mask seed" if kind == "b" else "mask key"
+                raise RoundFailed(
+                    f"after {stage}: only {len(have)} live holders of {client!r}'s {what}, the threshold is {t}; "
+                    "the round stops and nothing about the sum is revealed"
+                )
+
+    # -- the end ------------------------------------------------------------------------------
+    def aggregate(self, messages: Iterable[UnmaskResponse]) -> Aggregate:
+        """Check the revealed shares, reconstruct the secrets, remove the masks and return
+        the sum. RoundFailed if a secret cannot be reconstructed."""
+        self._advance("unmask", "failed")
+        survivors = frozenset(self._u3)
+        seen: set[str] = set()
+        responses: dict[str, UnmaskResponse] = {}
+        alive = set(self._u3)
+        dropped = set(self._dropped_after_sharing)
+        for msg in messages:
+            sender = self._check(msg, UnmaskResponse, survivors, seen)
+            if sender is None:
+                continue
+            assert isinstance(msg, UnmaskResponse)
+            problem = self._check_response(sender, msg, alive, dropped)
+            if problem:
+                self._reject(sender, f"unmask: {problem}")
+                continue
+            responses[sender] = msg
+        self._mark_missing(self._u3, responses, "unmask")
+        self._require_holders(frozenset(responses), "unmask")
+        rid = self.config.round_id
+        keys: list[bytes] = []
+        signs: list[int] = []
+        for client, kind in self._needed():
+            shares = [
+                self._parsed[(kind, client, h)]
+                for h in self._holders[client]
+                if h in responses and (kind, client, h) in self._parsed
+            ]
+            if kind == "b":
+                seed = self._recover(client, "self-mask seed", shares, lambda s: len(s) == 32)
+                keys.append(C.self_mask_key(seed, client, rid))
+                signs.append(-1)
+            else:
+                pk = self._adverts[client].mask_key
+                secret = self._recover(client, "mask key", shares, functools.partial(_derives, public=pk))
+                sk = agreement.AgreementKey.from_bytes(secret)
+                peers = sorted(self._graph[client] & alive)
+                keys += C.pairwise_mask_keys(sk, [self._adverts[u].mask_key for u in peers], rid)
+                signs += [-C.pair_sign(u, client) for u in peers]
+        dtype = masking.ring_dtype(self.config.bits)
+        acc = np.zeros(self.dimension + 1, dtype=dtype)
+        masking.accumulate(acc, tuple(self._masked[u] for u in self._u3), keys, signs)
+        scale = self.config.scale_for(len(self._adverts))
+        self._stage = "done"
+        total = int(acc[-1:].view(np.int32 if self.config.bits == 32 else np.int64)[0])
+        return Aggregate(masking.dequantize(acc[:-1], scale), total, acc, scale, self._u3)
+
+    def _check_response(self, sender: str, msg: UnmaskResponse, alive: set[str], dropped: set[str]) -> str:
+        """Why the response is unusable ("" if it is fine): every share must be one this
+        sender holds, of the right kind for the dealer's fate, and match the dealer's digest."""
+        rid = self.config.round_id
+        both = set(msg.seed_shares) & set(msg.key_shares)
+        if both:
+            return f"both shares of {sorted(both)}"
+        for kind, shares, allowed in (("b", msg.seed_shares, alive), ("s", msg.key_shares, dropped)):
+            for dealer, share in shares.items():
+                if dealer not in allowed or dealer not in self._u2:
+                    return f"a {kind!r} share of {dealer!r}, who is not {'alive' if kind == 'b' else 'dropped'}"
+                if sender not in self._index[dealer] or (kind == "s" and sender == dealer):
+                    return f"a share of {dealer!r}, who did not deal to it"
+                digest = self._digests[dealer][sender]
+                want = digest[:32] if kind == "b" else digest[32:]
+                if not hmac.compare_digest(C.share_digest(rid, dealer, sender, kind, share), want):
+                    return f"its {kind!r} share of {dealer!r} is not the one {dealer!r} dealt to it"
+        # Every share is the dealer's own: parse them (a malformed one is the dealer's fault
+        # and is left out of the reconstruction).
+        for kind, shares in (("b", msg.seed_shares), ("s", msg.key_shares)):
+            for dealer, share in shares.items():
+                try:
+                    parsed = shamir.Share.from_bytes(share)
+                except FedLedgerError:
+                    self.misbehaving.setdefault(dealer, "dealt a malformed share")
+                    continue
+                if parsed.index != self._index[dealer][sender]:
+                    self.misbehaving.setdefault(dealer, f"dealt {sender} a share with the wrong index")
+                self._parsed[(kind, dealer, sender)] = parsed
+        return ""
+
+    def _recover(self, client: str, what: str, shares: list[shamir.Share], check: Callable[[bytes], bool]) -> bytes:
+        """The secret from digest-checked shares, robust to a dealer that dealt some bad ones.
+
+        Shares are grouped by commitment (with t > m / 2 at most one group can reach t).
+        Within a group the server tries the first t shares, then every leave-one-out choice
+        (which finds one bad share), then seeded random t-subsets, at most MAX_SUBSETS in
+        all, until one combines to the commitment and passes ``check``.
+        """
+        t = self._threshold
+        groups: dict[bytes, list[shamir.Share]] = {}
+        for s in shares:
+            groups.setdefault(s.commitment, []).append(s)
+        for group in sorted(groups.values(), key=len, reverse=True):
+            if len(group) < t:
+                continue
+            for tries, subset in enumerate(_subsets(group, t)):
+                if tries >= MAX_SUBSETS:
+                    break
+                try:
+                    secret = shamir.combine(subset)
+                except FedLedgerError:
+                    continue
+                if check(secret):
+                    if tries > 0 or len(groups) > 1:
+                        self.misbehaving.setdefault(client, f"dealt inconsistent shares of its {what}")
+                    return secret
+        self._stage = "failed"
+        self.misbehaving.setdefault(client, f"dealt inconsistent shares of its {what}")
+        raise RoundFailed(f"cannot reconstruct {client!r}'s {what}: its shares are inconsistent", client)
+
+
+def _subsets(group: list[shamir.Share], t: int) -> Iterator[list[shamir.Share]]:
+    yield group[:t]
+    if len(group) == t:
+        return
+    for i in range(len(group)):
+        yield (group[:i] + group[i + 1 :])[:t]
+    rng = random.Random(len(group) * 1_000_003 + t)  # not secret: which subsets to try
+    while True:
+        yield sorted(rng.sample(group, t), key=lambda s: s.index)
+
+
+def _derives(secret: bytes, public: bytes) -> bool:
+    """True if the X25519 private key ``secret`` has public key ``public``."""
+    if len(secret) != 32:
+        return False
+    key = agreement.AgreementKey.from_bytes(secret)
+    return hmac.compare_digest(key.public_key.to_bytes(), public)

@@ -1,0 +1,242 @@
+"""An in-process driver for one round: both sides, every message through bytes."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument
+from fedledger.identity import Identity
+from fedledger.secagg.client import RandomBytes, SecAggClient
+from fedledger.secagg.config import SecAggConfig
+from fedledger.secagg.messages import (
+    AdvertiseKeys,
+    KeyDirectory,
+    MaskedInput,
+    Message,
+    RelayedShares,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from fedledger.secagg.server import SecAggServer
+
+__all__ = ["DROPOUT_STAGES", "RoundReport", "RoundResult", "run_round"]
+
+#: The stages before which a client may vanish (``dropouts`` values).
+DROPOUT_STAGES: Final = ("advertise_keys", "share_keys", "masked_input", "unmask")
+SERVER_NAME: Final = "aggregator"
+
+M = TypeVar("M", bound=Message)
+
+#: intercept(stage, sender, receiver, data) -> data to deliver, or None to drop the message.
+Intercept = Callable[[str, str, str, bytes], "bytes | None"]
+
+
+@dataclass
+class RoundReport:
+    """What a round cost and who fell out of it.
+
+    ``bytes_up``/``bytes_down``: bytes sent client -> server / server -> client, per stage.
+    ``seconds``: wall time per stage, split into ``"server"`` and ``"clients"`` (the sum over
+    clients). ``client_seconds``: each client's total compute. ``dropped``: client -> stage
+    it went missing at (no message or a rejected one); ``rejected``: client -> why its
+    message was refused; ``misbehaving``: clients caught cheating without stopping the round.
+    """
+
+    bytes_up: dict[str, int] = field(default_factory=dict)
+    bytes_down: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    client_seconds: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    misbehaving: dict[str, str] = field(default_factory=dict)
+    survivors: tuple[str, ...] = ()
+
+    @property
+    def total_bytes_up(self) -> int:
+        return sum(self.bytes_up.values())
+
+    @property
+    def total_bytes_down(self) -> int:
+        return sum(self.bytes_down.values())
+
+
+@dataclass
+class RoundResult:
+    """``aggregate``: the dequantized sum of weight * clip(update) over the clients whose
+    masked input arrived (``report.survivors``); ``total_weight``: their weights' sum."""
+
+    aggregate: NDArray[np.float64]
+    total_weight: int
+    scale: float
+    report: RoundReport
+
+    @property
+    def mean(self) -> NDArray[np.float64]:
+        """The weighted average: aggregate / total_weight."""
+        return self.aggregate / self.total_weight
+
+
+class _Wire:
+    def __init__(self, report: RoundReport, intercept: Intercept | None) -> None:
+        self.report = report
+        self.intercept = intercept
+        self.up: dict[str, int] = defaultdict(int)
+        self.down: dict[str, int] = defaultdict(int)
+
+    def send(self, msg: Message, kind: type[M], up: bool) -> M | None:
+        data = msg.to_bytes()
+        if self.intercept is not None:
+            new = self.intercept(msg.STAGE, msg.sender, msg.receiver, data)
+            if new is None:
+                return None
+            data = new
+        (self.up if up else self.down)[msg.STAGE] += len(data)
+        try:
+            return kind.from_bytes(data)
+        except EncodingError as exc:
+            if up:
+                self.report.rejected.setdefault(msg.sender, f"{msg.STAGE}: malformed ({exc})")
+            return None
+
+
+def run_round(
+    updates: Mapping[str, NDArray[np.floating]],
+    config: SecAggConfig,
+    dropouts: Mapping[str, str] | None = None,
+    *,
+    weights: Mapping[str, int] | None = None,
+    identities: Mapping[str, Identity] | None = None,
+    intercept: Intercept | None = None,
+    client_class: Mapping[str, type[SecAggClient]] | None = None,
+    random_bytes: Callable[[str], RandomBytes] | None = None,
+) -> RoundResult:
+    """Run one round in this process: a :class:`SecAggServer` and one :class:`SecAggClient`
+    per entry of ``updates`` (client id -> 1-D float array, all of one length), every message
+    passed through ``to_bytes``/``from_bytes``.
+
+    ``dropouts`` maps a client to the stage before which it vanishes: ``"share_keys"``,
+    ``"masked_input"`` or ``"unmask"`` (or ``"advertise_keys"``: never shows up).
+    ``weights`` are sample counts (default 1; at most ``config.max_weight``).
+    ``identities`` (default: fresh ones; the server is ``"aggregator"``), ``intercept``
+    (sees and may replace or drop every message in transit), ``client_class`` (a client's
+    implementation) and ``random_bytes`` (a client's randomness source) exist for tests.
+
+    RoundFailed if the round cannot complete (too many dropouts for the threshold); the
+    server's own checks turn every bad client message into a dropout instead.
+    """
+    drops = dict(dropouts or {})
+    for c, stage in drops.items():
+        if c not in updates:
+            raise InvalidArgument("dropouts", f"unknown client {c!r}")
+        if stage not in DROPOUT_STAGES:
+            raise InvalidArgument("dropouts", f"{c!r}: stage must be one of {DROPOUT_STAGES}, got {stage!r}")
+    ids = sorted(updates)
+    if not ids:
+        raise InvalidArgument("updates", "no clients")
+    dims = {np.asarray(u).shape for u in updates.values()}
+    if len(dims) != 1 or len(next(iter(dims))) != 1:
+        raise InvalidArgument("updates", "every update must be a 1-D array of the same length")
+    dimension = next(iter(dims))[0]
+    config.threshold_for(len(ids))  # InvalidArgument: no usable threshold for this many clients
+    config.scale_for(len(ids))  # QuantizationError: the sum could overflow the ring
+    idents = dict(identities or {})
+    for c in [*ids, SERVER_NAME]:
+        if c not in idents:
+            idents[c] = Identity.generate(c)
+    verify_keys = {name: ident.verify_key for name, ident in idents.items()}
+    report = RoundReport()
+    wire = _Wire(report, intercept)
+    server = SecAggServer(idents[SERVER_NAME], config, clients=ids, verify_keys=verify_keys, dimension=dimension)
+    classes = dict(client_class or {})
+    clients = {
+        c: classes.get(c, SecAggClient)(
+            idents[c], config, server=SERVER_NAME, verify_keys=verify_keys,
+            random_bytes=random_bytes(c) if random_bytes else None,
+        )
+        for c in ids
+    }
+    client_time: dict[str, float] = defaultdict(float)
+    gone: set[str] = set()
+
+    def present(c: str, stage: str) -> bool:
+        if c in gone:
+            return False
+        if drops.get(c) == stage:
+            gone.add(c)
+            return False
+        return True
+
+    def client_step(stage: str, inbox: Mapping[str, Message | None], act: Callable[[SecAggClient, Any], Message]) -> list[Any]:
+        replies: list[Any] = []
+        spent = 0.0
+        for c in ids:
+            if not present(c, stage):
+                continue
+            msg = inbox.get(c)
+            if msg is None and stage != "advertise_keys":
+                gone.add(c)  # nothing arrived for it: it cannot go on
+                continue
+            t0 = time.perf_counter()
+            try:
+                out = act(clients[c], msg)
+            except FedLedgerError as exc:
+                report.rejected.setdefault(c, f"{stage}: the client stopped ({type(exc).__name__}: {exc})")
+                gone.add(c)
+                spent += time.perf_counter() - t0
+                client_time[c] += time.perf_counter() - t0
+                continue
+            dt = time.perf_counter() - t0
+            spent += dt
+            client_time[c] += dt
+            replies.append(out)
+        report.seconds.setdefault(stage, {})["clients"] = spent
+        return replies
+
+    def deliver(msgs: list[Message], kind: type[M]) -> list[M]:
+        out = []
+        for m in msgs:
+            got = wire.send(m, kind, up=True)
+            if got is not None:
+                out.append(got)
+        return out
+
+    def broadcast(msgs: Mapping[str, Message], kind: type[M]) -> dict[str, M | None]:
+        return {c: wire.send(m, kind, up=False) for c, m in msgs.items()}
+
+    def timed(stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            report.seconds.setdefault(stage, {})["server"] = time.perf_counter() - t0
+            report.dropped = dict(server.dropped)
+            for c, why in server.rejected.items():
+                report.rejected.setdefault(c, why)
+            report.misbehaving = dict(server.misbehaving)
+
+    weight_of = dict(weights or {})
+    adverts = deliver(client_step("advertise_keys", {}, lambda cl, _m: cl.advertise_keys()), AdvertiseKeys)
+    directories = broadcast(timed("advertise_keys", lambda: server.key_directories(adverts)), KeyDirectory)
+    shares = deliver(client_step("share_keys", directories, lambda cl, m: cl.share_keys(m)), ShareKeys)
+    relayed = broadcast(timed("share_keys", lambda: server.relay_shares(shares)), RelayedShares)
+    masked = deliver(
+        client_step("masked_input", relayed,
+                    lambda cl, m: cl.masked_input(m, np.asarray(updates[cl.name]), weight_of.get(cl.name, 1))),
+        MaskedInput,
+    )
+    requests = broadcast(timed("masked_input", lambda: server.unmask_requests(masked)), UnmaskRequest)
+    responses = deliver(client_step("unmask", requests, lambda cl, m: cl.unmask(m)), UnmaskResponse)
+    result = timed("unmask", lambda: server.aggregate(responses))
+    report.bytes_up = dict(wire.up)
+    report.bytes_down = dict(wire.down)
+    report.client_seconds = dict(client_time)
+    report.survivors = result.survivors
+    return RoundResult(result.aggregate, result.total_weight, result.scale, report)

@@ -1,0 +1,538 @@
+"""fedledger.secagg: exact sums with dropouts, failure past the threshold, what the server sees,
+and malicious clients that must not crash the server or corrupt the sum."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fedledger import Identity, encoding, secagg
+from fedledger.crypto import shamir
+from fedledger.errors import EncodingError, InvalidArgument, QuantizationError, RoundFailed, SecAggError
+from fedledger.secagg import SecAggConfig, run_round
+from fedledger.secagg.messages import MaskedInput, ShareKeys, UnmaskResponse
+
+
+def drbg(seed: bytes) -> Callable[[int], bytes]:
+    counter = [0]
+
+    def random_bytes(n: int) -> bytes:
+        counter[0] += 1
+        return hashlib.shake_256(seed + counter[0].to_bytes(8, "big")).digest(n)
+
+    return random_bytes
+
+
+def make_updates(n: int, d: int, seed: int = 0, spread: float = 0.9) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"c{i:03d}": rng.uniform(-spread, spread, d) for i in range(n)}
+
+
+def expected_sum(updates: Mapping[str, np.ndarray], survivors: list[str] | tuple[str, ...], clip: float = 1.0,
+                 weights: Mapping[str, int] | None = None) -> np.ndarray:
+    w = weights or {}
+    return sum(np.clip(updates[c], -clip, clip) * w.get(c, 1) for c in survivors)  # type: ignore[return-value]
+
+
+def assert_within_bound(res: secagg.RoundResult, updates: Mapping[str, np.ndarray], clip: float = 1.0,
+                        weights: Mapping[str, int] | None = None) -> None:
+    survivors = res.report.survivors
+    want = expected_sum(updates, survivors, clip, weights)
+    # stochastic rounding moves each client's value by less than one step (1 / scale)
+    # (plus float64 rounding of the dequantized sum, which matters only in the 64-bit ring)
+    bound = len(survivors) / res.scale + 2.0**-48 * len(survivors) * (1.0 + float(np.max(np.abs(want), initial=0.0)))
+    err = np.max(np.abs(res.aggregate - want)) if len(want) else 0.0
+    assert err <= bound, (err, bound)
+    assert res.total_weight == sum((weights or {}).get(c, 1) for c in survivors)
+
+
+def feasible_drops(ids: list[str], config: SecAggConfig, want: int, stages: list[str]) -> dict[str, str]:
+    """Greedily pick up to ``want`` clients to drop so that every neighbourhood keeps at least
+    ``threshold`` live holders (the condition the protocol survives), cycling the stages."""
+    n = len(ids)
+    graph = secagg.neighbour_graph(ids, config.degree(n), config.seed())
+    t = config.threshold_for(n)
+    chosen: list[str] = []
+    for c in ids:
+        if len(chosen) == want:
+            break
+        trial = set(chosen) | {c}
+        if all(len((graph[u] | {u}) - trial) >= t for u in ids):
+            chosen.append(c)
+    return {c: stages[i % len(stages)] for i, c in enumerate(chosen)}
+
+
+# -- exact sums ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 3, 10, 100])
+@pytest.mark.parametrize("neighbors", [None, "auto"])
+def test_sum_without_dropouts(n: int, neighbors: object) -> None:
+    updates = make_updates(n, 6 if n == 100 else 33, seed=n)
+    res = run_round(updates, SecAggConfig(neighbors=neighbors))  # type: ignore[arg-type]
+    assert res.report.survivors == tuple(sorted(updates))
+    assert not res.report.dropped and not res.report.rejected
+    assert_within_bound(res, updates)
+
+
+@pytest.mark.parametrize("stage", ["advertise_keys", "share_keys", "masked_input", "unmask"])
+@pytest.mark.parametrize("n", [3, 10])
+def test_dropouts_up_to_n_minus_threshold_at_each_stage(n: int, stage: str) -> None:
+    config = SecAggConfig(neighbors=None)
+    t = config.threshold_for(n)
+    updates = make_updates(n, 17, seed=n)
+    drops = {c: stage for c in sorted(updates)[: n - t]}
+    res = run_round(updates, config, dropouts=drops)
+    assert res.report.dropped == drops
+    if stage == "unmask":  # their masked inputs arrived, so they are in the sum
+        assert set(res.report.survivors) == set(updates)
+    else:
+        assert set(res.report.survivors) == set(updates) - set(drops)
+    assert_within_bound(res, updates)
+
+
+def test_dropouts_mixed_stages_full_graph() -> None:
+    n = 10
+    config = SecAggConfig(neighbors=None, threshold=6)
+    updates = make_updates(n, 40)
+    drops = {"c000": "share_keys", "c003": "masked_input", "c005": "unmask", "c009": "masked_input"}
+    res = run_round(updates, config, dropouts=drops)
+    assert set(res.report.survivors) == set(updates) - {"c000", "c003", "c009"}
+    assert_within_bound(res, updates)
+
+
+@pytest.mark.parametrize("n,neighbors", [(10, 4), (10, 3), (100, "auto"), (100, 3)])
+def test_dropouts_sparse_graph(n: int, neighbors: object) -> None:
+    config = SecAggConfig(neighbors=neighbors)  # type: ignore[arg-type]
+    updates = make_updates(n, 9, seed=5)
+    drops = feasible_drops(sorted(updates), config, max(1, n // 10), ["share_keys", "masked_input", "unmask"])
+    assert drops
+    res = run_round(updates, config, dropouts=drops)
+    assert res.report.dropped == drops
+    assert_within_bound(res, updates)
+
+
+def test_sparse_graph_really_is_sparse() -> None:
+    n = 100
+    config = SecAggConfig(neighbors=3)
+    updates = make_updates(n, 4)
+    res = run_round(updates, config)
+    # a client's sealed shares go to its k = 3 neighbours (and itself), not to n - 1 others
+    per_client_share_bytes = res.report.bytes_up["share_keys"] / n
+    full = run_round(make_updates(20, 4), SecAggConfig(neighbors=None)).report.bytes_up["share_keys"] / 20
+    assert per_client_share_bytes < full / 3
+    graph = secagg.neighbour_graph(sorted(updates), config.degree(n), config.seed())
+    assert {len(v) for v in graph.values()} == {3}
+
+
+def test_weighted_average() -> None:
+    updates = make_updates(8, 25, seed=2)
+    weights = {c: w for c, w in zip(sorted(updates), [1, 5, 100, 7, 3, 64, 2, 9])}
+    config = SecAggConfig(neighbors=None, max_weight=100)
+    res = run_round(updates, config, dropouts={"c002": "masked_input"}, weights=weights)
+    assert_within_bound(res, updates, weights=weights)
+    survivors = res.report.survivors
+    want_mean = expected_sum(updates, survivors, weights=weights) / sum(weights[c] for c in survivors)
+    assert np.allclose(res.mean, want_mean, atol=len(survivors) / res.scale)
+
+
+def test_weight_over_the_maximum_drops_the_client() -> None:
+    updates = make_updates(4, 5)
+    res = run_round(updates, SecAggConfig(neighbors=None, max_weight=10), weights={"c001": 11})
+    assert "c001" in res.report.rejected and "c001" not in res.report.survivors
+    assert_within_bound(res, updates)
+
+
+def test_64_bit_ring_and_clipping() -> None:
+    updates = make_updates(6, 30, seed=9, spread=3.0)  # many values beyond the clip
+    config = SecAggConfig(neighbors=None, bits=64, clip=2.0)
+    res = run_round(updates, config, dropouts={"c004": "unmask"})
+    assert res.aggregate.dtype == np.float64
+    assert_within_bound(res, updates, clip=2.0)
+    # 64-bit ring: quantization error is far below the 32-bit one
+    assert 1 / res.scale < 1e-12
+
+
+def test_wire_carries_bits_over_8_bytes_per_parameter() -> None:
+    d = 10_000
+    for bits in (32, 64):
+        res = run_round(make_updates(3, d), SecAggConfig(neighbors=None, bits=bits))
+        per_client = res.report.bytes_up["masked_input"] / 3
+        assert (d + 1) * bits // 8 <= per_client <= (d + 1) * bits // 8 + 400
+
+
+def test_impossible_quantization_is_refused_up_front() -> None:
+    with pytest.raises(QuantizationError):
+        run_round(make_updates(10, 3), SecAggConfig(neighbors=None, max_weight=300_000_000))
+    with pytest.raises(QuantizationError):
+        run_round(make_updates(10, 3), SecAggConfig(neighbors=None, scale=2.0**29))
+
+
+def test_bad_threshold_is_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        run_round(make_updates(10, 3), SecAggConfig(neighbors=None, threshold=5))  # not a majority of 10
+    with pytest.raises(InvalidArgument):
+        run_round(make_updates(10, 3), SecAggConfig(neighbors=None, threshold=11))
+
+
+# -- past the threshold --------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", ["share_keys", "masked_input", "unmask"])
+def test_one_dropout_past_the_threshold_fails_and_reveals_nothing(stage: str) -> None:
+    n = 10
+    config = SecAggConfig(neighbors=None)
+    t = config.threshold_for(n)
+    updates = make_updates(n, 12)
+    drops = {c: stage for c in sorted(updates)[: n - t + 1]}
+    sent: list[str] = []
+
+    def spy(st: str, sender: str, receiver: str, data: bytes) -> bytes:
+        sent.append(st)
+        return data
+
+    with pytest.raises(RoundFailed, match="threshold"):
+        run_round(updates, config, dropouts=drops, intercept=spy)
+    if stage in ("share_keys", "masked_input"):
+        # the server stopped before asking anyone for a share
+        assert "unmask_request" not in sent and "unmask" not in sent
+
+
+# -- what the server sees ------------------------------------------------------------------
+
+def _capture(into: dict[str, bytes]) -> Callable[[str, str, str, bytes], bytes]:
+    def spy(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "masked_input":
+            into[sender] = MaskedInput.from_bytes(data).data
+        return data
+
+    return spy
+
+
+def test_same_sum_gives_the_same_result_whatever_the_individual_inputs() -> None:
+    # On the grid of an exact power-of-two scale, quantization is deterministic, so two input
+    # sets with the same sum must give bit-identical aggregates, while the masked vectors
+    # the server received differ.
+    scale = 2.0**20
+    config = SecAggConfig(neighbors=None, scale=scale)
+    rng = np.random.default_rng(11)
+    a = {f"c{i}": rng.integers(-2**19, 2**19, 64) / scale for i in range(5)}
+    b = dict(a)
+    delta = rng.integers(-2**17, 2**17, 64) / scale
+    b["c0"], b["c1"] = a["c0"] + delta, a["c1"] - delta
+    views_a: dict[str, bytes] = {}
+    views_b: dict[str, bytes] = {}
+    ra = run_round(a, config, intercept=_capture(views_a))
+    rb = run_round(b, config, intercept=_capture(views_b))
+    assert np.array_equal(ra.aggregate, rb.aggregate)
+    assert np.array_equal(ra.aggregate, sum(a.values()))
+    assert views_a["c0"] != views_b["c0"]
+
+
+def chi2_critical(df: int, z: float) -> float:
+    """Upper critical value of chi-square(df) at the normal quantile z (Wilson-Hilferty)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def chi2_uniform_bytes(values: np.ndarray) -> float:
+    counts = np.bincount(values, minlength=256).astype(np.float64)
+    expected = values.size / 256
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+Z_0001 = 3.090232  # the normal 0.999 quantile: significance level 0.001 per test
+
+
+def test_masked_vectors_are_uniform_chi_square() -> None:
+    d = 60_000
+    updates = make_updates(5, d, seed=1)
+    views: dict[str, bytes] = {}
+    run_round(updates, SecAggConfig(neighbors=None), intercept=_capture(views),
+              random_bytes=lambda c: drbg(b"chi2/" + c.encode()))
+    crit = chi2_critical(255, Z_0001)
+    for c, raw in views.items():
+        words = np.frombuffer(raw, dtype="<u4")[:d]
+        for byte in (0, 3):  # the lowest and the highest byte of each ring element
+            stat = chi2_uniform_bytes(((words >> np.uint32(8 * byte)) & np.uint32(0xFF)).astype(np.int64))
+            assert stat < crit, (c, byte, stat, crit)
+
+
+def test_chi_square_has_power_on_unmasked_input() -> None:
+    # The same test rejects what the server would see without masks: the quantized update.
+    from fedledger.crypto import masking
+
+    x = make_updates(1, 60_000, seed=1)["c000"]
+    q = np.empty(x.size, dtype=np.uint32)
+    masking.quantize(x, q, scale=masking.quantization_scale(5, bits=32, clip=1.0), clip=1.0, key=b"q" * 16)
+    stat = chi2_uniform_bytes(((q >> np.uint32(24)) & np.uint32(0xFF)).astype(np.int64))
+    assert stat > chi2_critical(255, Z_0001)
+
+
+# -- malicious or broken clients -----------------------------------------------------------
+
+def idents(updates: Mapping[str, np.ndarray]) -> dict[str, Identity]:
+    out = {c: Identity.generate(c) for c in updates}
+    out["aggregator"] = Identity.generate("aggregator")
+    return out
+
+
+def test_wrong_vector_length_is_rejected() -> None:
+    updates = make_updates(6, 20)
+    ids = idents(updates)
+
+    def cheat(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "masked_input" and sender == "c002":
+            msg = MaskedInput.from_bytes(data)
+            return replace(msg, data=bytes(msg.data) + b"\x00" * 4).with_digest().signed(ids["c002"]).to_bytes()
+        return data
+
+    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=cheat)
+    assert "expected" in res.report.rejected["c002"]
+    assert res.report.dropped["c002"] == "masked_input"
+    assert "c002" not in res.report.survivors
+    assert_within_bound(res, updates)
+
+
+@pytest.mark.parametrize("stage", ["advertise_keys", "share_keys", "masked_input", "unmask"])
+def test_bad_signature_is_rejected(stage: str) -> None:
+    updates = make_updates(6, 20)
+
+    def forge(st: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if st == stage and sender == "c004":
+            if st == "masked_input":
+                msg = MaskedInput.from_bytes(data)
+                sig = bytearray(msg.signature)
+                sig[5] ^= 1
+                return replace(msg, signature=bytes(sig)).to_bytes()
+            body = encoding.decode(data)
+            assert isinstance(body, dict) and isinstance(body["sig"], bytes)
+            body["sig"] = bytes([body["sig"][0] ^ 1]) + body["sig"][1:]
+            return encoding.encode(body)
+        return data
+
+    res = run_round(updates, SecAggConfig(neighbors=None), intercept=forge)
+    assert "bad signature" in res.report.rejected["c004"]
+    assert res.report.dropped["c004"] == stage
+    assert_within_bound(res, updates)
+    assert ("c004" in res.report.survivors) == (stage == "unmask")
+
+
+def test_replay_from_another_round_is_rejected() -> None:
+    updates = make_updates(5, 20)
+    ids = idents(updates)
+    old: dict[str, bytes] = {}
+
+    def record(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "masked_input":
+            old[sender] = data
+        return data
+
+    run_round(updates, SecAggConfig(neighbors=None, round_id=1), identities=ids, intercept=record)
+
+    def replay(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        return old["c001"] if stage == "masked_input" and sender == "c001" else data
+
+    res = run_round(updates, SecAggConfig(neighbors=None, round_id=2), identities=ids, intercept=replay)
+    assert "replayed" in res.report.rejected["c001"]
+    assert "c001" not in res.report.survivors
+    assert_within_bound(res, updates)
+
+
+def test_a_share_for_the_wrong_client_is_rejected() -> None:
+    updates = make_updates(7, 20)
+    ids = idents(updates)
+
+    def relabel(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "unmask" and sender == "c003":
+            msg = UnmaskResponse.from_bytes(data)
+            seeds = dict(msg.seed_shares)
+            seeds["c000"], seeds["c001"] = seeds["c001"], seeds["c000"]  # each labelled as the other's
+            return replace(msg, seed_shares=seeds).signed(ids["c003"]).to_bytes()
+        return data
+
+    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=relabel)
+    assert "not the one" in res.report.rejected["c003"]
+    assert res.report.dropped["c003"] == "unmask"
+    assert "c003" in res.report.survivors  # its masked input arrived; others recover its seed
+    assert_within_bound(res, updates)
+
+
+def test_a_key_share_of_a_survivor_is_rejected() -> None:
+    # The server must never be handed both secrets of one client; a client that offers the
+    # mask-key share of a survivor is refused.
+    updates = make_updates(6, 10)
+    ids = idents(updates)
+
+    def leak(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "unmask" and sender == "c002":
+            msg = UnmaskResponse.from_bytes(data)
+            return replace(msg, key_shares={"c000": msg.seed_shares["c000"]}).signed(ids["c002"]).to_bytes()
+        return data
+
+    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=leak)
+    assert "c002" in res.report.rejected
+    assert_within_bound(res, updates)
+
+
+def fork(secret: bytes, like: shamir.Share) -> bytes:
+    """A share of another secret with the same index and threshold as ``like``."""
+    n = max(like.index, like.threshold)
+    return shamir.split(secret, like.threshold, n)[like.index - 1].to_bytes()
+
+
+class CorruptOneShare(secagg.SecAggClient):
+    """Deals one neighbour a share of its seed whose values are off (same commitment)."""
+
+    victim = "c001"
+
+    def _deal_share(self, holder: str, share: shamir.Share, kind: str) -> bytes:
+        if holder == self.victim and kind == "b":
+            vals = bytearray(share.values)
+            vals[0] ^= 1
+            return replace(share, values=bytes(vals)).to_bytes()
+        return share.to_bytes()
+
+
+class ForkOneShare(secagg.SecAggClient):
+    """Deals one neighbour a share of a different seed (another polynomial, another commitment)."""
+
+    def _deal_share(self, holder: str, share: shamir.Share, kind: str) -> bytes:
+        if holder == "c002" and kind == "b":
+            return fork(b"\x01" * 32, share)
+        return share.to_bytes()
+
+
+class ForkEveryShare(secagg.SecAggClient):
+    """Deals every holder a share of a different seed: nothing can be reconstructed."""
+
+    def _deal_share(self, holder: str, share: shamir.Share, kind: str) -> bytes:
+        if kind == "b":
+            return fork(holder.encode().ljust(32, b"x"), share)
+        return share.to_bytes()
+
+
+@pytest.mark.parametrize("cheater", [CorruptOneShare, ForkOneShare])
+def test_different_shares_to_different_neighbours_are_caught(cheater: type[secagg.SecAggClient]) -> None:
+    updates = make_updates(7, 20)
+    # c001's or c002's share is the odd one; the first t shares the server tries include it
+    res = run_round(updates, SecAggConfig(neighbors=None), client_class={"c000": cheater})
+    assert "inconsistent" in res.report.misbehaving["c000"]
+    assert "c000" in res.report.survivors
+    assert_within_bound(res, updates)
+
+
+def test_inconsistent_key_shares_of_a_dropped_client_are_caught() -> None:
+    class BadKeyShare(secagg.SecAggClient):
+        def _deal_share(self, holder: str, share: shamir.Share, kind: str) -> bytes:
+            if holder == "c001" and kind == "s":
+                vals = bytearray(share.values)
+                vals[4] ^= 2
+                return replace(share, values=bytes(vals)).to_bytes()
+            return share.to_bytes()
+
+    updates = make_updates(7, 20)
+    res = run_round(updates, SecAggConfig(neighbors=None), dropouts={"c000": "masked_input"},
+                    client_class={"c000": BadKeyShare})
+    assert "inconsistent" in res.report.misbehaving["c000"]
+    assert_within_bound(res, updates)
+
+
+def test_a_dealer_whose_shares_cannot_be_reconstructed_fails_the_round_typed() -> None:
+    updates = make_updates(5, 20)
+    with pytest.raises(RoundFailed) as info:
+        run_round(updates, SecAggConfig(neighbors=None), client_class={"c003": ForkEveryShare})
+    assert info.value.client == "c003"
+
+
+def test_malformed_bytes_are_rejected_not_crashing() -> None:
+    updates = make_updates(6, 10)
+    for stage in ("advertise_keys", "share_keys", "masked_input", "unmask"):
+        def garble(st: str, sender: str, receiver: str, data: bytes, stage: str = stage) -> bytes:
+            return data[: len(data) // 2] if st == stage and sender == "c005" else data
+
+        res = run_round(updates, SecAggConfig(neighbors=None), intercept=garble)
+        assert "malformed" in res.report.rejected["c005"]
+        assert_within_bound(res, updates)
+
+
+def test_a_message_to_another_receiver_or_stage_is_rejected() -> None:
+    updates = make_updates(5, 10)
+    ids = idents(updates)
+
+    def redirect(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "share_keys" and sender == "c002":
+            msg = ShareKeys.from_bytes(data)
+            return replace(msg, receiver="someone-else").signed(ids["c002"]).to_bytes()
+        return data
+
+    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=redirect)
+    assert "addressed to" in res.report.rejected["c002"]
+    assert_within_bound(res, updates)
+
+
+# -- messages and state machines -----------------------------------------------------------
+
+def test_messages_round_trip_and_bind_their_header() -> None:
+    ident = Identity.generate("c1")
+    msg = secagg.UnmaskResponse(round_id=3, sender="c1", receiver="aggregator",
+                                seed_shares={"c2": b"x"}, key_shares={}).signed(ident)
+    back = secagg.UnmaskResponse.from_bytes(msg.to_bytes())
+    assert back == msg
+    back.verify(ident.verify_key)
+    from fedledger.errors import InvalidSignature
+
+    for changed in (replace(msg, round_id=4), replace(msg, receiver="c9"), replace(msg, seed_shares={"c2": b"y"})):
+        with pytest.raises(InvalidSignature):
+            changed.verify(ident.verify_key)
+    with pytest.raises(EncodingError):
+        secagg.ShareKeys.from_bytes(msg.to_bytes())  # another stage
+    m = secagg.MaskedInput(round_id=1, sender="c1", receiver="aggregator", data=b"\x01" * 16).with_digest().signed(ident)
+    assert secagg.MaskedInput.from_bytes(m.to_bytes()) == m
+    raw = bytearray(m.to_bytes())
+    raw[-1] ^= 1
+    with pytest.raises(EncodingError):
+        secagg.MaskedInput.from_bytes(bytes(raw))
+
+
+def test_client_refuses_to_reveal_both_secrets_of_one_client() -> None:
+    # A server that lists a client as both alive and dropped gets nothing.
+    updates = make_updates(4, 5)
+    ids = idents(updates)
+
+    def lie(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "unmask_request":
+            msg = secagg.UnmaskRequest.from_bytes(data)
+            return replace(msg, dropped=("c000",)).signed(ids["aggregator"]).to_bytes()
+        return data
+
+    with pytest.raises(RoundFailed):
+        run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=lie)
+
+
+def test_stages_out_of_order_are_refused() -> None:
+    ident = Identity.generate("c1")
+    server = Identity.generate("aggregator")
+    client = secagg.SecAggClient(ident, SecAggConfig(), server="aggregator",
+                                 verify_keys={"c1": ident.verify_key, "aggregator": server.verify_key})
+    req = secagg.UnmaskRequest(round_id=1, sender="aggregator", receiver="c1", survivors=("c1",), dropped=()).signed(server)
+    with pytest.raises(SecAggError):
+        client.unmask(req)
+    client.advertise_keys()
+    with pytest.raises(SecAggError):
+        client.advertise_keys()
+
+
+def test_neighbour_graph_is_regular_symmetric_and_seeded() -> None:
+    ids = [f"n{i}" for i in range(31)]
+    g = secagg.neighbour_graph(ids, 6, b"seed")
+    assert all(len(v) == 6 and c not in v for c, v in g.items())
+    assert all(c in g[v] for c, vs in g.items() for v in vs)
+    assert g == secagg.neighbour_graph(list(reversed(ids)), 6, b"seed")
+    assert g != secagg.neighbour_graph(ids, 6, b"other seed")
+    g5 = secagg.neighbour_graph(ids[:30], 5, b"seed")
+    assert {len(v) for v in g5.values()} == {5}
+    assert SecAggConfig(neighbors=5).degree(31) == 6  # odd k and odd n: one more
+    assert all(len(v) == 30 for v in secagg.neighbour_graph(ids, 30, b"s").values())

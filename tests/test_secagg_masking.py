@@ -1,0 +1,206 @@
+"""fedledger.crypto.masking: the AES-CTR mask kernel and the quantizer against slow twins."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fedledger
+from fedledger.crypto import masking
+from fedledger.errors import InvalidArgument, QuantizationError
+from reference import masking as ref
+
+keys16 = st.binary(min_size=16, max_size=16)
+
+
+@given(key=keys16, length=st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025]), bits=st.sampled_from([32, 64]))
+def test_mask_is_aes_128_ctr(key: bytes, length: int, bits: int) -> None:
+    assert masking.expand(key, length, bits).tolist() == ref.mask(key, length, bits)
+
+
+def test_mask_matches_nist_sp800_38a_ctr_first_block() -> None:
+    # SP 800-38A F.5.1 uses a non-zero counter; our counter starts at zero, so check the
+    # raw AES-128 block instead: keystream block 0 = AES_k(0^128).
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+    block0 = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(bytes(16))
+    assert masking.expand(key, 4, 32).astype("<u4").tobytes() == block0
+
+
+@given(
+    length=st.sampled_from([0, 1, 3, 4, 17, 4095, 4096, 70001]),
+    nin=st.integers(0, 3),
+    nkeys=st.integers(0, 3),
+    bits=st.sampled_from([32, 64]),
+    data=st.data(),
+)
+def test_accumulate_matches_reference(length: int, nin: int, nkeys: int, bits: int, data: st.DataObject) -> None:
+    dtype = np.uint32 if bits == 32 else np.uint64
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    acc = rng.integers(0, 2**bits, size=length, dtype=dtype)
+    inputs = [rng.integers(0, 2**bits, size=length, dtype=dtype) for _ in range(nin)]
+    keys = [data.draw(keys16) for _ in range(nkeys)]
+    signs = [data.draw(st.sampled_from([1, -1])) for _ in range(nkeys)]
+    want = ref.accumulate(acc.tolist(), [v.tolist() for v in inputs], keys, signs, bits)
+    masking.accumulate(acc, [v.tobytes() for v in inputs], keys, signs)
+    assert acc.tolist() == want
+
+
+def test_accumulate_does_not_depend_on_thread_count() -> None:
+    rng = np.random.default_rng(1)
+    length = 1_000_003
+    base = rng.integers(0, 2**32, size=length, dtype=np.uint32)
+    inputs = [rng.integers(0, 2**32, size=length, dtype=np.uint32).tobytes() for _ in range(3)]
+    keys = [bytes([i]) * 16 for i in range(5)]
+    signs = [1, -1, 1, 1, -1]
+    out = []
+    for threads in (1, 2, 3, 7):
+        fedledger.set_num_threads(threads)
+        acc = base.copy()
+        masking.accumulate(acc, inputs, keys, signs)
+        out.append(acc)
+    fedledger.set_num_threads(2)
+    for acc in out[1:]:
+        assert np.array_equal(acc, out[0])
+    # and against the definition, on a few positions spread over the thread ranges
+    idx = np.array([0, 1, 333_333, 500_001, length - 1])
+    total = base.astype(np.uint64)
+    for raw in inputs:
+        total = total + np.frombuffer(raw, np.uint32)
+    for key, s in zip(keys, signs):
+        m = masking.expand(key, length, 32).astype(np.int64)
+        total = total.astype(np.int64) + s * m
+    assert ((total[idx] % 2**32).astype(np.uint32) == out[0][idx]).all()
+
+
+def test_masks_cancel() -> None:
+    acc = np.arange(10, dtype=np.uint64)
+    masking.accumulate(acc, [], [b"k" * 16, b"j" * 16], [1, 1])
+    assert not np.array_equal(acc, np.arange(10))
+    masking.accumulate(acc, [], [b"j" * 16, b"k" * 16], [-1, -1])
+    assert np.array_equal(acc, np.arange(10))
+
+
+def test_accumulate_argument_checks() -> None:
+    acc = np.zeros(4, dtype=np.uint32)
+    with pytest.raises(InvalidArgument):
+        masking.accumulate(acc, [b"\x00" * 15], [], [])
+    with pytest.raises(InvalidArgument):
+        masking.accumulate(acc, [], [b"short"], [1])
+    with pytest.raises(InvalidArgument):
+        masking.accumulate(acc, [], [b"k" * 16], [2])
+    with pytest.raises(InvalidArgument):
+        masking.accumulate(np.zeros(4, dtype=np.int32), [], [], [])  # type: ignore[arg-type]
+
+
+@given(
+    x=st.lists(st.floats(-3, 3, allow_nan=False, width=64), min_size=0, max_size=40),
+    bits=st.sampled_from([32, 64]),
+    key=keys16,
+    weight=st.integers(1, 50),
+    clip=st.sampled_from([0.5, 1.0, 2.5]),
+)
+def test_quantize_matches_reference(x: list[float], bits: int, key: bytes, weight: int, clip: float) -> None:
+    scale = masking.quantization_scale(7, bits=bits, clip=clip, max_weight=50)
+    out = np.zeros(len(x) + 1, dtype=np.uint32 if bits == 32 else np.uint64)
+    masking.quantize(np.array(x, dtype=np.float64), out, scale=scale, clip=clip, weight=weight, key=key)
+    assert out[: len(x)].tolist() == ref.quantize(x, key, scale, clip, weight, bits)
+    # stochastic rounding stays within one step of the exact value (plus float64's own
+    # rounding of the division, which dominates in the 64-bit ring)
+    deq = masking.dequantize(out[: len(x)], scale)
+    exact = np.clip(np.array(x), -clip, clip) * weight
+    assert np.all(np.abs(deq - exact) <= 1 / scale + 2.0**-50 * np.maximum(1.0, np.abs(exact)))
+
+
+def test_quantize_float32_and_threads_agree() -> None:
+    x = np.random.default_rng(3).standard_normal(300_001).astype(np.float32)
+    scale = masking.quantization_scale(10, bits=32, clip=1.0)
+    outs = []
+    for threads in (1, 2, 5):
+        fedledger.set_num_threads(threads)
+        out = np.empty(x.size, dtype=np.uint32)
+        masking.quantize(x, out, scale=scale, clip=1.0, key=b"r" * 16)
+        outs.append(out)
+    fedledger.set_num_threads(2)
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    want = ref.quantize(x[:50].astype(np.float64).tolist(), b"r" * 16, scale, 1.0, 1.0, 32)
+    assert outs[0][:50].tolist() == want
+
+
+def test_stochastic_rounding_is_unbiased() -> None:
+    # 0.3 steps above a grid point: rounds up with probability 0.3 (binomial, 6 sigma).
+    scale = 1000.0
+    x = np.full(200_000, 0.0003)  # 0.3 steps
+    out = np.empty(x.size, dtype=np.uint32)
+    masking.quantize(x, out, scale=scale, clip=1.0, key=b"s" * 16)
+    ups = int((out == 1).sum())
+    assert set(np.unique(out).tolist()) <= {0, 1}
+    sd = math.sqrt(x.size * 0.3 * 0.7)
+    assert abs(ups - 0.3 * x.size) < 6 * sd
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_refused(bad: float) -> None:
+    x = np.zeros(1000)
+    x[500] = bad
+    with pytest.raises(QuantizationError):
+        masking.quantize(x, np.empty(1000, np.uint32), scale=10.0, clip=1.0)
+
+
+def test_scale_leaves_headroom_and_refuses_the_impossible() -> None:
+    for n, bits, clip, w in [(1, 32, 1.0, 1), (100, 32, 1.0, 1), (100, 32, 0.1, 1000), (10_000, 64, 5.0, 10**6)]:
+        s = masking.quantization_scale(n, bits=bits, clip=clip, max_weight=w)
+        assert n * (math.floor(clip * w * s) + 1) <= 2 ** (bits - 1) - 1
+        assert s * clip >= masking.MIN_LEVELS
+    # 2^31 clients of weight 1 cannot even sum their weights in a 32-bit ring
+    with pytest.raises(QuantizationError):
+        masking.quantization_scale(2**31, bits=32, clip=1.0)
+    # 10^5 clients with weights up to 10^5 leave no quantization step in 32 bits
+    with pytest.raises(QuantizationError):
+        masking.quantization_scale(10**5, bits=32, clip=1.0, max_weight=10**4)
+    masking.quantization_scale(10**5, bits=64, clip=1.0, max_weight=10**4)
+    # an explicit scale that could wrap is refused, one that cannot is accepted
+    with pytest.raises(QuantizationError):
+        masking.check_scale(100, bits=32, clip=1.0, max_weight=1, scale=2.0**25)
+    masking.check_scale(100, bits=32, clip=1.0, max_weight=1, scale=2.0**20)
+
+
+def test_worst_case_sum_does_not_wrap() -> None:
+    # n clients all at +clip with maximal weight, rounding up: the signed sum is exact.
+    n, w = 50, 7
+    s = masking.quantization_scale(n, bits=32, clip=2.0, max_weight=w)
+    acc = np.zeros(3, dtype=np.uint32)
+    for sign in (1.0, -1.0):
+        acc[:] = 0
+        for i in range(n):
+            q = np.empty(3, dtype=np.uint32)
+            masking.quantize(np.full(3, sign * 9.0), q, scale=s, clip=2.0, weight=w, key=bytes([i]) * 16)
+            masking.accumulate(acc, [q.tobytes()], [], [])
+        got = masking.dequantize(acc, s)
+        assert np.all(np.abs(got - sign * 2.0 * w * n) <= n / s)
+
+
+def test_pairwise_seeds_equal_the_one_at_a_time_derivation() -> None:
+    from fedledger.crypto import agreement
+
+    own = agreement.AgreementKey.generate()
+    peers = [agreement.AgreementKey.generate().public_key.to_bytes() for _ in range(13)]
+    for n in (0, 1, 7, 13):  # below and above the parallel cut-over
+        got = masking.pairwise_seeds(own, peers[:n], context=b"ctx", length=32)
+        assert got == [agreement.pairwise_seed(own, p, context=b"ctx") for p in peers[:n]]
+
+
+def test_pairwise_seeds_refuse_low_order_peers() -> None:
+    from fedledger.crypto import agreement
+    from fedledger.errors import InvalidKey
+
+    own = agreement.AgreementKey.generate()
+    good = agreement.AgreementKey.generate().public_key.to_bytes()
+    for low in (bytes(32), (1).to_bytes(32, "little")):  # u = 0 and u = 1 are of low order
+        with pytest.raises(InvalidKey, match=r"peers\[1\]"):
+            masking.pairwise_seeds(own, [good, low, good], context=b"c")
