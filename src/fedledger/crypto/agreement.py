@@ -20,7 +20,9 @@ import hmac
 import operator
 from typing import Final
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedledger.crypto._args import as_bytes
 from fedledger.crypto._keys import encrypted_pem, load_private_pem
@@ -161,15 +163,9 @@ def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
     length = operator.index(length)
     if not 1 <= length <= _MAX_HKDF_LENGTH:
         raise InvalidArgument("length", f"must be in [1, {_MAX_HKDF_LENGTH}], got {length}")
-    # RFC 5869 directly over OpenSSL's one-shot HMAC: the same bytes as cryptography's HKDF
-    # (Wycheproof-tested), at a fraction of the per-call overhead (SecAgg derives thousands).
-    prk = hmac.digest(salt or bytes(_HASH_SIZE), ikm, "sha256")
-    blocks = []
-    block = b""
-    for counter in range(1, -(-length // _HASH_SIZE) + 1):
-        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
-        blocks.append(block)
-    return b"".join(blocks)[:length]
+    # cryptography's HKDF (OpenSSL underneath): a KDF is not re-implemented here, even though
+    # a hand-rolled RFC 5869 over hmac.digest was ~3x faster per call for SecAgg's many seeds.
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt or None, info=info).derive(ikm)
 
 
 def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, context: bytes, length: int = 32) -> bytes:
