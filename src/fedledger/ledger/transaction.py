@@ -12,6 +12,7 @@ signatures from every other kind of signed message (votes, governance approvals,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -154,13 +155,7 @@ class Transaction:
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
         if len(data) > MAX_TRANSACTION_BYTES:
             raise OversizedPayload(f"transaction is {len(data)} bytes, the limit is {MAX_TRANSACTION_BYTES}")
-        data = bytes(data)
-        body, signature = wire_split(data)
-        try:
-            fields = encoding.decode(body)
-        except EncodingError as exc:
-            raise MalformedTransaction(f"transaction: {exc}") from None
-        return cls._from_fields(fields, body, signature, data)
+        return cls._parse(bytes(data), encoding.decode)
 
     @classmethod
     def from_authenticated_bytes(cls, data: bytes) -> Transaction:
@@ -169,9 +164,13 @@ class Transaction:
         The structure and field types are checked as in :meth:`from_bytes`; the canonical-form
         check is skipped (the bytes are the ones the validators accepted). Ledger replay only.
         """
+        return cls._parse(data, encoding.decode_authenticated)
+
+    @classmethod
+    def _parse(cls, data: bytes, decode: Callable[[bytes], encoding.Value]) -> Transaction:
         body, signature = wire_split(data)
         try:
-            fields = encoding.decode_authenticated(body)
+            fields = decode(body)
         except EncodingError as exc:
             raise MalformedTransaction(f"transaction: {exc}") from None
         return cls._from_fields(fields, body, signature, data)
