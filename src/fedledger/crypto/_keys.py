@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedledger.crypto._args import as_bytes
-from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey
+from fedledger.errors import InvalidArgument, InvalidKey
 
 PrivateKey = Union[Ed25519PrivateKey, X25519PrivateKey]
 
