@@ -7,7 +7,14 @@ import collections
 import pytest
 
 from fedledger import Identity, Ledger, Transaction
-from fedledger.errors import InvalidGovernance, InvalidVote, QuorumNotReached, TamperedLedger, UnauthorizedSender
+from fedledger.errors import (
+    InvalidGovernance,
+    InvalidVote,
+    QuorumNotReached,
+    ReplayedTransaction,
+    TamperedLedger,
+    UnauthorizedSender,
+)
 from fedledger.ledger import BlockHeader, Evidence, GovernanceProposal, Vote
 from ledger_helpers import CHAIN, identity, sites, validator_set, validators
 
@@ -180,3 +187,22 @@ def test_verify_catches_a_certificate_below_quorum(tmp_path) -> None:
     db.close()
     with pytest.raises(TamperedLedger, match="height 1.*certificate"):
         Ledger.open(path)
+
+
+def test_a_pending_transaction_that_no_longer_applies_is_dropped_with_its_followers() -> None:
+    v = validators()
+    admin, other = sites(2)
+    ledger = make(v, members=[admin, other])
+    a, b = identity("hospital-x"), identity("hospital-y")
+    first = _governance(ledger, "gov.member.add", {"card": a.card().to_bytes()}, v, admin, 0)
+    second = _governance(ledger, "gov.member.add", {"card": b.card().to_bytes()}, v, other, 0)  # same epoch
+    follower = Transaction.create(other, kind="note", payload=1, nonce=1, chain_id=CHAIN)
+    assert all(r.accepted for r in ledger.submit_many([first, second, follower]))
+    block = ledger.commit()
+    assert block.transactions == (first,)
+    dropped = {r.tx_id: type(r.error) for r in ledger.dropped}
+    assert dropped == {second.id: InvalidGovernance, follower.id: ReplayedTransaction}
+    assert ledger.pending == () and ledger.next_nonce(other) == 0
+    ledger.submit(Transaction.create(other, kind="note", payload=2, nonce=0, chain_id=CHAIN))
+    ledger.commit()
+    ledger.verify()

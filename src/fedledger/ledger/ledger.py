@@ -29,6 +29,7 @@ from fedledger.errors import (
     InvalidVote,
     NotFound,
     QuorumNotReached,
+    ReplayedTransaction,
     TamperedLedger,
 )
 from fedledger.identity import Identity, IdentityCard
@@ -158,6 +159,7 @@ class Ledger:
         self._pending: list[Transaction] = []
         self._pending_nonce: dict[bytes, int] = {}
         self._proposal: _Proposal | None = None
+        #: Pending transactions the last proposal or commit dropped (no longer valid), with why.
         self.dropped: list[SubmitResult] = []
         self._validator_sets: dict[bytes, ValidatorSet] = {}
         state, tree, head = self._replay(verify_signatures=False)
@@ -469,7 +471,8 @@ class Ledger:
                 kept.append(tx)
                 self._pending_nonce[key] = tx.nonce + 1
             else:
-                self.dropped.append(SubmitResult(tx.id, False, InvalidArgument("nonce", "an earlier transaction of this sender was dropped")))
+                self.dropped.append(SubmitResult(tx.id, False, ReplayedTransaction(
+                    f"nonce {tx.nonce}: an earlier pending transaction of this sender was dropped")))
         self._pending = kept
 
     # -- proofs -----------------------------------------------------------------------------
