@@ -18,7 +18,6 @@ True
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Sequence
 from typing import Callable, Final, TypeVar, Union
 
@@ -27,6 +26,7 @@ from numpy.typing import NDArray
 
 from fedledger._ext import rebuild_error
 from fedledger.crypto._args import as_bytes as _bytes
+from fedledger.crypto._args import as_int
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidProof
 
@@ -59,11 +59,8 @@ _MAX_SIZE = 2**63 - 1
 
 
 def _index(value: object, argument: str) -> int:
-    """A non-negative int (bools rejected), or a typed error naming the argument."""
-    if type(value) is not int:
-        if isinstance(value, bool) or not hasattr(value, "__index__"):
-            raise InvalidArgumentType(argument, f"expected int, got {type(value).__name__}")
-        value = operator.index(value)
+    """A non-negative int below 2**63 (bools rejected), or a typed error naming the argument."""
+    value = as_int(value, argument)
     if value < 0:
         raise InvalidArgument(argument, f"must be >= 0, got {value}")
     if value > _MAX_SIZE:

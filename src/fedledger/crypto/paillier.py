@@ -39,6 +39,7 @@ import phe
 from numpy.typing import ArrayLike, NDArray
 
 from fedledger import _ext
+from fedledger.crypto._args import as_int as _check_int
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import (
     DecryptionError,
@@ -101,12 +102,6 @@ def _int_b64(text: object, argument: str) -> int:
     except (ValueError, TypeError):
         raise InvalidArgument(argument, "is not valid base64url") from None
     return int.from_bytes(raw, "big")
-
-
-def _check_int(value: object, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentType(argument, f"expected int, got {type(value).__name__}")
-    return int(value)
 
 
 def _derive_h(n: int) -> int:

@@ -36,6 +36,7 @@ from typing import Final, TypeVar, Union
 import numpy as np
 from numpy.typing import NDArray
 
+from fedledger.crypto._args import as_int as _int
 from fedledger.errors import (
     InsufficientShares,
     InvalidArgument,
@@ -81,12 +82,6 @@ def _k() -> ModuleType:
 
         _kernel = _shamir
     return _kernel
-
-
-def _int(value: object, argument: str) -> int:
-    if type(value) is not int:
-        raise InvalidArgumentType(argument, f"expected int, got {type(value).__name__}")
-    return value
 
 
 def _check_params(threshold: object, n: object) -> tuple[int, int]:

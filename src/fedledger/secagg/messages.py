@@ -28,7 +28,6 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Final, TypedDict, TypeVar
 
-import cbor2
 
 from fedledger import encoding
 from fedledger.crypto import signing
@@ -192,11 +191,10 @@ class Message:
                 raise
             raise EncodingError(f"{cls.STAGE}: {exc}") from None
         assert isinstance(msg, cls)
-        # The signed bytes are the received header without "sig". decode() has already
-        # checked the whole value against the data model and its canonical form, so the
-        # canonical re-encoding needs no second check.
+        # The signed bytes are the received header without "sig", re-encoded the one way
+        # fedledger makes bytes to sign.
         del head["sig"]
-        object.__setattr__(msg, "_signed_cache", cbor2.dumps(head, canonical=True))
+        object.__setattr__(msg, "_signed_cache", encoding.encode(head))
         return msg
 
     _HAS_TAIL: ClassVar[bool] = False
