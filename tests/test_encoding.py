@@ -160,3 +160,38 @@ def test_decode_of_random_bytes_is_strict(data: bytes) -> None:
     except EncodingError:
         return
     assert encoding.encode(value) == data
+
+
+# The model check has a fast walk (no error paths) and a slow one that says where the
+# problem is; they must agree on every value, inside and outside the model.
+bad_scalars = st.sampled_from([float("nan"), 2**64, -(2**64) - 1, bytearray(b"x"), {1}, 1.5j, True.__class__])
+anything = st.recursive(
+    scalars | bad_scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.lists(children, max_size=4).map(tuple)
+    | st.dictionaries(st.text(max_size=5) | st.integers(0, 3), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _slow_says_ok(value: object) -> bool:
+    try:
+        encoding._check(value, "value", 0)
+    except EncodingError:
+        return False
+    return True
+
+
+@given(anything)
+def test_fast_and_slow_model_checks_agree(value: object) -> None:
+    assert encoding._in_model(value, 0) is _slow_says_ok(value)
+
+
+@pytest.mark.parametrize("depth", [63, 64, 65, 66])
+@pytest.mark.parametrize("leaf", ["s", b"b", 1, None])
+def test_fast_and_slow_model_checks_agree_at_the_depth_limit(depth: int, leaf: object) -> None:
+    for container in (list, dict):
+        value: object = leaf
+        for _ in range(depth):
+            value = [value] if container is list else {"k": value}
+        assert encoding._in_model(value, 0) is _slow_says_ok(value)

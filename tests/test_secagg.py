@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from fedledger import Identity, encoding, secagg
-from fedledger.crypto import shamir
-from fedledger.errors import EncodingError, InvalidArgument, QuantizationError, RoundFailed, SecAggError
+from fedledger.crypto import masking, shamir
+from fedledger.errors import EncodingError, InvalidArgument, InvalidSignature, QuantizationError, RoundFailed, SecAggError
 from fedledger.secagg import SecAggConfig, run_round
 from fedledger.secagg.messages import MaskedInput, ShareKeys, UnmaskResponse
 
@@ -286,7 +286,7 @@ def test_wrong_vector_length_is_rejected() -> None:
     def cheat(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
         if stage == "masked_input" and sender == "c002":
             msg = MaskedInput.from_bytes(data)
-            return replace(msg, data=bytes(msg.data) + b"\x00" * 4).with_digest().signed(ids["c002"]).to_bytes()
+            return replace(msg, data=bytes(msg.data) + b"\x00" * 4).with_root().signed(ids["c002"]).to_bytes()
         return data
 
     res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=cheat)
@@ -489,12 +489,38 @@ def test_messages_round_trip_and_bind_their_header() -> None:
             changed.verify(ident.verify_key)
     with pytest.raises(EncodingError):
         secagg.ShareKeys.from_bytes(msg.to_bytes())  # another stage
-    m = secagg.MaskedInput(round_id=1, sender="c1", receiver="aggregator", data=b"\x01" * 16).with_digest().signed(ident)
+    m = secagg.MaskedInput(round_id=1, sender="c1", receiver="aggregator", data=b"\x01" * 16).with_root().signed(ident)
     assert secagg.MaskedInput.from_bytes(m.to_bytes()) == m
+    assert m.root == masking.vector_root(b"\x01" * 16)
     raw = bytearray(m.to_bytes())
     raw[-1] ^= 1
-    with pytest.raises(EncodingError):
-        secagg.MaskedInput.from_bytes(bytes(raw))
+    tampered = secagg.MaskedInput.from_bytes(bytes(raw))  # parsing checks the framing only
+    tampered.verify_signature(ident.verify_key)  # the header is intact ...
+    with pytest.raises(InvalidSignature) as err:
+        tampered.verify(ident.verify_key)  # ... the data is not
+    assert err.value.reason == "data-mismatch"
+
+
+def test_tampered_vector_in_transit_is_rejected_and_the_sum_stays_exact() -> None:
+    # Bits of c001's vector flip on the way (the signed header is untouched): the server's
+    # fused add-and-hash pass sees the root mismatch, undoes the addition and counts c001
+    # as dropped; the others' sum is still exact.
+    updates = make_updates(6, 70_000)  # more than one 64 KiB chunk
+    ids = idents(updates)
+
+    def flip(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "masked_input" and sender == "c001":
+            raw = bytearray(data)
+            raw[-100_000] ^= 0x80
+            return bytes(raw)
+        return data
+
+    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=flip)
+    assert "c001" in res.report.rejected and "vector root" in res.report.rejected["c001"]
+    assert res.report.dropped["c001"] == "masked_input"
+    alive = [c for c in updates if c != "c001"]
+    assert res.report.survivors == tuple(alive)
+    assert_within_bound(res, updates)
 
 
 def test_client_refuses_to_reveal_both_secrets_of_one_client() -> None:

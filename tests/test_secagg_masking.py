@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import fedledger
 from fedledger.crypto import masking
-from fedledger.errors import InvalidArgument, QuantizationError
+from fedledger.errors import InvalidArgument, InvalidProof, QuantizationError
 from reference import masking as ref
+from reference import rfc9162
 
 keys16 = st.binary(min_size=16, max_size=16)
 
@@ -204,3 +205,117 @@ def test_pairwise_seeds_refuse_low_order_peers() -> None:
     for low in (bytes(32), (1).to_bytes(32, "little")):  # u = 0 and u = 1 are of low order
         with pytest.raises(InvalidKey, match=r"peers\[1\]"):
             masking.pairwise_seeds(own, [good, low, good], context=b"c")
+
+
+# -- the fused passes and the vector root -------------------------------------------------
+
+CHUNK_WORDS32 = masking.CHUNK_SIZE // 4
+
+
+def _chunks(data: bytes) -> list[bytes]:
+    return [data[i : i + masking.CHUNK_SIZE] for i in range(0, len(data), masking.CHUNK_SIZE)]
+
+
+@given(length=st.sampled_from([0, 1, 5, 31, 32, 33, CHUNK_WORDS32 * 4 - 1, CHUNK_WORDS32 * 4, CHUNK_WORDS32 * 4 + 3,
+                               CHUNK_WORDS32 * 4 * 3 + 17]),
+       data=st.data())
+def test_vector_root_is_rfc9162_over_chunks(length: int, data: st.DataObject) -> None:
+    raw = data.draw(st.binary(min_size=length, max_size=length)) if length < 64 else \
+        np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8).tobytes()
+    assert masking.vector_root(raw) == rfc9162.mth(_chunks(raw))
+    assert masking.vector_root(memoryview(raw)) == rfc9162.mth(_chunks(raw))
+
+
+def test_vector_root_agrees_with_merkle_module_and_thread_count() -> None:
+    from fedledger.crypto import merkle
+
+    raw = np.random.default_rng(3).integers(0, 256, 1_000_004, dtype=np.uint8).tobytes()
+    roots = set()
+    for threads in (1, 2, 5):
+        fedledger.set_num_threads(threads)
+        roots.add(masking.vector_root(raw))
+    fedledger.set_num_threads(2)
+    assert roots == {merkle.root(_chunks(raw))}
+
+
+@given(
+    length=st.sampled_from([0, 1, 3, 4, 17, CHUNK_WORDS32 - 1, CHUNK_WORDS32, CHUNK_WORDS32 + 1, 3 * CHUNK_WORDS32 + 5]),
+    extra=st.integers(0, 2),
+    nkeys=st.integers(0, 4),
+    bits=st.sampled_from([32, 64]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    data=st.data(),
+)
+def test_quantize_and_mask_is_quantize_then_accumulate(length: int, extra: int, nkeys: int, bits: int, dtype: type,
+                                                       data: st.DataObject) -> None:
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = (rng.standard_normal(length) * 0.7).astype(dtype)
+    rk = data.draw(keys16)
+    keys = [data.draw(keys16) for _ in range(nkeys)]
+    signs = [data.draw(st.sampled_from([1, -1])) for _ in range(nkeys)]
+    scale = data.draw(st.sampled_from([1.0, 1000.0, 2.0**20]))
+    ring = masking.ring_dtype(bits)
+    tail = rng.integers(0, 2**bits, extra, dtype=ring)
+    want = np.empty(length + extra, ring)
+    want[length:] = tail
+    masking.quantize(x, want, scale=scale, clip=1.0, weight=3, key=rk)
+    masking.accumulate(want, [], keys, signs)
+    got = np.empty(length + extra, ring)
+    got[length:] = tail
+    root = masking.quantize_and_mask(x, got, scale=scale, clip=1.0, weight=3, rounding_key=rk, keys=keys, signs=signs)
+    assert got.tolist() == want.tolist()
+    assert root == rfc9162.mth(_chunks(got.tobytes()))
+    if length <= 64:  # and the slow twins, end to end
+        q = ref.quantize(x.tolist(), rk, scale, 1.0, 3.0, bits) + tail.tolist()
+        assert got.tolist() == ref.accumulate(q, [], keys, signs, bits)
+
+
+@pytest.mark.parametrize("scale", [1.5e9, 2.2e9, 4e9, 3e18])
+def test_vectorized_quantizer_wraps_like_the_reference_outside_int32(scale: float) -> None:
+    # Scaled values past +-2^31 in the 32-bit ring take the int64 path, which wraps mod 2^32
+    # exactly as the definition does (callers normally keep clear of this with the scale check).
+    x = np.array([0.9, -0.9, 0.5, -1.0, 1.0, 0.1, 0.0, -0.3] * 700, np.float64)
+    key = bytes(range(16))
+    out = np.empty(len(x), np.uint32)
+    masking.quantize(x, out, scale=scale, clip=1.0, weight=1, key=key)
+    if scale < 2.0**52:
+        assert out.tolist() == ref.quantize(x.tolist(), key, scale, 1.0, 1.0, 32)
+    fused = np.empty(len(x), np.uint32)
+    masking.quantize_and_mask(x, fused, scale=scale, clip=1.0, weight=1, rounding_key=key, keys=[], signs=[])
+    assert fused.tolist() == out.tolist()
+
+
+def test_quantize_and_mask_refuses_nan_and_bad_arguments() -> None:
+    x = np.zeros(10, np.float32)
+    x[7] = np.nan
+    out = np.empty(11, np.uint32)
+    with pytest.raises(QuantizationError):
+        masking.quantize_and_mask(x, out, scale=10.0, clip=1.0, rounding_key=bytes(16), keys=[], signs=[])
+    with pytest.raises(InvalidArgument, match="rounding_key"):
+        masking.quantize_and_mask(np.zeros(3), out, scale=10.0, clip=1.0, rounding_key=b"short", keys=[], signs=[])
+    with pytest.raises(InvalidArgument, match="out"):
+        masking.quantize_and_mask(np.zeros(12), out, scale=10.0, clip=1.0, rounding_key=bytes(16), keys=[], signs=[])
+    with pytest.raises(InvalidArgument, match="signs"):
+        masking.quantize_and_mask(np.zeros(3), out, scale=10.0, clip=1.0, rounding_key=bytes(16), keys=[bytes(16)], signs=[])
+
+
+@given(length=st.sampled_from([1, 2, CHUNK_WORDS32 - 1, CHUNK_WORDS32 + 1, 2 * CHUNK_WORDS32]), bits=st.sampled_from([32, 64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_add_verified_adds_checked_data_and_undoes_a_mismatch(length: int, bits: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ring = masking.ring_dtype(bits)
+    acc = rng.integers(0, 2**bits, length, dtype=ring)
+    before = acc.copy()
+    data = rng.integers(0, 2**bits, length, dtype=ring).tobytes()
+    masking.add_verified(acc, data, rfc9162.mth(_chunks(data)))
+    assert acc.tolist() == ref.accumulate(before.tolist(), [np.frombuffer(data, ring).tolist()], [], [], bits)
+    after = acc.copy()
+    bad = bytearray(data)
+    bad[rng.integers(0, len(bad))] ^= 1 << int(rng.integers(0, 8))
+    with pytest.raises(InvalidProof):
+        masking.add_verified(acc, bytes(bad), rfc9162.mth(_chunks(data)))
+    assert np.array_equal(acc, after)  # the addition was undone
+    with pytest.raises(InvalidArgument, match="data"):
+        masking.add_verified(acc, data[:-1], rfc9162.mth(_chunks(data)))
+    with pytest.raises(InvalidArgument, match="root"):
+        masking.add_verified(acc, data, b"\x00" * 31)

@@ -36,8 +36,46 @@ _MAX_INT: Final = 2**64 - 1
 _MAX_DEPTH: Final = 64
 
 
+def _in_model(value: object, depth: int) -> bool:
+    """True if value is in the data model (recursively): the fast walk, no error paths."""
+    if depth > _MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is str or kind is bytes or kind is bool or value is None:
+        return True
+    if kind is int:
+        return _MIN_INT <= value <= _MAX_INT  # type: ignore[operator]
+    if kind is float:
+        return not math.isnan(value)  # type: ignore[arg-type]
+    if kind is list or kind is tuple:
+        for item in value:  # type: ignore[attr-defined]
+            t = type(item)
+            if (t is not str and t is not bytes) or depth >= _MAX_DEPTH:
+                if not _in_model(item, depth + 1):
+                    return False
+        return True
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            t = type(item)
+            if (t is not str and t is not bytes) or depth >= _MAX_DEPTH:
+                if not _in_model(item, depth + 1):
+                    return False
+        return True
+    return False
+
+
+def _require(value: object, path: str) -> None:
+    """EncodingError, naming where, unless value is in the data model."""
+    if not _in_model(value, 0):
+        _check(value, path, 0)
+        raise EncodingError(f"{path}: not in the data model")  # pragma: no cover - _check raised
+
+
 def _check(value: object, path: str, depth: int) -> None:
-    """Raise EncodingError unless value is in the data model (recursively)."""
+    """Raise EncodingError unless value is in the data model (recursively), saying where.
+    The slow walk: it runs only once :func:`_in_model` has said no."""
     if depth > _MAX_DEPTH:
         raise EncodingError(f"{path}: nested deeper than {_MAX_DEPTH} levels")
     kind = type(value)
@@ -66,7 +104,7 @@ def _check(value: object, path: str, depth: int) -> None:
 
 def encode(value: Value) -> bytes:
     """The deterministic CBOR encoding of ``value``; EncodingError if it is outside the model."""
-    _check(value, "value", 0)
+    _require(value, "value")
     try:
         return cbor2.dumps(value, canonical=True)
     except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:
@@ -84,7 +122,7 @@ def decode(data: bytes) -> Value:
         raise EncodingError(f"data: not valid CBOR: {exc}") from None
     except (ValueError, TypeError, OverflowError, RecursionError, EOFError) as exc:
         raise EncodingError(f"data: not valid CBOR: {exc}") from None
-    _check(value, "data", 0)
+    _require(value, "data")
     if cbor2.dumps(value, canonical=True) != data:
         raise EncodingError("data: not the deterministic encoding of its value (RFC 8949 §4.2)")
     return value  # type: ignore[no-any-return]

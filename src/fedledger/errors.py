@@ -71,8 +71,9 @@ class InvalidSignature(FedLedgerError):
     """An Ed25519 signature does not verify under fedledger's rule (see docs/security-signing.md).
 
     ``reason`` is a short machine-readable word: ``"length"``, ``"non-canonical-s"``,
-    ``"small-order-key"``, ``"non-canonical-key"``, ``"small-order-r"``, ``"bad-key"`` or
-    ``"mismatch"``.
+    ``"small-order-key"``, ``"non-canonical-key"``, ``"small-order-r"``, ``"bad-key"``,
+    ``"mismatch"``, or ``"data-mismatch"`` (a signed digest or root does not match the data
+    it stands for).
     """
 
     def __init__(self, message: str, reason: str = "mismatch") -> None:

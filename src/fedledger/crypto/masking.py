@@ -7,6 +7,11 @@ derives from a 32-byte seed, counter starting at zero. The keystream's consecuti
 8-byte little-endian words are the mask's elements. A key must be used for one mask only
 (:func:`mask_key` binds the round and the purpose into the derivation).
 
+Vector root: a ring vector is committed to by the RFC 9162 Merkle root of its consecutive
+CHUNK_SIZE-byte chunks (leaf = SHA-256(0x00 || chunk), the last chunk may be shorter; an empty
+vector has the empty tree's root). Chunks hash in parallel, and the fused passes
+(:func:`quantize_and_mask`, :func:`add_verified`) hash each chunk while it is in cache.
+
 Quantization: clip each element to [-clip, clip], multiply by the weight and the scale, and
 round stochastically (floor(v + u), u uniform in [0, 1) from an AES-CTR stream under a fresh
 random key), then reduce mod 2^bits. :func:`quantization_scale` picks the largest scale for
@@ -25,6 +30,7 @@ which the sum of n clients' vectors can never wrap, and raises
 
 from __future__ import annotations
 
+import hmac
 import math
 import os
 from collections.abc import Sequence
@@ -34,15 +40,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedledger._ext import load
+from fedledger.crypto import merkle
 from fedledger.crypto._threads import num_threads
 from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, seed_from_shared
-from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, QuantizationError
+from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, InvalidProof, QuantizationError
 
 __all__ = [
+    "CHUNK_SIZE",
     "KEY_SIZE",
     "MIN_LEVELS",
     "RING_BITS",
     "accumulate",
+    "add_verified",
     "check_scale",
     "dequantize",
     "expand",
@@ -50,12 +59,16 @@ __all__ = [
     "pairwise_seeds",
     "quantization_scale",
     "quantize",
+    "quantize_and_mask",
     "ring_dtype",
+    "vector_root",
 ]
 
 _k = load("_masking")
 
 KEY_SIZE: Final = 16
+#: Bytes per Merkle leaf of a vector's root (:func:`vector_root`).
+CHUNK_SIZE: Final[int] = _k.CHUNK_SIZE
 RING_BITS: Final = (32, 64)
 _MASK_INFO: Final = b"fedledger/secagg/mask-key/v1\x00"
 #: The least useful resolution: a client of weight 1 at the clip value is this many steps.
@@ -164,6 +177,107 @@ def expand(key: bytes, length: int, bits: int = 32) -> RingArray:
         if rc != _k.OK:  # pragma: no cover
             raise MemoryError(f"masking kernel failed (code {rc})")
     return out
+
+
+def _input(item: object, nbytes: int, argument: str) -> bytes | memoryview:
+    if not isinstance(item, (bytes, memoryview)):
+        raise InvalidArgumentType(argument, f"expected bytes or memoryview, got {type(item).__name__}")
+    mv = memoryview(item)
+    if not mv.c_contiguous or mv.nbytes != nbytes:
+        raise InvalidArgument(argument, f"expected {nbytes} contiguous bytes, got {mv.nbytes}")
+    return mv.cast("B") if isinstance(item, memoryview) else item
+
+
+def _leaf_rows(nbytes: int) -> NDArray[np.uint8]:
+    return np.empty(((nbytes + CHUNK_SIZE - 1) // CHUNK_SIZE, 32), dtype=np.uint8)
+
+
+def _root(leaves: NDArray[np.uint8]) -> bytes:
+    return merkle.root_of_leaf_hashes(leaves) if leaves.shape[0] else merkle.root([])
+
+
+_NO_KEYS: Final = np.empty((0, KEY_SIZE), dtype=np.uint8)
+_NO_SIGNS: Final = np.empty(0, dtype=np.int8)
+_NO_BYTES: Final = np.empty(0, dtype=np.uint8)
+
+
+def vector_root(data: bytes | memoryview) -> bytes:
+    """The RFC 9162 root over the CHUNK_SIZE-byte chunks of ``data`` (see the module doc)."""
+    if not isinstance(data, (bytes, memoryview)):
+        raise InvalidArgumentType("data", f"expected bytes or memoryview, got {type(data).__name__}")
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        raise InvalidArgument("data", "must be contiguous")
+    flat = mv.cast("B")
+    leaves = _leaf_rows(flat.nbytes)
+    rc = _k.chunk_leaves(flat, leaves, num_threads())
+    if rc != _k.OK:  # pragma: no cover
+        raise MemoryError(f"masking kernel failed (code {rc})")
+    return _root(leaves)
+
+
+def add_verified(acc: RingArray, data: bytes | memoryview, root: bytes) -> None:
+    """In place, in Z_(2^bits): ``acc += data``, if :func:`vector_root` of ``data`` is ``root``.
+
+    One pass hashes each chunk of ``data`` and adds it. If the root differs, the addition
+    is undone (``acc`` ends as it was) and InvalidProof is raised.
+    """
+    view, width = _ring(acc)
+    item = _input(data, view.shape[0], "data")
+    if type(root) is not bytes or len(root) != 32:
+        raise InvalidArgument("root", "expected 32 bytes")
+    leaves = _leaf_rows(view.shape[0])
+    rc = _k.vector_pass(view, width, None, 0.0, 0.0, 0.0, _NO_BYTES, item, 1, _NO_KEYS, _NO_SIGNS,
+                        leaves, True, num_threads())
+    if rc != _k.OK:  # pragma: no cover
+        raise MemoryError(f"masking kernel failed (code {rc})")
+    if not hmac.compare_digest(_root(leaves), root):
+        rc = _k.vector_pass(view, width, None, 0.0, 0.0, 0.0, _NO_BYTES, item, -1, _NO_KEYS, _NO_SIGNS,
+                            _leaf_rows(0), False, num_threads())
+        if rc != _k.OK:  # pragma: no cover
+            raise MemoryError(f"masking kernel failed (code {rc})")
+        raise InvalidProof("the data does not match its vector root")
+
+
+def quantize_and_mask(
+    x: NDArray[np.floating],
+    out: RingArray,
+    *,
+    scale: float,
+    clip: float,
+    weight: int = 1,
+    rounding_key: bytes,
+    keys: Sequence[bytes],
+    signs: Sequence[int],
+) -> bytes:
+    """One fused pass: ``quantize(x, out, ...)`` into ``out[:len(x)]`` (the elements after
+    it are kept as they are), then ``accumulate(out, [], keys, signs)``; returns
+    :func:`vector_root` of the result. Bit for bit what the separate calls give.
+    """
+    xs = _float_vector(x)
+    view, width = _ring(out)
+    if out.shape[0] < xs.shape[0]:
+        raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
+    if type(rounding_key) is not bytes or len(rounding_key) != KEY_SIZE:
+        raise InvalidArgument("rounding_key", f"expected {KEY_SIZE} bytes")
+    karr, sarr = _keys(keys, signs)
+    leaves = _leaf_rows(view.shape[0])
+    rc = _k.vector_pass(view, width, xs, float(scale), float(clip), float(weight), np.frombuffer(rounding_key, np.uint8),
+                        None, 1, karr, sarr, leaves, False, num_threads())
+    if rc & _k.ERR_NONFINITE:
+        raise QuantizationError("the update holds NaN or infinite values")
+    if rc != _k.OK:  # pragma: no cover
+        raise MemoryError(f"masking kernel failed (code {rc})")
+    return _root(leaves)
+
+
+def _float_vector(x: object) -> NDArray[np.floating]:
+    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype not in (np.float32, np.float64):
+        raise InvalidArgumentType("x", "expected a 1-D float32 or float64 numpy array")
+    xs = np.ascontiguousarray(x)
+    if xs.dtype.byteorder == ">":
+        xs = xs.astype(xs.dtype.newbyteorder("<"))
+    return xs
 
 
 def quantization_scale(n: int, *, bits: int, clip: float, max_weight: int = 1) -> float:

@@ -218,9 +218,6 @@ class SecAggClient:
         n = len(self._participants)
         scale = cfg.scale_for(n)
         dtype = masking.ring_dtype(cfg.bits)
-        vec = np.empty(update.shape[0] + 1, dtype=dtype)
-        masking.quantize(update, vec, scale=scale, clip=float(cfg.clip), weight=weight, key=self._rand(masking.KEY_SIZE))
-        vec[-1] = weight
         keys = [C.self_mask_key(self._seed, self.name, cfg.round_id)]
         signs = [1]
         try:
@@ -228,10 +225,14 @@ class SecAggClient:
         except (InvalidKey, InvalidArgument) as exc:
             raise SecAggError(f"{self.name}: unusable mask key among its neighbours ({exc})", self.server) from None
         signs += [C.pair_sign(self.name, peer) for peer in self._peers]
-        masking.accumulate(vec, (), keys, signs)
+        # One pass: quantize into the vector, add the masks, hash the chunks for the root.
+        vec = np.empty(update.shape[0] + 1, dtype=dtype)
+        vec[-1] = weight
+        root = masking.quantize_and_mask(update, vec, scale=scale, clip=float(cfg.clip), weight=weight,
+                                         rounding_key=self._rand(masking.KEY_SIZE), keys=keys, signs=signs)
         self._stage = "unmask"
         msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=vec.view(np.uint8).data,
-                          complaints=tuple(complaints)).with_digest()
+                          complaints=tuple(complaints), root=root)
         return self._stamp(msg)  # type: ignore[no-any-return]
 
     # -- stage 7 -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ what the sender signs (Ed25519, with its :class:`~fedledger.Identity`), so a mes
 be replayed into another round, another stage, or to another party. The encoding is
 fedledger's deterministic CBOR, except :class:`MaskedInput`, whose vector travels raw after
 the CBOR header (bits / 8 bytes per parameter) and is bound into the signature by its
-SHA-256.
+vector root (RFC 9162 over 64 KiB chunks).
 
 Stages, in order (client -> server unless said otherwise):
 
@@ -23,16 +23,16 @@ Stages, in order (client -> server unless said otherwise):
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import struct
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Final, TypedDict, TypeVar
 
 
 from fedledger import encoding
-from fedledger.crypto import signing
+from fedledger.crypto import masking, signing
 from fedledger.crypto.signing import VerifyKey
-from fedledger.errors import EncodingError, FedLedgerError, SecAggError
+from fedledger.errors import EncodingError, FedLedgerError, InvalidSignature, SecAggError
 from fedledger.identity import Identity
 
 __all__ = [
@@ -136,9 +136,13 @@ class Message:
             raise SecAggError(f"{identity.name!r} cannot sign a message from {self.sender!r}")
         return replace(self, signature=identity.sign(self.signed_bytes()))
 
+    def verify_signature(self, key: VerifyKey) -> None:
+        """InvalidSignature unless the sender's key signed exactly this message's header."""
+        signing.verify(key, self.signed_bytes(), self.signature)
+
     def verify(self, key: VerifyKey) -> None:
         """InvalidSignature unless the sender's key signed exactly this message."""
-        signing.verify(key, self.signed_bytes(), self.signature)
+        self.verify_signature(key)
 
     def to_bytes(self) -> bytes:
         header = self._header()
@@ -276,36 +280,49 @@ class RelayedShares(Message):
 @dataclass(frozen=True, kw_only=True)
 class MaskedInput(Message):
     """Stage 5, client -> server: the masked vector (raw little-endian ring words, D
-    parameters then the weight), signed through its SHA-256; ``complaints`` names dealers
-    whose sealed shares did not open or did not parse."""
+    parameters then the weight), signed through its vector root (the RFC 9162 root of its
+    64 KiB chunks, :func:`fedledger.crypto.masking.vector_root`: the commitment a ledger
+    records); ``complaints`` names dealers whose sealed shares did not open or did not parse.
+
+    :meth:`verify` checks the signature and that the data matches the root; parsing checks
+    neither. A server that adds the data while hashing it
+    (:func:`fedledger.crypto.masking.add_verified`) checks the signature alone with
+    :meth:`verify_signature`.
+    """
 
     data: bytes | memoryview
     complaints: tuple[str, ...] = ()
-    digest: bytes = field(default=b"", compare=False)
+    root: bytes = field(default=b"", compare=False)
     STAGE: ClassVar[str] = "masked_input"
     _HAS_TAIL: ClassVar[bool] = True
 
     def _body(self) -> dict[str, encoding.Value]:
-        return {"len": len(self.data), "sha256": self.digest or hashlib.sha256(self.data).digest(),
+        return {"len": len(self.data), "root": self.root or masking.vector_root(self.data),
                 "bad": list(self.complaints)}
 
     def _tail(self) -> bytes | memoryview:
         return self.data
 
-    def with_digest(self) -> MaskedInput:
-        """The same message with the data's digest computed once (signing and sending reuse it)."""
-        return replace(self, digest=hashlib.sha256(self.data).digest())
+    def with_root(self) -> MaskedInput:
+        """The same message with the data's vector root computed once (when the producer
+        does not already have it from :func:`~fedledger.crypto.masking.quantize_and_mask`)."""
+        return replace(self, root=masking.vector_root(self.data))
+
+    def verify(self, key: VerifyKey) -> None:
+        """InvalidSignature unless the sender signed this header and the data matches its root."""
+        self.verify_signature(key)
+        if not hmac.compare_digest(masking.vector_root(self.data), self.root):
+            raise InvalidSignature("the data does not match the signed vector root", reason="data-mismatch")
 
     @classmethod
     def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         length = _int(body, "len", cls.STAGE)
-        digest = _bytes(body, "sha256", cls.STAGE)
+        root = _bytes(body, "root", cls.STAGE)
         if length != len(tail):
             raise EncodingError(f"{cls.STAGE}: declared {length} bytes, carries {len(tail)}")
-        if hashlib.sha256(tail).digest() != digest:
-            # Not a forgery check (the signature is): the data does not match its own header.
-            raise EncodingError(f"{cls.STAGE}: the data does not match its digest")
-        return cls(**head, data=tail, complaints=_str_list(body.get("bad"), "bad"), digest=digest)
+        if len(root) != 32:
+            raise EncodingError(f"{cls.STAGE}: the vector root must be 32 bytes")
+        return cls(**head, data=tail, complaints=_str_list(body.get("bad"), "bad"), root=root)
 
 
 @dataclass(frozen=True, kw_only=True)

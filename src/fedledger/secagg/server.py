@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from fedledger.crypto import agreement, masking, shamir
 from fedledger.crypto.signing import VerifyKey
-from fedledger.errors import FedLedgerError, InvalidSignature, RoundFailed, SecAggError
+from fedledger.errors import FedLedgerError, InvalidProof, InvalidSignature, RoundFailed, SecAggError
 from fedledger.identity import Identity
 from fedledger.secagg import _common as C
 from fedledger.secagg.config import SecAggConfig, neighbour_graph
@@ -94,7 +94,10 @@ class SecAggServer:
         self._threshold = 0
         self._digests: dict[str, dict[str, bytes]] = {}
         self._u2: frozenset[str] = frozenset()
-        self._masked: dict[str, bytes | memoryview] = {}
+        self._masked: list[str] = []
+        self._seen_masked: set[str] = set()
+        # The running sum of accepted masked inputs (allocated at the first one).
+        self._sum: NDArray[np.unsignedinteger] | None = None
         self._u3: tuple[str, ...] = ()
         self._dropped_after_sharing: tuple[str, ...] = ()
 
@@ -105,8 +108,12 @@ class SecAggServer:
     def _sign(self, msg: Message) -> Message:
         return msg.signed(self.identity)
 
-    def _check(self, msg: Message, kind: type[Message], allowed: frozenset[str], seen: set[str]) -> str | None:
-        """The sender if ``msg`` is acceptable, else None (with the reason recorded)."""
+    def _check(
+        self, msg: Message, kind: type[Message], allowed: frozenset[str], seen: set[str], *, verify: bool = True
+    ) -> str | None:
+        """The sender if ``msg`` is acceptable, else None (with the reason recorded). With
+        ``verify=False`` the caller checks the signature and then adds the sender to ``seen``
+        (a forged message must not use up the sender's one turn)."""
         sender = getattr(msg, "sender", "?")
         try:
             if not isinstance(msg, kind):
@@ -119,14 +126,17 @@ class SecAggServer:
                 raise SecAggError(f"{sender!r} may not send {kind.STAGE!r} now", sender)
             if sender in seen:
                 raise SecAggError(f"a second {kind.STAGE!r} message", sender)
-            msg.verify(C.verified(self._keys.get(sender), sender))
+            key = C.verified(self._keys.get(sender), sender)
+            if verify:
+                msg.verify(key)
         except InvalidSignature as exc:
             self._reject(sender, f"{kind.STAGE}: bad signature ({exc.reason})")
             return None
         except SecAggError as exc:
             self._reject(sender, f"{kind.STAGE}: {exc}")
             return None
-        seen.add(sender)
+        if verify:
+            seen.add(sender)
         return sender
 
     def _reject(self, client: str, reason: str) -> None:
@@ -229,28 +239,50 @@ class SecAggServer:
         return out
 
     # -- stage 6 ------------------------------------------------------------------------------
-    def unmask_requests(self, messages: Iterable[MaskedInput]) -> dict[str, UnmaskRequest]:
-        """Accept masked inputs of the right length; ask the survivors for shares.
+    def receive_masked_input(self, msg: MaskedInput) -> bool:
+        """Accept one masked input as it arrives: check it and add it to the running sum
+        (one pass that also hashes it against its signed root), so the server holds one
+        vector, not one per client. False, with the reason in :attr:`rejected`, if refused."""
+        if self._stage != "masked_input":
+            raise SecAggError(f"server: cannot take a masked input at stage {self._stage!r}")
+        width = self.config.bits // 8
+        expected = (self.dimension + 1) * width
+        sender = self._check(msg, MaskedInput, self._u2, self._seen_masked, verify=False)
+        if sender is None:
+            return False
+        assert isinstance(msg, MaskedInput)
+        try:
+            msg.verify_signature(C.verified(self._keys.get(sender), sender))
+        except InvalidSignature as exc:
+            self._reject(sender, f"masked_input: bad signature ({exc.reason})")
+            return False
+        self._seen_masked.add(sender)
+        if len(msg.data) != expected:
+            self._reject(sender, f"masked_input: {len(msg.data)} bytes, expected {expected} "
+                                 f"({self.dimension} parameters + weight, {width} bytes each)")
+            return False
+        if self._sum is None:
+            self._sum = np.zeros(self.dimension + 1, dtype=masking.ring_dtype(self.config.bits))
+        try:
+            masking.add_verified(self._sum, msg.data, msg.root)
+        except InvalidProof:
+            self._reject(sender, "masked_input: the data does not match its signed vector root")
+            return False
+        for dealer in msg.complaints:
+            if dealer in self._u2:
+                self.misbehaving.setdefault(dealer, f"{sender} could not open the shares it dealt")
+        self._masked.append(sender)
+        return True
+
+    def unmask_requests(self, messages: Iterable[MaskedInput] = ()) -> dict[str, UnmaskRequest]:
+        """Accept ``messages`` (as :meth:`receive_masked_input`), close the stage and ask the
+        survivors for shares.
 
         RoundFailed, before anything is requested, if some secret that must be reconstructed
         has fewer than ``threshold`` live holders."""
-        self._advance("masked_input", "unmask")
-        width = self.config.bits // 8
-        expected = (self.dimension + 1) * width
-        seen: set[str] = set()
         for msg in messages:
-            sender = self._check(msg, MaskedInput, self._u2, seen)
-            if sender is None:
-                continue
-            assert isinstance(msg, MaskedInput)
-            if len(msg.data) != expected:
-                self._reject(sender, f"masked_input: {len(msg.data)} bytes, expected {expected} "
-                                     f"({self.dimension} parameters + weight, {width} bytes each)")
-                continue
-            for dealer in msg.complaints:
-                if dealer in self._u2:
-                    self.misbehaving.setdefault(dealer, f"{sender} could not open the shares it dealt")
-            self._masked[sender] = msg.data
+            self.receive_masked_input(msg)
+        self._advance("masked_input", "unmask")
         self._mark_missing(self._u2, self._masked, "masked_input")
         self._u3 = tuple(sorted(self._masked))
         self._dropped_after_sharing = tuple(sorted(self._u2 - set(self._u3)))
@@ -326,9 +358,10 @@ class SecAggServer:
                 peers = sorted(self._graph[client] & alive)
                 keys += C.pairwise_mask_keys(sk, [self._adverts[u].mask_key for u in peers], rid)
                 signs += [-C.pair_sign(u, client) for u in peers]
-        dtype = masking.ring_dtype(self.config.bits)
-        acc = np.zeros(self.dimension + 1, dtype=dtype)
-        masking.accumulate(acc, tuple(self._masked[u] for u in self._u3), keys, signs)
+        acc = self._sum
+        assert acc is not None  # _require_holders: at least one masked input arrived
+        self._sum = None
+        masking.accumulate(acc, (), keys, signs)
         scale = self.config.scale_for(len(self._adverts))
         self._stage = "done"
         total = int(acc[-1:].view(np.int32 if self.config.bits == 32 else np.int64)[0])

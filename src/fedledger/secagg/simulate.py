@@ -45,7 +45,8 @@ class RoundReport:
 
     ``bytes_up``/``bytes_down``: bytes sent client -> server / server -> client, per stage.
     ``seconds``: wall time per stage, split into ``"server"`` and ``"clients"`` (the sum over
-    clients). ``client_seconds``: each client's total compute. ``dropped``: client -> stage
+    clients); a message's encoding counts as its sender's time, its parsing as the
+    receiver's. ``client_seconds``: each client's total compute. ``dropped``: client -> stage
     it went missing at (no message or a rejected one); ``rejected``: client -> why its
     message was refused; ``misbehaving``: clients caught cheating without stopping the round.
     """
@@ -85,26 +86,37 @@ class RoundResult:
 
 
 class _Wire:
+    """Carries messages as bytes. Encoding counts as the sender's time, parsing as the
+    receiver's: ``last_encode`` / ``last_decode`` hold the seconds of the latest send."""
+
     def __init__(self, report: RoundReport, intercept: Intercept | None) -> None:
         self.report = report
         self.intercept = intercept
         self.up: dict[str, int] = defaultdict(int)
         self.down: dict[str, int] = defaultdict(int)
+        self.last_encode = 0.0
+        self.last_decode = 0.0
 
     def send(self, msg: Message, kind: type[M], up: bool) -> M | None:
+        t0 = time.perf_counter()
         data = msg.to_bytes()
+        self.last_encode = time.perf_counter() - t0
+        self.last_decode = 0.0
         if self.intercept is not None:
             new = self.intercept(msg.STAGE, msg.sender, msg.receiver, data)
             if new is None:
                 return None
             data = new
         (self.up if up else self.down)[msg.STAGE] += len(data)
+        t0 = time.perf_counter()
         try:
             return kind.from_bytes(data)
         except EncodingError as exc:
             if up:
                 self.report.rejected.setdefault(msg.sender, f"{msg.STAGE}: malformed ({exc})")
             return None
+        finally:
+            self.last_decode = time.perf_counter() - t0
 
 
 def run_round(
@@ -164,6 +176,7 @@ def run_round(
         for c in ids
     }
     client_time: dict[str, float] = defaultdict(float)
+    server_time: dict[str, float] = {}
     gone: set[str] = set()
 
     def present(c: str, stage: str) -> bool:
@@ -174,9 +187,17 @@ def run_round(
             return False
         return True
 
-    def client_step(stage: str, inbox: Mapping[str, Message | None], act: Callable[[SecAggClient, Any], Message]) -> list[Any]:
-        replies: list[Any] = []
-        spent = 0.0
+    def client_step(
+        stage: str,
+        inbox: Mapping[str, Message | None],
+        act: Callable[[SecAggClient, Any], Message],
+        kind: type[M],
+        receive: Callable[[M], object] | None = None,
+    ) -> list[M]:
+        """Each present client acts on its inbox message; its reply goes over the wire to
+        the server: collected, or handed to ``receive`` at once (the server streams it)."""
+        delivered: list[M] = []
+        spent = served = 0.0
         for c in ids:
             if not present(c, stage):
                 continue
@@ -190,23 +211,28 @@ def run_round(
             except FedLedgerError as exc:
                 report.rejected.setdefault(c, f"{stage}: the client stopped ({type(exc).__name__}: {exc})")
                 gone.add(c)
-                spent += time.perf_counter() - t0
-                client_time[c] += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                spent += dt
+                client_time[c] += dt
                 continue
             dt = time.perf_counter() - t0
+            got = wire.send(out, kind, up=True)
+            del out
+            dt += wire.last_encode
             spent += dt
             client_time[c] += dt
-            replies.append(out)
+            served += wire.last_decode
+            if got is None:
+                continue
+            if receive is None:
+                delivered.append(got)
+            else:
+                t0 = time.perf_counter()
+                receive(got)
+                served += time.perf_counter() - t0
         report.seconds.setdefault(stage, {})["clients"] = spent
-        return replies
-
-    def deliver(msgs: list[Message], kind: type[M]) -> list[M]:
-        out = []
-        for m in msgs:
-            got = wire.send(m, kind, up=True)
-            if got is not None:
-                out.append(got)
-        return out
+        server_time[stage] = served
+        return delivered
 
     def broadcast(msgs: Mapping[str, Message], kind: type[M]) -> dict[str, M | None]:
         return {c: wire.send(m, kind, up=False) for c, m in msgs.items()}
@@ -216,24 +242,26 @@ def run_round(
         try:
             return fn()
         finally:
-            report.seconds.setdefault(stage, {})["server"] = time.perf_counter() - t0
+            spent = time.perf_counter() - t0 + server_time.get(stage, 0.0)
+            report.seconds.setdefault(stage, {})["server"] = spent
             report.dropped = dict(server.dropped)
             for c, why in server.rejected.items():
                 report.rejected.setdefault(c, why)
             report.misbehaving = dict(server.misbehaving)
 
     weight_of = dict(weights or {})
-    adverts = deliver(client_step("advertise_keys", {}, lambda cl, _m: cl.advertise_keys()), AdvertiseKeys)
+    adverts = client_step("advertise_keys", {}, lambda cl, _m: cl.advertise_keys(), AdvertiseKeys)
     directories = broadcast(timed("advertise_keys", lambda: server.key_directories(adverts)), KeyDirectory)
-    shares = deliver(client_step("share_keys", directories, lambda cl, m: cl.share_keys(m)), ShareKeys)
+    shares = client_step("share_keys", directories, lambda cl, m: cl.share_keys(m), ShareKeys)
     relayed = broadcast(timed("share_keys", lambda: server.relay_shares(shares)), RelayedShares)
-    masked = deliver(
-        client_step("masked_input", relayed,
-                    lambda cl, m: cl.masked_input(m, np.asarray(updates[cl.name]), weight_of.get(cl.name, 1))),
-        MaskedInput,
+    # Masked inputs stream into the server's running sum as they arrive.
+    client_step(
+        "masked_input", relayed,
+        lambda cl, m: cl.masked_input(m, np.asarray(updates[cl.name]), weight_of.get(cl.name, 1)),
+        MaskedInput, server.receive_masked_input,
     )
-    requests = broadcast(timed("masked_input", lambda: server.unmask_requests(masked)), UnmaskRequest)
-    responses = deliver(client_step("unmask", requests, lambda cl, m: cl.unmask(m)), UnmaskResponse)
+    requests = broadcast(timed("masked_input", lambda: server.unmask_requests()), UnmaskRequest)
+    responses = client_step("unmask", requests, lambda cl, m: cl.unmask(m), UnmaskResponse)
     result = timed("unmask", lambda: server.aggregate(responses))
     report.bytes_up = dict(wire.up)
     report.bytes_down = dict(wire.down)
