@@ -126,3 +126,118 @@ def test_one_mebibyte() -> None:
     tampered[len(tampered) // 2] ^= 0x80
     with pytest.raises(SealError):
         seal.unseal(KEY, bytes(tampered), CTX)
+
+
+# -- records: large messages sealed in parallel ----------------------------------------------
+
+
+@pytest.mark.parametrize("case", GCM_CASES, ids=case_id)
+def test_record_kernel_wycheproof(case: tuple[dict, dict]) -> None:
+    # One record, no index in the associated data: plain AES-256-GCM with the vector's IV.
+    _, test = case
+    key, iv, aad = bytes.fromhex(test["key"]), bytes.fromhex(test["iv"]), bytes.fromhex(test["aad"])
+    msg, ct_tag = bytes.fromhex(test["msg"]), bytes.fromhex(test["ct"] + test["tag"])
+    record = max(16, len(msg))
+    if test["result"] == "valid":
+        rc, out = seal._k.seal_records(key, iv, aad, False, msg, record, b"", 1)
+        assert rc == seal._k.OK and out == ct_tag
+    buf = bytearray(len(msg))
+    rc = seal._k.open_records(key, iv, aad, False, ct_tag, record, buf, 1)
+    if test["result"] == "valid":
+        assert rc == seal._k.OK and bytes(buf) == msg
+    else:
+        assert rc == seal._k.ERR_TAG and buf == bytearray(len(msg))
+
+
+def _peer_records(key: bytes, sealed: bytes, plaintext: bytes, context: SealContext) -> bytes:
+    """Re-seal with pyca/cryptography, record by record, from the header's nonce."""
+    header = sealed[:25]
+    base, record = header[1:13], int.from_bytes(header[13:17], "big")
+    out = [header]
+    for i, lo in enumerate(range(0, max(1, len(plaintext)), record)):
+        nonce = base[:4] + (int.from_bytes(base[4:], "big") ^ i).to_bytes(8, "big")
+        aad = context.associated_data() + header + i.to_bytes(8, "big")
+        out.append(AESGCM(key).encrypt(nonce, plaintext[lo : lo + record], aad))
+    return b"".join(out)
+
+
+@given(length=st.sampled_from([0, 1, 15, 16, 17, 100, 4095, 4096, 4097, 20_000]),
+       record=st.sampled_from([16, 17, 1000, 4096, 1 << 18]), threads=st.sampled_from([1, 2, 3]))
+def test_records_equal_cryptography_record_by_record(length: int, record: int, threads: int) -> None:
+    import fedledger
+
+    plaintext = bytes((i * 7 + length) % 256 for i in range(length))
+    fedledger.set_num_threads(threads)
+    try:
+        sealed = seal.seal_records(KEY, plaintext, CTX, record_size=record)
+    finally:
+        fedledger.set_num_threads(2)
+    assert len(sealed) == seal.sealed_records_size(length, record)
+    assert sealed == _peer_records(KEY, sealed, plaintext, CTX)
+    assert seal.unseal_records(KEY, sealed, CTX) == plaintext
+
+
+@given(st.binary(max_size=300), st.data())
+def test_records_any_flipped_bit_is_a_seal_error_and_leaves_zeros(plaintext: bytes, data: st.DataObject) -> None:
+    sealed = bytearray(seal.seal_records(KEY, plaintext, CTX, record_size=64))
+    bit = data.draw(st.integers(0, 8 * len(sealed) - 1))
+    sealed[bit // 8] ^= 1 << (bit % 8)
+    out = bytearray(b"\xaa" * len(plaintext))
+    with pytest.raises(SealError):
+        seal.unseal_records_into(KEY, bytes(sealed), CTX, out)
+    assert out == bytearray(len(plaintext))  # never partial plaintext (nor stale bytes)
+
+
+@given(st.binary(min_size=1, max_size=300), st.data())
+def test_records_truncated_extended_or_reordered_is_a_seal_error(plaintext: bytes, data: st.DataObject) -> None:
+    sealed = seal.seal_records(KEY, plaintext, CTX, record_size=32)
+    cut = data.draw(st.integers(0, len(sealed) - 1))
+    with pytest.raises(SealError):
+        seal.unseal_records(KEY, sealed[:cut], CTX)
+    with pytest.raises(SealError):
+        seal.unseal_records(KEY, sealed + data.draw(st.binary(min_size=1, max_size=48)), CTX)
+    if len(plaintext) >= 64:  # swap the first two (full, 48-byte) records
+        body = sealed[25:]
+        with pytest.raises(SealError):
+            seal.unseal_records(KEY, sealed[:25] + body[48:96] + body[:48] + body[96:], CTX)
+
+
+def test_records_header_fields_are_bound() -> None:
+    sealed = seal.seal_records(KEY, bytes(1000), CTX, record_size=100)
+    for offset, value in ((0, 1), (0, 3), (16, 99), (24, 200)):  # version, record size, length
+        bad = bytearray(sealed)
+        bad[offset] = value
+        with pytest.raises(SealError):
+            seal.unseal_records(KEY, bytes(bad), CTX)
+    with pytest.raises(SealError):
+        seal.unseal_records(KEY, sealed, SealContext("st-marys", "aggregator", 8, "update"))
+    with pytest.raises(SealError):
+        seal.unseal_records(seal.generate_key(), sealed, CTX)
+    # a record of one message does not open in another, even under the same key and context
+    other = seal.seal_records(KEY, bytes(1000), CTX, record_size=100)
+    with pytest.raises(SealError):
+        seal.unseal_records(KEY, sealed[:25] + other[25:], CTX)
+
+
+def test_records_argument_errors() -> None:
+    sealed = seal.seal_records(KEY, b"abc", CTX)
+    with pytest.raises(SealError):
+        seal.unseal_records_into(KEY, sealed, CTX, bytearray(4))  # wrong length
+    with pytest.raises(InvalidArgument):
+        seal.unseal_records_into(KEY, sealed, CTX, memoryview(b"xyz"))  # read-only
+    with pytest.raises(InvalidArgument):
+        seal.seal_records(KEY, b"x", CTX, record_size=8)
+    with pytest.raises(InvalidArgument):
+        seal.seal_records(bytes(16), b"x", CTX)
+    with pytest.raises(InvalidArgumentType):
+        seal.seal_records(KEY, "text", CTX)  # type: ignore[arg-type]
+    assert seal.seal_records(KEY, b"abc", CTX) != sealed  # fresh nonces
+
+
+def test_records_of_four_megabytes_match_cryptography() -> None:
+    payload = bytes(range(256)) * 15_625  # 4,000,000 bytes, 16 records of 256 KiB (the last short)
+    sealed = seal.seal_records(KEY, payload, CTX)
+    assert sealed == _peer_records(KEY, sealed, payload, CTX)
+    out = bytearray(len(payload))
+    seal.unseal_records_into(KEY, sealed, CTX, out)
+    assert out == payload

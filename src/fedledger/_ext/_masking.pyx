@@ -22,7 +22,10 @@ pairwise seeds of a client with all its neighbours.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, int8_t
 from libc.string cimport memset
 
-from fedledger._ext._common cimport SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final
+from fedledger._ext._common cimport (
+    SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final,
+    EVP_CIPHER_CTX, EVP_CIPHER_CTX_new, EVP_CIPHER_CTX_free, EVP_aes_128_ctr, EVP_EncryptInit_ex, EVP_EncryptUpdate,
+)
 from libc.stdlib cimport malloc, free
 from cpython.object cimport PyObject
 from cython.parallel cimport prange
@@ -33,19 +36,6 @@ cdef extern from "sodium.h" nogil:
 
 if sodium_init() < 0:
     raise ImportError("libsodium could not be initialised: sodium_init() returned -1")
-
-cdef extern from "openssl/evp.h" nogil:
-    ctypedef struct EVP_CIPHER_CTX:
-        pass
-    ctypedef struct EVP_CIPHER:
-        pass
-    EVP_CIPHER_CTX* EVP_CIPHER_CTX_new()
-    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX* c)
-    const EVP_CIPHER* EVP_aes_128_ctr()
-    int EVP_EncryptInit_ex(EVP_CIPHER_CTX* c, const EVP_CIPHER* t, void* impl,
-                           const unsigned char* key, const unsigned char* iv)
-    int EVP_EncryptUpdate(EVP_CIPHER_CTX* c, unsigned char* out, int* outl,
-                          const unsigned char* inp, int inl)
 
 cdef extern from *:
     """

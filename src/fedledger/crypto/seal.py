@@ -10,6 +10,15 @@ Nonces are 96 random bits per message: keep well under 2^32 messages per key (NI
 800-38D §8.3). Keys are 32 bytes, e.g. from :func:`generate_key` or HKDF
 (:func:`fedledger.crypto.agreement.hkdf_sha256`).
 
+Large messages (model updates) go through :func:`seal_records`: the same AES-256-GCM, over
+records of ``record_size`` bytes sealed in parallel by a native kernel, as TLS 1.3 seals its
+records (RFC 8446 §5.3): record i uses the nonce ``base XOR i``. Its layout is
+``version (0x02) || base nonce (12) || record size (4, big-endian) || length (8, big-endian)
+|| record 0 || record 1 || ...``, each record its ciphertext then its 16-byte tag. Record i's
+associated data is the context's, then that 25-byte header, then i (8 bytes, big-endian), so
+records cannot be dropped, reordered, moved between messages or have their length changed;
+any change to any byte is a :class:`~fedledger.errors.SealError` and nothing is returned.
+
 >>> from fedledger.crypto import seal
 >>> key = seal.generate_key()
 >>> ctx = seal.SealContext(sender="st-marys", receiver="aggregator", round=3, purpose="update")
@@ -27,18 +36,25 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from fedledger._ext import load
 from fedledger.crypto._args import as_bytes
+from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, SealError
 
 __all__ = [
     "KEY_SIZE",
     "NONCE_SIZE",
     "OVERHEAD",
+    "RECORD_SIZE",
     "TAG_SIZE",
     "SealContext",
     "generate_key",
     "seal",
+    "seal_records",
+    "sealed_records_size",
     "unseal",
+    "unseal_records",
+    "unseal_records_into",
 ]
 
 KEY_SIZE: Final = 32
@@ -51,6 +67,14 @@ OVERHEAD: Final = _HEADER + TAG_SIZE
 #: cryptography's AEAD limit on one message.
 MAX_PLAINTEXT: Final = 2**31 - 1 - TAG_SIZE
 _DOMAIN: Final = b"fedledger/seal/v1\x00"
+#: Default bytes per record of :func:`seal_records` (a whole number of 64 KiB vector chunks).
+RECORD_SIZE: Final = 1 << 18
+RECORDS_VERSION: Final = 2
+_MIN_RECORD: Final = 16
+_MAX_RECORD: Final = 1 << 30
+_RECORDS_HEADER: Final = struct.Struct(">B12sIQ")  # version, base nonce, record size, length
+
+_k = load("_seal")
 
 
 def _text(value: object, argument: str) -> bytes:
@@ -146,3 +170,95 @@ def _decrypt(aead: AESGCM, nonce: bytes, ciphertext_and_tag: bytes | memoryview,
         return aead.decrypt(nonce, ciphertext_and_tag, aad)
     except (InvalidTag, ValueError, OverflowError):
         raise SealError("cannot open the sealed message") from None
+
+
+# -- large messages: records --------------------------------------------------------------------
+
+
+def _record_count(length: int, record_size: int) -> int:
+    return max(1, -(-length // record_size))
+
+
+def sealed_records_size(length: int, record_size: int = RECORD_SIZE) -> int:
+    """The size of :func:`seal_records`'s output for a ``length``-byte plaintext."""
+    return _RECORDS_HEADER.size + length + TAG_SIZE * _record_count(length, record_size)
+
+
+def _raw_key(key: object) -> bytes:
+    raw = as_bytes(key, "key")
+    if len(raw) != KEY_SIZE:
+        raise InvalidArgument("key", f"an AES-256-GCM key is {KEY_SIZE} bytes, got {len(raw)}")
+    return raw
+
+
+def _flat(value: object, argument: str) -> memoryview:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentType(argument, f"expected bytes, got {type(value).__name__}")
+    view = memoryview(value)
+    if not view.c_contiguous:
+        raise InvalidArgument(argument, "must be contiguous")
+    return view.cast("B")
+
+
+def seal_records(key: bytes, plaintext: bytes | bytearray | memoryview, context: SealContext, *,
+                 record_size: int = RECORD_SIZE) -> bytes:
+    """Encrypt and authenticate a large ``plaintext`` for ``context`` as AES-256-GCM records
+    (see the module doc), sealed in parallel."""
+    raw = _raw_key(key)
+    aad = _context(context)
+    data = _flat(plaintext, "plaintext")
+    if type(record_size) is not int or not _MIN_RECORD <= record_size <= _MAX_RECORD:
+        raise InvalidArgument("record_size", f"must be an int in [{_MIN_RECORD}, {_MAX_RECORD}], got {record_size!r}")
+    if len(data) >= 2**63:  # pragma: no cover - not addressable
+        raise InvalidArgument("plaintext", "too long")
+    base = os.urandom(NONCE_SIZE)
+    header = _RECORDS_HEADER.pack(RECORDS_VERSION, base, record_size, len(data))
+    rc, out = _k.seal_records(raw, base, aad + header, True, data, record_size, header, num_threads())
+    if rc != _k.OK:  # pragma: no cover - OpenSSL failure
+        raise MemoryError(f"sealing kernel failed (code {rc})")
+    return out  # type: ignore[no-any-return]
+
+
+def _records_header(sealed: memoryview) -> tuple[bytes, int, int, bytes]:
+    """(base nonce, record size, length, header) of well-framed sealed records, else SealError."""
+    if len(sealed) < _RECORDS_HEADER.size:
+        raise SealError("cannot open the sealed message")
+    header = bytes(sealed[: _RECORDS_HEADER.size])
+    version, base, record_size, length = _RECORDS_HEADER.unpack(header)
+    if (version != RECORDS_VERSION or not _MIN_RECORD <= record_size <= _MAX_RECORD
+            or len(sealed) != sealed_records_size(length, record_size)):
+        raise SealError("cannot open the sealed message")
+    return base, record_size, length, header
+
+
+def unseal_records_into(key: bytes, sealed: bytes | memoryview, context: SealContext,
+                        out: bytearray | memoryview) -> None:
+    """Check and decrypt :func:`seal_records` output into ``out``, a writable buffer of exactly
+    the plaintext's length (reusable: no allocation per message). SealError if anything is
+    wrong; ``out`` then holds zeros, never partial plaintext."""
+    raw = _raw_key(key)
+    aad = _context(context)
+    view = _flat(sealed, "sealed")
+    target = _flat(out, "out")
+    if target.readonly:
+        raise InvalidArgument("out", "must be writable")
+    try:
+        base, record_size, length, header = _records_header(view)
+        if length != len(target):
+            raise SealError(f"the sealed message holds {length} bytes, the buffer takes {len(target)}")
+    except SealError:
+        target[:] = bytes(len(target))
+        raise
+    rc = _k.open_records(raw, base, aad + header, True, view[_RECORDS_HEADER.size:], record_size, target, num_threads())
+    if rc != _k.OK:  # the kernel has wiped ``out``
+        raise SealError("cannot open the sealed message")
+
+
+def unseal_records(key: bytes, sealed: bytes | memoryview, context: SealContext) -> bytes:
+    """Check and decrypt :func:`seal_records` output; SealError if anything is wrong with it."""
+    _raw_key(key)
+    _context(context)
+    _, _, length, _ = _records_header(_flat(sealed, "sealed"))
+    out = bytearray(length)
+    unseal_records_into(key, sealed, context, out)
+    return bytes(out)
