@@ -6,14 +6,23 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from fedledger import Identity, encoding, secagg
-from fedledger.crypto import masking, shamir
-from fedledger.errors import EncodingError, InvalidArgument, InvalidSignature, QuantizationError, RoundFailed, SecAggError
+from fedledger.crypto import masking, seal, shamir
+from fedledger.errors import (
+    EncodingError,
+    InvalidArgument,
+    InvalidSignature,
+    QuantizationError,
+    RoundFailed,
+    SealError,
+    SecAggError,
+)
 from fedledger.secagg import SecAggConfig, run_round
 from fedledger.secagg.messages import MaskedInput, ShareKeys, UnmaskResponse
 
@@ -49,6 +58,13 @@ def assert_within_bound(res: secagg.RoundResult, updates: Mapping[str, np.ndarra
     err = np.max(np.abs(res.aggregate - want)) if len(want) else 0.0
     assert err <= bound, (err, bound)
     assert res.total_weight == sum((weights or {}).get(c, 1) for c in survivors)
+
+
+def assert_refused(res: secagg.RoundResult, updates: Mapping[str, np.ndarray], client: str, why: str) -> None:
+    """``client`` was refused for ``why``, left out of the sum, and the others' sum is exact."""
+    assert why in res.report.rejected[client], res.report.rejected
+    assert client not in res.report.survivors
+    assert_within_bound(res, updates)
 
 
 def feasible_drops(ids: list[str], config: SecAggConfig, want: int, stages: list[str]) -> dict[str, str]:
@@ -216,8 +232,10 @@ def test_same_sum_gives_the_same_result_whatever_the_individual_inputs() -> None
     # On the grid of an exact power-of-two scale, quantization is deterministic, so two input
     # sets with the same sum must give bit-identical aggregates, while the masked vectors
     # the server received differ.
+    # The server opens the seal of each input, so its view is the unsealed masked vector:
+    # capture that directly.
     scale = 2.0**20
-    config = SecAggConfig(neighbors=None, scale=scale)
+    config = SecAggConfig(neighbors=None, scale=scale, seal_inputs=False)
     rng = np.random.default_rng(11)
     a = {f"c{i}": rng.integers(-2**19, 2**19, 64) / scale for i in range(5)}
     b = dict(a)
@@ -250,7 +268,8 @@ def test_masked_vectors_are_uniform_chi_square() -> None:
     d = 60_000
     updates = make_updates(5, d, seed=1)
     views: dict[str, bytes] = {}
-    run_round(updates, SecAggConfig(neighbors=None), intercept=_capture(views),
+    # seal_inputs=False: the masked vectors as the server sees them once it opens the seals.
+    run_round(updates, SecAggConfig(neighbors=None, seal_inputs=False), intercept=_capture(views),
               random_bytes=lambda c: drbg(b"chi2/" + c.encode()))
     crit = chi2_critical(255, Z_0001)
     for c, raw in views.items():
@@ -336,24 +355,19 @@ def test_replay_from_another_round_is_rejected() -> None:
         return old["c001"] if stage == "masked_input" and sender == "c001" else data
 
     res = run_round(updates, SecAggConfig(neighbors=None, round_id=2), identities=ids, intercept=replay)
-    assert "replayed" in res.report.rejected["c001"]
-    assert "c001" not in res.report.survivors
-    assert_within_bound(res, updates)
+    assert_refused(res, updates, "c001", "replayed")
 
 
 def test_a_share_for_the_wrong_client_is_rejected() -> None:
     updates = make_updates(7, 20)
-    ids = idents(updates)
 
-    def relabel(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
-        if stage == "unmask" and sender == "c003":
-            msg = UnmaskResponse.from_bytes(data)
-            seeds = dict(msg.seed_shares)
+    class Relabel(secagg.SecAggClient):
+        def _reveal(self, seeds: dict[str, bytes], keys: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+            seeds = dict(seeds)
             seeds["c000"], seeds["c001"] = seeds["c001"], seeds["c000"]  # each labelled as the other's
-            return replace(msg, seed_shares=seeds).signed(ids["c003"]).to_bytes()
-        return data
+            return seeds, keys
 
-    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=relabel)
+    res = run_round(updates, SecAggConfig(neighbors=None), client_class={"c003": Relabel})
     assert "not the one" in res.report.rejected["c003"]
     assert res.report.dropped["c003"] == "unmask"
     assert "c003" in res.report.survivors  # its masked input arrived; others recover its seed
@@ -364,16 +378,32 @@ def test_a_key_share_of_a_survivor_is_rejected() -> None:
     # The server must never be handed both secrets of one client; a client that offers the
     # mask-key share of a survivor is refused.
     updates = make_updates(6, 10)
+
+    class Leak(secagg.SecAggClient):
+        def _reveal(self, seeds: dict[str, bytes], keys: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+            return seeds, {"c000": seeds["c000"]}
+
+    res = run_round(updates, SecAggConfig(neighbors=None), client_class={"c002": Leak})
+    assert "c002" in res.report.rejected
+    assert_within_bound(res, updates)
+
+
+def test_sealed_shares_that_do_not_open_are_rejected() -> None:
+    # A byte of c004's sealed shares flips on the way; the signature covers the sealed bytes,
+    # so the client re-signs (a client that seals garbage): the seal check refuses it.
+    updates = make_updates(6, 10)
     ids = idents(updates)
 
-    def leak(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
-        if stage == "unmask" and sender == "c002":
+    def garble(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "unmask" and sender == "c004":
             msg = UnmaskResponse.from_bytes(data)
-            return replace(msg, key_shares={"c000": msg.seed_shares["c000"]}).signed(ids["c002"]).to_bytes()
+            bad = bytearray(msg.sealed)
+            bad[-1] ^= 1
+            return replace(msg, sealed=bytes(bad)).signed(ids["c004"]).to_bytes()
         return data
 
-    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=leak)
-    assert "c002" in res.report.rejected
+    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=garble)
+    assert "do not open" in res.report.rejected["c004"]
     assert_within_bound(res, updates)
 
 
@@ -477,14 +507,20 @@ def test_a_message_to_another_receiver_or_stage_is_rejected() -> None:
 
 def test_messages_round_trip_and_bind_their_header() -> None:
     ident = Identity.generate("c1")
-    msg = secagg.UnmaskResponse(round_id=3, sender="c1", receiver="aggregator",
-                                seed_shares={"c2": b"x"}, key_shares={}).signed(ident)
+    key = bytes(32)
+    ctx = seal.SealContext(sender="c1", receiver="aggregator", round=3, purpose="fedledger/secagg/unmask")
+    sealed = secagg.UnmaskResponse.seal_shares(key, ctx, {"c2": b"x"}, {})
+    msg = secagg.UnmaskResponse(round_id=3, sender="c1", receiver="aggregator", sealed=sealed).signed(ident)
     back = secagg.UnmaskResponse.from_bytes(msg.to_bytes())
     assert back == msg
     back.verify(ident.verify_key)
-    from fedledger.errors import InvalidSignature
+    assert back.open_shares(key, ctx) == ({"c2": b"x"}, {})
+    with pytest.raises(SealError):
+        back.open_shares(bytes(range(32)), ctx)
+    with pytest.raises(SealError):  # bound to its sender, receiver, round and purpose
+        back.open_shares(key, seal.SealContext(sender="c2", receiver="aggregator", round=3, purpose=ctx.purpose))
 
-    for changed in (replace(msg, round_id=4), replace(msg, receiver="c9"), replace(msg, seed_shares={"c2": b"y"})):
+    for changed in (replace(msg, round_id=4), replace(msg, receiver="c9"), replace(msg, sealed=sealed[:-1] + b"\x00")):
         with pytest.raises(InvalidSignature):
             changed.verify(ident.verify_key)
     with pytest.raises(EncodingError):
@@ -501,10 +537,12 @@ def test_messages_round_trip_and_bind_their_header() -> None:
     assert err.value.reason == "data-mismatch"
 
 
-def test_tampered_vector_in_transit_is_rejected_and_the_sum_stays_exact() -> None:
-    # Bits of c001's vector flip on the way (the signed header is untouched): the server's
-    # fused add-and-hash pass sees the root mismatch, undoes the addition and counts c001
-    # as dropped; the others' sum is still exact.
+@pytest.mark.parametrize("sealed", [True, False])
+def test_tampered_vector_in_transit_is_rejected_and_the_sum_stays_exact(sealed: bool) -> None:
+    # Bits of c001's vector flip on the way (the signed header is untouched). Sealed: the
+    # record's tag fails. Unsealed: the server's fused add-and-hash pass sees the root
+    # mismatch and undoes the addition. Either way c001 counts as dropped and the others'
+    # sum is exact.
     updates = make_updates(6, 70_000)  # more than one 64 KiB chunk
     ids = idents(updates)
 
@@ -515,12 +553,39 @@ def test_tampered_vector_in_transit_is_rejected_and_the_sum_stays_exact() -> Non
             return bytes(raw)
         return data
 
-    res = run_round(updates, SecAggConfig(neighbors=None), identities=ids, intercept=flip)
-    assert "c001" in res.report.rejected and "vector root" in res.report.rejected["c001"]
+    res = run_round(updates, SecAggConfig(neighbors=None, seal_inputs=sealed), identities=ids, intercept=flip)
+    assert "c001" in res.report.rejected
+    assert ("does not open" if sealed else "vector root") in res.report.rejected["c001"]
     assert res.report.dropped["c001"] == "masked_input"
     alive = [c for c in updates if c != "c001"]
     assert res.report.survivors == tuple(alive)
     assert_within_bound(res, updates)
+
+
+def test_a_sealed_vector_that_does_not_match_its_signed_root_is_rejected() -> None:
+    # A client that seals one vector and signs the root of another: the seal opens, the
+    # root check inside the server's add pass fails and the addition is undone.
+    updates = make_updates(5, 20_000)
+
+    class Liar(secagg.SecAggClient):
+        def _stamp(self, msg: Any) -> Any:
+            if isinstance(msg, MaskedInput):
+                msg = replace(msg, root=bytes(32))
+            return super()._stamp(msg)
+
+    res = run_round(updates, SecAggConfig(neighbors=None), client_class={"c002": Liar})
+    assert_refused(res, updates, "c002", "vector root")
+
+
+def test_an_input_sealed_otherwise_than_the_round_says_is_rejected() -> None:
+    updates = make_updates(5, 30)
+
+    class Plain(secagg.SecAggClient):
+        def __init__(self, identity: Identity, config: SecAggConfig, **kw: Any) -> None:
+            super().__init__(identity, replace(config, seal_inputs=False), **kw)
+
+    res = run_round(updates, SecAggConfig(neighbors=None), client_class={"c001": Plain})
+    assert_refused(res, updates, "c001", "unsealed")
 
 
 def test_client_refuses_to_reveal_both_secrets_of_one_client() -> None:

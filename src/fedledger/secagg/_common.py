@@ -14,6 +14,8 @@ from fedledger.errors import InvalidKey, SecAggError
 from fedledger.crypto.signing import VerifyKey
 
 SEAL_PURPOSE: Final = "fedledger/secagg/share-keys"
+INPUT_PURPOSE: Final = "fedledger/secagg/masked-input"
+UNMASK_PURPOSE: Final = "fedledger/secagg/unmask"
 SERVER_ROLE: Final = "server"
 
 
@@ -27,6 +29,17 @@ def seal_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) ->
     """:func:`seal_key` for many peers at once (native X25519, in parallel)."""
     ctx = encoding.encode(["fedledger/secagg/seal-key/v1", round_id])
     return masking.pairwise_seeds(own, peers, context=ctx, length=32)
+
+
+def server_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
+    """The AES-256-GCM keys between a client and the server, from the client's seal key and
+    the server's round key (same both ways); many peers at once (the server's side)."""
+    ctx = encoding.encode(["fedledger/secagg/server-seal-key/v1", round_id])
+    return masking.pairwise_seeds(own, peers, context=ctx, length=32)
+
+
+def to_server(client: str, server: str, round_id: int, purpose: str) -> SealContext:
+    return SealContext(sender=client, receiver=server, round=round_id, purpose=purpose)
 
 
 def pairwise_mask_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:

@@ -78,6 +78,7 @@ class SecAggClient:
         self._graph: dict[str, frozenset[str]] = {}
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._seal_keys: dict[str, bytes] = {}
+        self._server_key = b""
         self._threshold = 0
         # Shares this client holds, by dealer: (seed share bytes, key share bytes).
         self._held: dict[str, tuple[bytes, bytes]] = {}
@@ -147,6 +148,11 @@ class SecAggClient:
             raise SecAggError(f"{self.name}: adverts with bad signatures from {bad}", self.server)
         # Low-order public keys need no separate check here: the server refused them, and
         # every exchange with one raises InvalidKey (all-zero secret), refused below.
+        try:
+            C.check_public_key(directory.server_key, "round key", self.server)
+            (self._server_key,) = C.server_keys(self._seal_sk, [directory.server_key], cfg.round_id)
+        except (SecAggError, InvalidKey, InvalidArgument) as exc:
+            raise SecAggError(f"{self.name}: unusable server round key ({exc})", self.server) from None
         self._participants = ids
         self._adverts = adverts
         self._my_index = {d: C.holders(d, self._graph).index(self.name) + 1 for d in mine}
@@ -230,9 +236,12 @@ class SecAggClient:
         vec[-1] = weight
         root = masking.quantize_and_mask(update, vec, scale=scale, clip=float(cfg.clip), weight=weight,
                                          rounding_key=self._rand(masking.KEY_SIZE), keys=keys, signs=signs)
+        data: bytes | memoryview = vec.view(np.uint8).data
+        if cfg.seal_inputs:
+            data = seal.seal_records(self._server_key, data, C.to_server(self.name, self.server, cfg.round_id, C.INPUT_PURPOSE))
         self._stage = "unmask"
-        msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=vec.view(np.uint8).data,
-                          complaints=tuple(complaints), root=root)
+        msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=data,
+                          complaints=tuple(complaints), root=root, sealed=cfg.seal_inputs)
         return self._stamp(msg)  # type: ignore[no-any-return]
 
     # -- stage 7 -----------------------------------------------------------------------------
@@ -256,7 +265,13 @@ class SecAggClient:
             raise SecAggError(f"{self.name}: asked for keys of clients that never shared with it", self.server)
         seeds = {c: self._held[c][0] for c in sorted(alive & hood) if c in self._held}
         keys = {c: self._held[c][1] for c in sorted(dropped & set(self._peers)) if c in self._held}
+        seeds, keys = self._reveal(seeds, keys)
         self._stage = "done"
-        msg = UnmaskResponse(round_id=self.config.round_id, sender=self.name, receiver=self.server,
-                             seed_shares=seeds, key_shares=keys)
-        return self._stamp(msg)  # type: ignore[no-any-return]
+        rid = self.config.round_id
+        sealed = UnmaskResponse.seal_shares(self._server_key, C.to_server(self.name, self.server, rid, C.UNMASK_PURPOSE),
+                                            seeds, keys)
+        return self._stamp(UnmaskResponse(round_id=rid, sender=self.name, receiver=self.server, sealed=sealed))  # type: ignore[no-any-return]
+
+    def _reveal(self, seeds: dict[str, bytes], keys: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The shares this client reveals, by dealer (a hook: tests override it to cheat)."""
+        return seeds, keys

@@ -37,6 +37,9 @@ class SecAggConfig:
       are rejected).
     - ``graph_seed``: the seed of the neighbour graph; empty means SHA-256 of the round id.
       In a deployment take it from the ledger (e.g. the last block hash), not from the server.
+    - ``seal_inputs``: seal each masked vector to the server (AES-256-GCM records under the
+      client-server key): the second encryption layer. The revealed shares are always sealed
+      to the server; see docs/security-secagg.md for what each layer protects.
     """
 
     threshold: int | None = None
@@ -47,6 +50,7 @@ class SecAggConfig:
     scale: float | None = None
     round_id: int = 1
     graph_seed: bytes = b""
+    seal_inputs: bool = True
 
     def __post_init__(self) -> None:
         if self.threshold is not None and (type(self.threshold) is not int or self.threshold < 1):
@@ -63,6 +67,8 @@ class SecAggConfig:
             raise InvalidArgument("scale", f"must be None or a finite float > 0, got {self.scale!r}")
         if type(self.round_id) is not int or not 0 <= self.round_id < 2**63:
             raise InvalidArgument("round_id", f"must be an int in [0, 2**63), got {self.round_id!r}")
+        if type(self.seal_inputs) is not bool:
+            raise InvalidArgumentType("seal_inputs", f"expected bool, got {type(self.seal_inputs).__name__}")
         if type(self.graph_seed) is not bytes:
             raise InvalidArgumentType("graph_seed", f"expected bytes, got {type(self.graph_seed).__name__}")
 

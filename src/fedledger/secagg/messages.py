@@ -11,14 +11,16 @@ Stages, in order (client -> server unless said otherwise):
 
 1. ``advertise_keys``: :class:`AdvertiseKeys`, the client's two fresh X25519 public keys
    (one to seal shares, one to agree pairwise masks).
-2. ``key_directory`` (server -> client): :class:`KeyDirectory`, the participants and the
-   neighbours' signed advertisements.
+2. ``key_directory`` (server -> client): :class:`KeyDirectory`, the participants, the
+   neighbours' signed advertisements and the server's round key.
 3. ``share_keys``: :class:`ShareKeys`, for each neighbour a sealed pair of Shamir shares (of
    the self-mask seed and of the mask secret key) and the SHA-256 digest of each share.
 4. ``relayed_shares`` (server -> client): :class:`RelayedShares`, the sealed shares for it.
-5. ``masked_input``: :class:`MaskedInput`, the quantized, masked vector.
+5. ``masked_input``: :class:`MaskedInput`, the quantized, masked vector (sealed to the
+   server unless the round's config turns that layer off).
 6. ``unmask_request`` (server -> client): :class:`UnmaskRequest`, who survived and who dropped.
-7. ``unmask``: :class:`UnmaskResponse`, shares of survivors' seeds and of dropped clients' keys.
+7. ``unmask``: :class:`UnmaskResponse`, shares of survivors' seeds and of dropped clients' keys,
+   sealed to the server.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import ClassVar, Final, TypedDict, TypeVar
 
 
 from fedledger import encoding
-from fedledger.crypto import masking, signing
+from fedledger.crypto import masking, seal, signing
+from fedledger.crypto.seal import SealContext
 from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import EncodingError, FedLedgerError, InvalidSignature, SecAggError
 from fedledger.identity import Identity
@@ -226,22 +229,25 @@ class AdvertiseKeys(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class KeyDirectory(Message):
-    """Stage 2, server -> client: every participant that advertised (sorted), and the
-    neighbours' :class:`AdvertiseKeys` messages as received (still signed by their senders)."""
+    """Stage 2, server -> client: every participant that advertised (sorted), the
+    neighbours' :class:`AdvertiseKeys` messages as received (still signed by their senders),
+    and the server's fresh X25519 key for this round (what clients seal to it under)."""
 
     participants: tuple[str, ...]
     adverts: tuple[bytes, ...]
+    server_key: bytes
     STAGE: ClassVar[str] = "key_directory"
 
     def _body(self) -> dict[str, encoding.Value]:
-        return {"ids": list(self.participants), "adv": list(self.adverts)}
+        return {"ids": list(self.participants), "adv": list(self.adverts), "srv": self.server_key}
 
     @classmethod
     def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
         adv = body.get("adv")
         if not isinstance(adv, list) or any(type(a) is not bytes for a in adv):
             raise EncodingError(f"{cls.STAGE}: 'adv' must be a list of bytes")
-        return cls(**head, participants=_str_list(body.get("ids"), "ids"), adverts=tuple(a for a in adv if isinstance(a, bytes)))
+        return cls(**head, participants=_str_list(body.get("ids"), "ids"), adverts=tuple(a for a in adv if isinstance(a, bytes)),
+                   server_key=_bytes(body, "srv", cls.STAGE))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,7 +286,8 @@ class RelayedShares(Message):
 @dataclass(frozen=True, kw_only=True)
 class MaskedInput(Message):
     """Stage 5, client -> server: the masked vector (raw little-endian ring words, D
-    parameters then the weight), signed through its vector root (the RFC 9162 root of its
+    parameters then the weight; with ``sealed``, those bytes sealed to the server by
+    :func:`fedledger.crypto.seal.seal_records`), signed through its vector root (the RFC 9162 root of its
     64 KiB chunks, :func:`fedledger.crypto.masking.vector_root`: the commitment a ledger
     records); ``complaints`` names dealers whose sealed shares did not open or did not parse.
 
@@ -293,12 +300,15 @@ class MaskedInput(Message):
     data: bytes | memoryview
     complaints: tuple[str, ...] = ()
     root: bytes = field(default=b"", compare=False)
+    sealed: bool = False
     STAGE: ClassVar[str] = "masked_input"
     _HAS_TAIL: ClassVar[bool] = True
 
     def _body(self) -> dict[str, encoding.Value]:
+        if self.sealed and not self.root:
+            raise SecAggError("a sealed masked input needs the root of its plaintext")
         return {"len": len(self.data), "root": self.root or masking.vector_root(self.data),
-                "bad": list(self.complaints)}
+                "bad": list(self.complaints), "sealed": self.sealed}
 
     def _tail(self) -> bytes | memoryview:
         return self.data
@@ -309,9 +319,10 @@ class MaskedInput(Message):
         return replace(self, root=masking.vector_root(self.data))
 
     def verify(self, key: VerifyKey) -> None:
-        """InvalidSignature unless the sender signed this header and the data matches its root."""
+        """InvalidSignature unless the sender signed this header and the data matches its root
+        (a sealed vector is checked against its root once opened, by its receiver)."""
         self.verify_signature(key)
-        if not hmac.compare_digest(masking.vector_root(self.data), self.root):
+        if not self.sealed and not hmac.compare_digest(masking.vector_root(self.data), self.root):
             raise InvalidSignature("the data does not match the signed vector root", reason="data-mismatch")
 
     @classmethod
@@ -322,7 +333,10 @@ class MaskedInput(Message):
             raise EncodingError(f"{cls.STAGE}: declared {length} bytes, carries {len(tail)}")
         if len(root) != 32:
             raise EncodingError(f"{cls.STAGE}: the vector root must be 32 bytes")
-        return cls(**head, data=tail, complaints=_str_list(body.get("bad"), "bad"), root=root)
+        sealed = body.get("sealed")
+        if type(sealed) is not bool:
+            raise EncodingError(f"{cls.STAGE}: field 'sealed' must be bool")
+        return cls(**head, data=tail, complaints=_str_list(body.get("bad"), "bad"), root=root, sealed=sealed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,15 +359,30 @@ class UnmaskRequest(Message):
 @dataclass(frozen=True, kw_only=True)
 class UnmaskResponse(Message):
     """Stage 7, client -> server: shares of survivors' self-mask seeds and of dropped
-    clients' mask keys, by dealer (each a :class:`~fedledger.crypto.shamir.Share` in bytes)."""
+    clients' mask keys, by dealer (each a :class:`~fedledger.crypto.shamir.Share` in bytes),
+    sealed to the server: ``sealed`` is AES-256-GCM (:func:`fedledger.crypto.seal.seal`)
+    of the canonical map ``{"b": seed shares, "s": key shares}`` under the client-server key,
+    so that nobody on the wire can rebuild a self mask (and with it the aggregate)."""
 
-    seed_shares: dict[str, bytes]
-    key_shares: dict[str, bytes]
+    sealed: bytes
     STAGE: ClassVar[str] = "unmask"
 
     def _body(self) -> dict[str, encoding.Value]:
-        return {"b": dict(self.seed_shares), "s": dict(self.key_shares)}
+        return {"ct": self.sealed}
 
     @classmethod
     def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
-        return cls(**head, seed_shares=_bytes_map(body.get("b"), "b"), key_shares=_bytes_map(body.get("s"), "s"))
+        return cls(**head, sealed=_bytes(body, "ct", cls.STAGE))
+
+    @staticmethod
+    def seal_shares(key: bytes, context: SealContext, seed_shares: dict[str, bytes],
+                    key_shares: dict[str, bytes]) -> bytes:
+        return seal.seal(key, encoding.encode({"b": dict(seed_shares), "s": dict(key_shares)}), context)
+
+    def open_shares(self, key: bytes, context: SealContext) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """(seed shares, key shares); SealError if the seal does not open, EncodingError if
+        what it holds is not the two maps."""
+        value = encoding.decode(seal.unseal(key, self.sealed, context))
+        if not isinstance(value, dict) or set(value) != {"b", "s"}:
+            raise EncodingError(f"{self.STAGE}: the sealed shares are not a map of 'b' and 's'")
+        return _bytes_map(value["b"], "b"), _bytes_map(value["s"], "s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,9 +19,17 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from fedledger.crypto import agreement, masking, shamir
+from fedledger.crypto import agreement, masking, seal, shamir
 from fedledger.crypto.signing import VerifyKey
-from fedledger.errors import FedLedgerError, InvalidProof, InvalidSignature, RoundFailed, SecAggError
+from fedledger.errors import (
+    EncodingError,
+    FedLedgerError,
+    InvalidProof,
+    InvalidSignature,
+    RoundFailed,
+    SealError,
+    SecAggError,
+)
 from fedledger.identity import Identity
 from fedledger.secagg import _common as C
 from fedledger.secagg.config import SecAggConfig, neighbour_graph
@@ -57,7 +66,8 @@ class SecAggServer:
     """The aggregator of one round.
 
     ``clients`` are the names invited to the round; ``verify_keys`` maps each to its Ed25519
-    key; ``dimension`` is the number of parameters D of every update.
+    key; ``dimension`` is the number of parameters D of every update. ``random_bytes``
+    (default ``os.urandom``) makes the server's round key; pass a fixed source only in tests.
     """
 
     def __init__(
@@ -68,6 +78,7 @@ class SecAggServer:
         clients: Iterable[str],
         verify_keys: Mapping[str, VerifyKey],
         dimension: int,
+        random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         if type(dimension) is not int or dimension < 0:
             raise SecAggError(f"dimension must be an int >= 0, got {dimension!r}")
@@ -86,6 +97,11 @@ class SecAggServer:
         self.misbehaving: dict[str, str] = {}
         #: client -> the stage at which it went missing (no message, or a rejected one).
         self.dropped: dict[str, str] = {}
+        self._round_key = agreement.AgreementKey.from_bytes((random_bytes or os.urandom)(32))
+        # client -> the AES-256-GCM key it seals to the server under (after key_directories)
+        self._client_keys: dict[str, bytes] = {}
+        # where sealed masked inputs are opened, one vector reused for every client
+        self._opened: NDArray[np.uint8] | None = None
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._graph: dict[str, frozenset[str]] = {}
         self._holders: dict[str, list[str]] = {}
@@ -184,12 +200,15 @@ class SecAggServer:
         self._graph = neighbour_graph(ids, self.config.degree(n), self.config.seed())
         self._holders = {c: C.holders(c, self._graph) for c in ids}
         self._index = {c: {h: i + 1 for i, h in enumerate(hs)} for c, hs in self._holders.items()}
+        rid = self.config.round_id
+        self._client_keys = dict(zip(ids, C.server_keys(self._round_key, [self._adverts[c].seal_key for c in ids], rid)))
         raw = {c: self._adverts[c].to_bytes() for c in ids}
+        mine = self._round_key.public_key.to_bytes()
         out: dict[str, KeyDirectory] = {}
         for c in ids:
             adv = tuple(raw[v] for v in sorted(self._graph[c]))
-            out[c] = self._sign(KeyDirectory(round_id=self.config.round_id, sender=self.name, receiver=c,
-                                             participants=ids, adverts=adv))  # type: ignore[assignment]
+            out[c] = self._sign(KeyDirectory(round_id=rid, sender=self.name, receiver=c,
+                                             participants=ids, adverts=adv, server_key=mine))  # type: ignore[assignment]
         return out
 
     # -- stage 4 ------------------------------------------------------------------------------
@@ -257,14 +276,33 @@ class SecAggServer:
             self._reject(sender, f"masked_input: bad signature ({exc.reason})")
             return False
         self._seen_masked.add(sender)
-        if len(msg.data) != expected:
-            self._reject(sender, f"masked_input: {len(msg.data)} bytes, expected {expected} "
-                                 f"({self.dimension} parameters + weight, {width} bytes each)")
+        sealed = self.config.seal_inputs
+        size = seal.sealed_records_size(expected) if sealed else expected
+        if msg.sealed != sealed:
+            self._reject(sender, f"masked_input: {'unsealed' if sealed else 'sealed'}, and this round "
+                                 f"{'seals' if sealed else 'does not seal'} inputs")
             return False
+        if len(msg.data) != size:
+            self._reject(sender, f"masked_input: {len(msg.data)} bytes, expected {size} "
+                                 f"({self.dimension} parameters + weight, {width} bytes each"
+                                 f"{', sealed' if sealed else ''})")
+            return False
+        data: bytes | memoryview = msg.data
+        if sealed:
+            if self._opened is None:
+                self._opened = np.empty(expected, dtype=np.uint8)
+            try:
+                seal.unseal_records_into(self._client_keys[sender], msg.data,
+                                         C.to_server(sender, self.name, self.config.round_id, C.INPUT_PURPOSE),
+                                         self._opened.data)
+            except SealError:
+                self._reject(sender, "masked_input: its sealed vector does not open")
+                return False
+            data = self._opened.data
         if self._sum is None:
             self._sum = np.zeros(self.dimension + 1, dtype=masking.ring_dtype(self.config.bits))
         try:
-            masking.add_verified(self._sum, msg.data, msg.root)
+            masking.add_verified(self._sum, data, msg.root)
         except InvalidProof:
             self._reject(sender, "masked_input: the data does not match its signed vector root")
             return False
@@ -331,11 +369,18 @@ class SecAggServer:
             if sender is None:
                 continue
             assert isinstance(msg, UnmaskResponse)
-            problem = self._check_response(sender, msg, alive, dropped)
+            try:
+                seed_shares, key_shares = msg.open_shares(self._client_keys[sender],
+                                              C.to_server(sender, self.name, self.config.round_id, C.UNMASK_PURPOSE))
+            except (SealError, EncodingError) as exc:
+                self._reject(sender, f"unmask: its sealed shares do not open ({exc})")
+                continue
+            problem = self._check_response(sender, seed_shares, key_shares, alive, dropped)
             if problem:
                 self._reject(sender, f"unmask: {problem}")
                 continue
             responses[sender] = msg
+        self._opened = None
         self._mark_missing(self._u3, responses, "unmask")
         self._require_holders(frozenset(responses), "unmask")
         rid = self.config.round_id
@@ -367,14 +412,15 @@ class SecAggServer:
         total = int(acc[-1:].view(np.int32 if self.config.bits == 32 else np.int64)[0])
         return Aggregate(masking.dequantize(acc[:-1], scale), total, acc, scale, self._u3)
 
-    def _check_response(self, sender: str, msg: UnmaskResponse, alive: set[str], dropped: set[str]) -> str:
+    def _check_response(self, sender: str, seed_shares: dict[str, bytes], key_shares: dict[str, bytes],
+                        alive: set[str], dropped: set[str]) -> str:
         """Why the response is unusable ("" if it is fine): every share must be one this
         sender holds, of the right kind for the dealer's fate, and match the dealer's digest."""
         rid = self.config.round_id
-        both = set(msg.seed_shares) & set(msg.key_shares)
+        both = set(seed_shares) & set(key_shares)
         if both:
             return f"both shares of {sorted(both)}"
-        for kind, shares, allowed in (("b", msg.seed_shares, alive), ("s", msg.key_shares, dropped)):
+        for kind, shares, allowed in (("b", seed_shares, alive), ("s", key_shares, dropped)):
             for dealer, share in shares.items():
                 if dealer not in allowed or dealer not in self._u2:
                     return f"a {kind!r} share of {dealer!r}, who is not {'alive' if kind == 'b' else 'dropped'}"
@@ -386,7 +432,7 @@ class SecAggServer:
                     return f"its {kind!r} share of {dealer!r} is not the one {dealer!r} dealt to it"
         # Every share is the dealer's own: parse them (a malformed one is the dealer's fault
         # and is left out of the reconstruction).
-        for kind, shares in (("b", msg.seed_shares), ("s", msg.key_shares)):
+        for kind, shares in (("b", seed_shares), ("s", key_shares)):
             for dealer, share in shares.items():
                 try:
                     parsed = shamir.Share.from_bytes(share)

@@ -166,7 +166,8 @@ def run_round(
     verify_keys = {name: ident.verify_key for name, ident in idents.items()}
     report = RoundReport()
     wire = _Wire(report, intercept)
-    server = SecAggServer(idents[SERVER_NAME], config, clients=ids, verify_keys=verify_keys, dimension=dimension)
+    server = SecAggServer(idents[SERVER_NAME], config, clients=ids, verify_keys=verify_keys, dimension=dimension,
+                          random_bytes=random_bytes(SERVER_NAME) if random_bytes else None)
     classes = dict(client_class or {})
     clients = {
         c: classes.get(c, SecAggClient)(
