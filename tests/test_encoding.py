@@ -195,3 +195,13 @@ def test_fast_and_slow_model_checks_agree_at_the_depth_limit(depth: int, leaf: o
         for _ in range(depth):
             value = [value] if container is list else {"k": value}
         assert encoding._in_model(value, 0) is _slow_says_ok(value)
+
+
+@given(values)
+def test_encode_decoded_equals_encode(value: encoding.Value) -> None:
+    back = encoding.decode(encoding.encode(value))
+    assert encoding.encode_decoded(back) == encoding.encode(back)
+    if isinstance(back, dict) and back:
+        part = dict(back)
+        part.pop(sorted(part)[0])
+        assert encoding.encode_decoded(part) == encoding.encode(part)

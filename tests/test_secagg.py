@@ -616,6 +616,38 @@ def test_stages_out_of_order_are_refused() -> None:
         client.advertise_keys()
 
 
+def _graph_by_definition(ids: list[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
+    """The Harary graph on the seeded permutation, every row built eagerly."""
+    from fedledger.secagg.config import _permutation
+
+    order = sorted(ids)
+    n = len(order)
+    if k >= n - 1:
+        return {c: frozenset(order) - {c} for c in order}
+    perm = [order[i] for i in _permutation(n, seed)]
+    out: dict[str, set[str]] = {c: set() for c in order}
+    for i, c in enumerate(perm):
+        for d in range(1, k // 2 + 1):
+            out[c] |= {perm[(i + d) % n], perm[(i - d) % n]}
+        if k % 2:
+            out[c].add(perm[(i + n // 2) % n])
+    return {c: frozenset(v) for c, v in out.items()}
+
+
+@pytest.mark.parametrize("n,k", [(2, 1), (3, 2), (10, 3), (10, 4), (31, 6), (100, 3), (100, 14), (100, 99), (7, 50)])
+def test_neighbour_view_builds_the_rows_of_the_definition(n: int, k: int) -> None:
+    from fedledger.secagg.config import NeighbourView
+
+    ids = [f"n{i:03d}" for i in range(n)]
+    want = _graph_by_definition(ids, k, b"seed")
+    view = NeighbourView(list(reversed(ids)), k, b"seed")
+    assert [view[c] for c in reversed(ids)] == [want[c] for c in reversed(ids)]  # rows on demand, any order
+    assert dict(view) == want == secagg.neighbour_graph(ids, k, b"seed")
+    assert len(view) == n and list(view) == ids
+    with pytest.raises(KeyError):
+        view["stranger"]
+
+
 def test_neighbour_graph_is_regular_symmetric_and_seeded() -> None:
     ids = [f"n{i}" for i in range(31)]
     g = secagg.neighbour_graph(ids, 6, b"seed")

@@ -15,6 +15,8 @@ from fedledger.errors import InvalidArgument, InvalidProof, QuantizationError
 from reference import masking as ref
 from reference import rfc9162
 
+from _wycheproof import case_id, cases
+
 keys16 = st.binary(min_size=16, max_size=16)
 
 
@@ -191,7 +193,8 @@ def test_pairwise_seeds_equal_the_one_at_a_time_derivation() -> None:
 
     own = agreement.AgreementKey.generate()
     peers = [agreement.AgreementKey.generate().public_key.to_bytes() for _ in range(13)]
-    for n in (0, 1, 7, 13):  # below and above the parallel cut-over
+    peers += [agreement.AgreementKey.generate().public_key.to_bytes() for _ in range(87)]
+    for n in (0, 1, 7, 13, 100):  # below and above the parallel cut-overs (X25519 8, HKDF 64)
         got = masking.pairwise_seeds(own, peers[:n], context=b"ctx", length=32)
         assert got == [agreement.pairwise_seed(own, p, context=b"ctx") for p in peers[:n]]
 
@@ -319,3 +322,45 @@ def test_add_verified_adds_checked_data_and_undoes_a_mismatch(length: int, bits:
         masking.add_verified(acc, data[:-1], rfc9162.mth(_chunks(data)))
     with pytest.raises(InvalidArgument, match="root"):
         masking.add_verified(acc, data, b"\x00" * 31)
+
+
+# -- HKDF, natively and in batches (OpenSSL's EVP_KDF) ----------------------------------------
+
+HKDF_CASES = [c for c in cases("hkdf_sha256_test.json") if c[1]["result"] == "valid"]
+
+
+def _native_hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    from fedledger._ext import _masking
+
+    out = np.empty((1, length), np.uint8)
+    failed = _masking.hkdf_many(np.frombuffer(ikm, np.uint8).reshape(1, -1), np.frombuffer(salt, np.uint8),
+                                (info,), out, 1)
+    assert failed == 0
+    return out[0].tobytes()
+
+
+@pytest.mark.parametrize("case", HKDF_CASES, ids=case_id)
+def test_native_hkdf_wycheproof(case: tuple[dict, dict]) -> None:
+    _, t = case
+    if not t["ikm"]:
+        pytest.skip("an empty key cannot be a row of the kernel's key array")
+    got = _native_hkdf(bytes.fromhex(t["ikm"]), bytes.fromhex(t["salt"]), bytes.fromhex(t["info"]), t["size"])
+    assert got == bytes.fromhex(t["okm"])
+
+
+@given(ikm=st.binary(min_size=1, max_size=80), salt=st.binary(max_size=80), info=st.binary(max_size=300),
+       length=st.integers(1, 255 * 32))
+def test_native_hkdf_equals_cryptography(ikm: bytes, salt: bytes, info: bytes, length: int) -> None:
+    from fedledger.crypto.agreement import hkdf_sha256
+
+    assert _native_hkdf(ikm, salt, info, length) == hkdf_sha256(ikm, salt=salt, info=info, length=length)
+
+
+def test_mask_keys_equal_mask_key_one_at_a_time() -> None:
+    import os
+
+    for n in (0, 1, 63, 64, 200):
+        seeds = [os.urandom(32) for _ in range(n)]
+        assert masking.mask_keys(seeds, purpose=b"p") == [masking.mask_key(x, purpose=b"p") for x in seeds]
+    with pytest.raises(InvalidArgument):
+        masking.mask_keys([b"short"], purpose=b"p")

@@ -26,7 +26,7 @@ import cbor2
 
 from fedledger.errors import EncodingError
 
-__all__ = ["Value", "decode", "decode_authenticated", "encode"]
+__all__ = ["Value", "decode", "decode_authenticated", "encode", "encode_decoded"]
 
 #: What encode takes and decode returns (decode gives lists, never tuples).
 Value = Union[None, bool, int, float, str, bytes, list["Value"], tuple["Value", ...], dict[str, "Value"]]
@@ -109,6 +109,12 @@ def encode(value: Value) -> bytes:
         return cbor2.dumps(value, canonical=True)
     except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:
         raise EncodingError(f"value: cannot encode: {exc}") from None
+
+
+def encode_decoded(value: Value) -> bytes:
+    """:func:`encode` of a value :func:`decode` returned, or of a part of one (a map with a
+    key dropped, say): the same bytes, without the model walk that decode already did."""
+    return cbor2.dumps(value, canonical=True)
 
 
 def decode(data: bytes) -> Value:

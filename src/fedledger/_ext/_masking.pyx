@@ -81,6 +81,43 @@ cdef extern from *:
     int fl_quant32_d(const double* x, uint32_t* out, Py_ssize_t n, double weight, double scale,
                      double clip, const uint32_t* rnd) nogil
 
+cdef extern from *:
+    """
+    #include <openssl/kdf.h>
+    #include <openssl/params.h>
+    #include <openssl/core_names.h>
+    /* An HKDF-SHA256 context of OpenSSL's (RFC 5869), salt set once; NULL on failure. */
+    static EVP_KDF_CTX* fl_hkdf_new(const unsigned char* salt, size_t saltlen) {
+        EVP_KDF* kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+        EVP_KDF_CTX* ctx;
+        OSSL_PARAM params[3], *p = params;
+        if (kdf == NULL) return NULL;
+        ctx = EVP_KDF_CTX_new(kdf);
+        EVP_KDF_free(kdf);
+        if (ctx == NULL) return NULL;
+        *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char*)"SHA256", 0);
+        if (saltlen) *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void*)salt, saltlen);
+        *p = OSSL_PARAM_construct_end();
+        if (EVP_KDF_CTX_set_params(ctx, params) != 1) { EVP_KDF_CTX_free(ctx); return NULL; }
+        return ctx;
+    }
+    /* out[0:outlen] = HKDF(ikm, the context's salt, info); 0 on success. */
+    static int fl_hkdf(EVP_KDF_CTX* ctx, const unsigned char* ikm, size_t ikmlen,
+                       const unsigned char* info, size_t infolen, unsigned char* out, size_t outlen) {
+        OSSL_PARAM params[3];
+        params[0] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void*)ikm, ikmlen);
+        params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void*)info, infolen);
+        params[2] = OSSL_PARAM_construct_end();
+        return EVP_KDF_derive(ctx, out, outlen, params) == 1 ? 0 : 1;
+    }
+    """
+    ctypedef struct EVP_KDF_CTX:
+        pass
+    EVP_KDF_CTX* fl_hkdf_new(const unsigned char* salt, size_t saltlen) nogil
+    int fl_hkdf(EVP_KDF_CTX* ctx, const unsigned char* ikm, size_t ikmlen, const unsigned char* info,
+                size_t infolen, unsigned char* out, size_t outlen) nogil
+    void EVP_KDF_CTX_free(EVP_KDF_CTX* ctx) nogil
+
 cdef enum:
     KEY = 16
     # Bytes per block of work: big enough to amortise the EVP call, small enough for L2.
@@ -140,11 +177,15 @@ cdef inline void _iv(uint64_t offset, uint8_t* iv) noexcept nogil:
         iv[15 - i] = <uint8_t>(blk >> (8 * i))
 
 
+# BLOCK zero bytes, read-only: encrypting them gives the keystream without a memset per call.
+cdef uint8_t _ZEROS[BLOCK]
+memset(_ZEROS, 0, BLOCK)
+
+
 cdef int _keystream(EVP_CIPHER_CTX* c, uint8_t* buf, Py_ssize_t n) noexcept nogil:
-    """Next n bytes of c's keystream into buf (encrypting zeros in place)."""
+    """Next n (<= BLOCK) bytes of c's keystream into buf: the encryption of zeros."""
     cdef int outl = 0
-    memset(buf, 0, n)
-    if EVP_EncryptUpdate(c, buf, &outl, buf, <int>n) != 1 or outl != n:
+    if EVP_EncryptUpdate(c, buf, &outl, _ZEROS, <int>n) != 1 or outl != n:
         return C_ERR_CIPHER
     return C_OK
 
@@ -498,3 +539,42 @@ cdef int _run(const Pass* p, int nthreads):
         if lo < nbytes:
             rc |= _pass_range(p, lo, hi)
     return rc
+
+
+def hkdf_many(const uint8_t[:, ::1] ikm, const uint8_t[::1] salt, tuple infos, uint8_t[:, ::1] out,
+              int nthreads) -> int:
+    """out[i] = HKDF-SHA256(ikm[i], salt, infos[i]) with len(out[i]) bytes (RFC 5869, OpenSSL's
+    EVP_KDF "HKDF"), parallel over i. ``infos`` holds bytes, kept alive by the tuple; an empty
+    salt means RFC 5869's default (HashLen zeros). Returns the number of failed items."""
+    cdef Py_ssize_t n = ikm.shape[0], i, k
+    cdef const uint8_t** ip = <const uint8_t**>malloc((n + 1) * sizeof(uint8_t*))
+    cdef Py_ssize_t* il = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+    cdef const uint8_t[::1] view
+    cdef int failed = 0
+    cdef EVP_KDF_CTX* ctx
+    cdef const uint8_t* sp = &salt[0] if salt.shape[0] else NULL
+    cdef size_t sl = salt.shape[0]
+    cdef int nt = nthreads if n >= 64 else 1
+    if ip == NULL or il == NULL:
+        free(ip)
+        free(il)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            view = infos[i]
+            ip[i] = &view[0] if view.shape[0] else sp
+            il[i] = view.shape[0]
+        for k in prange(nt, nogil=True, num_threads=nt, schedule="static"):
+            ctx = fl_hkdf_new(sp, sl)
+            if ctx == NULL:
+                failed += 1
+            else:
+                i = k
+                while i < n:
+                    failed += fl_hkdf(ctx, &ikm[i, 0], ikm.shape[1], ip[i], il[i], &out[i, 0], out.shape[1])
+                    i = i + nt
+                EVP_KDF_CTX_free(ctx)
+        return failed
+    finally:
+        free(ip)
+        free(il)

@@ -34,6 +34,7 @@ __all__ = [
     "AgreementPublicKey",
     "hkdf_sha256",
     "pairwise_seed",
+    "pairwise_info",
     "seed_from_shared",
 ]
 
@@ -181,8 +182,14 @@ def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, contex
 
 def seed_from_shared(shared: bytes, own_public: bytes, peer_public: bytes, *, context: bytes, length: int = 32) -> bytes:
     """The HKDF step of :func:`pairwise_seed`, for callers that computed the X25519 secret
-    themselves (fedledger.crypto.masking.pairwise_seeds does many at once, natively)."""
+    themselves (fedledger.crypto.masking.pairwise_seeds does many at once, natively, with
+    :func:`pairwise_info` and OpenSSL's HKDF)."""
+    return hkdf_sha256(shared, salt=b"", info=pairwise_info(own_public, peer_public, context), length=length)
+
+
+def pairwise_info(own_public: bytes, peer_public: bytes, context: bytes) -> bytes:
+    """The HKDF ``info`` of :func:`pairwise_seed`: a domain tag, both public keys sorted (so
+    both sides derive alike), then the context."""
     low, high = sorted((own_public, peer_public))
-    info = b"fedledger/pairwise-seed/v1\x00" + low + high + context
-    return hkdf_sha256(shared, salt=b"", info=info, length=length)
+    return b"fedledger/pairwise-seed/v1\x00" + low + high + context
 

@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from fedledger._ext import load
 from fedledger.crypto import merkle
 from fedledger.crypto._threads import num_threads
-from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, seed_from_shared
+from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, pairwise_info
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, InvalidProof, QuantizationError
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "dequantize",
     "expand",
     "mask_key",
+    "mask_keys",
     "pairwise_seeds",
     "quantization_scale",
     "quantize",
@@ -71,6 +72,8 @@ KEY_SIZE: Final = 16
 CHUNK_SIZE: Final[int] = _k.CHUNK_SIZE
 RING_BITS: Final = (32, 64)
 _MASK_INFO: Final = b"fedledger/secagg/mask-key/v1\x00"
+#: OpenSSL 3.0's HKDF keeps at most 1024 bytes of info.
+_MAX_INFO: Final = 1024
 #: The least useful resolution: a client of weight 1 at the clip value is this many steps.
 MIN_LEVELS: Final = 256
 #: float64 holds integers exactly up to 2^53: the scaled value stays below that.
@@ -113,7 +116,31 @@ def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes,
     if bad.size:
         raise InvalidKey(f"peers[{int(bad[0])}]: X25519 exchange gave the all-zero secret (low-order key)")
     mine = own.public_key.to_bytes()
-    return [seed_from_shared(out[i].tobytes(), mine, p, context=context, length=length) for i, p in enumerate(raw)]
+    return _hkdf_many(out, b"", [pairwise_info(mine, p, context) for p in raw], length)
+
+
+def _hkdf_many(ikm: NDArray[np.uint8], salt: bytes, infos: Sequence[bytes], length: int) -> list[bytes]:
+    """[HKDF-SHA256(ikm[i], salt, infos[i], length)], natively (OpenSSL's HKDF) in parallel."""
+    if not 1 <= length <= 255 * 32:
+        raise InvalidArgument("length", f"must be in [1, {255 * 32}], got {length}")
+    if any(len(info) > _MAX_INFO for info in infos):
+        raise InvalidArgument("info", f"at most {_MAX_INFO} bytes")
+    out = np.empty((len(infos), length), dtype=np.uint8)
+    if _k.hkdf_many(ikm, np.frombuffer(salt, np.uint8), tuple(infos), out, num_threads()):  # pragma: no cover
+        raise MemoryError("HKDF kernel failed")
+    return [row.tobytes() for row in out]
+
+
+def mask_keys(seeds: Sequence[bytes], *, purpose: bytes) -> list[bytes]:
+    """``[mask_key(s, purpose=purpose) for s in seeds]`` in one native call."""
+    if not isinstance(purpose, bytes):
+        raise InvalidArgumentType("purpose", f"expected bytes, got {type(purpose).__name__}")
+    if not seeds:
+        return []
+    if any(type(s) is not bytes or len(s) != 32 for s in seeds):
+        raise InvalidArgument("seeds", "expected 32-byte seeds")
+    ikm = np.frombuffer(b"".join(seeds), np.uint8).reshape(-1, 32)
+    return _hkdf_many(ikm, b"", [_MASK_INFO + purpose] * len(seeds), KEY_SIZE)
 
 
 def _ring(acc: object) -> tuple[NDArray[np.uint8], int]:

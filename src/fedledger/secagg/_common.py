@@ -45,7 +45,7 @@ def to_server(client: str, server: str, round_id: int, purpose: str) -> SealCont
 def pairwise_mask_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
     """:func:`pairwise_mask_key` for many peers at once (native X25519, in parallel)."""
     ctx = encoding.encode(["fedledger/secagg/pairwise-mask/v1", round_id])
-    return [masking.mask_key(seed, purpose=ctx) for seed in masking.pairwise_seeds(own, peers, context=ctx, length=32)]
+    return masking.mask_keys(masking.pairwise_seeds(own, peers, context=ctx, length=32), purpose=ctx)
 
 
 def seal_context(dealer: str, holder: str, round_id: int) -> SealContext:

@@ -23,7 +23,7 @@ from fedledger.errors import (
 )
 from fedledger.identity import Identity
 from fedledger.secagg import _common as C
-from fedledger.secagg.config import SecAggConfig, neighbour_graph
+from fedledger.secagg.config import NeighbourView, SecAggConfig
 from fedledger.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -75,7 +75,7 @@ class SecAggClient:
         self._mask_sk = agreement.AgreementKey.from_bytes(self._rand(32))
         self._seed = self._rand(32)
         self._participants: tuple[str, ...] = ()
-        self._graph: dict[str, frozenset[str]] = {}
+        self._graph: Mapping[str, frozenset[str]] = {}
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._seal_keys: dict[str, bytes] = {}
         self._server_key = b""
@@ -128,7 +128,7 @@ class SecAggClient:
         n = len(ids)
         cfg = self.config
         self._threshold = cfg.threshold_for(n)
-        self._graph = neighbour_graph(ids, cfg.degree(n), cfg.seed())
+        self._graph = NeighbourView(ids, cfg.degree(n), cfg.seed())
         mine = self._graph[self.name]
         adverts: dict[str, AdvertiseKeys] = {}
         for raw in directory.adverts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Union
 
@@ -137,21 +137,50 @@ def neighbour_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozen
     the diametrically opposite one when k is odd (n is then even): a Harary graph on a random
     permutation, as in Bell et al. (CCS'20).
     """
-    order = sorted(ids)
-    n = len(order)
-    if len(set(order)) != n:
-        raise InvalidArgument("ids", "duplicate client ids")
-    if k >= n - 1:
-        everyone = frozenset(order)
-        return {c: everyone - {c} for c in order}
-    if k % 2 and n % 2:
-        raise InvalidArgument("k", f"no {k}-regular graph on {n} nodes (both odd)")
-    perm = [order[i] for i in _permutation(n, seed)]
-    out: dict[str, set[str]] = {c: set() for c in order}
-    for i, c in enumerate(perm):
-        for d in range(1, k // 2 + 1):
-            out[c].add(perm[(i + d) % n])
-            out[c].add(perm[(i - d) % n])
-        if k % 2:
-            out[c].add(perm[(i + n // 2) % n])
-    return {c: frozenset(v) for c, v in out.items()}
+    view = NeighbourView(ids, k, seed)
+    return {c: view[c] for c in view}
+
+
+class NeighbourView(Mapping[str, frozenset[str]]):
+    """:func:`neighbour_graph` as a read-only mapping that builds a row when it is first
+    asked for: a client needs its own row and its neighbours', not all n."""
+
+    def __init__(self, ids: Sequence[str], k: int, seed: bytes) -> None:
+        order = sorted(ids)
+        n = len(order)
+        if len(set(order)) != n:
+            raise InvalidArgument("ids", "duplicate client ids")
+        self._complete = k >= n - 1
+        if not self._complete and k % 2 and n % 2:
+            raise InvalidArgument("k", f"no {k}-regular graph on {n} nodes (both odd)")
+        self._order = order
+        self._k = k
+        self._perm = order if self._complete else [order[i] for i in _permutation(n, seed)]
+        self._pos = {c: i for i, c in enumerate(self._perm)}
+        self._rows: dict[str, frozenset[str]] = {}
+        self._everyone: frozenset[str] | None = None
+
+    def __getitem__(self, c: str) -> frozenset[str]:
+        row = self._rows.get(c)
+        if row is not None:
+            return row
+        i = self._pos[c]  # KeyError for a non-member, as a dict
+        if self._complete:
+            if self._everyone is None:
+                self._everyone = frozenset(self._order)
+            row = self._everyone - {c}
+        else:
+            perm, n = self._perm, len(self._perm)
+            near = [perm[(i + d) % n] for d in range(1, self._k // 2 + 1)]
+            near += [perm[(i - d) % n] for d in range(1, self._k // 2 + 1)]
+            if self._k % 2:
+                near.append(perm[(i + n // 2) % n])
+            row = frozenset(near)
+        self._rows[c] = row
+        return row
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)

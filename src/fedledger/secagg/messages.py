@@ -201,7 +201,7 @@ class Message:
         # The signed bytes are the received header without "sig", re-encoded the one way
         # fedledger makes bytes to sign.
         del head["sig"]
-        object.__setattr__(msg, "_signed_cache", encoding.encode(head))
+        object.__setattr__(msg, "_signed_cache", encoding.encode_decoded(head))
         return msg
 
     _HAS_TAIL: ClassVar[bool] = False
