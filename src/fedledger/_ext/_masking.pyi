@@ -28,3 +28,26 @@ def quantize(
 def x25519_many(
     scalar: NDArray[np.uint8], peers: NDArray[np.uint8], out: NDArray[np.uint8], ok: NDArray[np.uint8], nthreads: int
 ) -> None: ...
+
+CHUNK_SIZE: int
+
+def vector_pass(
+    acc: NDArray[np.uint8],
+    width: int,
+    x: NDArray[np.float32] | NDArray[np.float64] | None,
+    scale: float,
+    clip: float,
+    weight: float,
+    rkey: NDArray[np.uint8] | bytes,
+    inp: bytes | memoryview | None,
+    inp_sign: int,
+    keys: NDArray[np.uint8],
+    signs: NDArray[np.int8],
+    leaves: NDArray[np.uint8],
+    hash_input: bool,
+    nthreads: int,
+) -> int: ...
+def chunk_leaves(data: bytes | memoryview, leaves: NDArray[np.uint8], nthreads: int) -> int: ...
+def hkdf_many(
+    ikm: NDArray[np.uint8], salt: NDArray[np.uint8], infos: tuple[bytes, ...], out: NDArray[np.uint8], nthreads: int
+) -> int: ...
