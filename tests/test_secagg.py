@@ -111,6 +111,26 @@ def test_dropouts_up_to_n_minus_threshold_at_each_stage(n: int, stage: str) -> N
     assert_within_bound(res, updates)
 
 
+@pytest.mark.parametrize("stage", ["share_keys", "masked_input", "unmask"])
+@pytest.mark.parametrize("neighbors", [None, "auto"])
+def test_hundred_clients_with_the_most_dropouts_the_threshold_allows(neighbors: object, stage: str) -> None:
+    # Full graph: n - t = 49 of 100 drop. Sparse (k = 14, t = 8 of 15): as many as keep every
+    # neighbourhood at t live holders, at least n - t of some neighbourhood.
+    n = 100
+    config = SecAggConfig(neighbors=neighbors)  # type: ignore[arg-type]
+    updates = make_updates(n, 5, seed=7)
+    ids = sorted(updates)
+    t = config.threshold_for(n)
+    drops = feasible_drops(ids, config, n - t, [stage])
+    if neighbors is None:
+        assert len(drops) == n - t
+    assert len(drops) >= config.neighbourhood(n) - t
+    res = run_round(updates, config, dropouts=drops)
+    assert res.report.dropped == drops
+    assert set(res.report.survivors) == (set(ids) if stage == "unmask" else set(ids) - set(drops))
+    assert_within_bound(res, updates)
+
+
 def test_dropouts_mixed_stages_full_graph() -> None:
     n = 10
     config = SecAggConfig(neighbors=None, threshold=6)
