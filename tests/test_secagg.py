@@ -679,3 +679,29 @@ def test_neighbour_graph_is_regular_symmetric_and_seeded() -> None:
     assert {len(v) for v in g5.values()} == {5}
     assert SecAggConfig(neighbors=5).degree(31) == 6  # odd k and odd n: one more
     assert all(len(v) == 30 for v in secagg.neighbour_graph(ids, 30, b"s").values())
+
+
+def test_server_state_machine_driven_by_hand_streams_inputs_and_ignores_a_forgery() -> None:
+    # The server's API used directly, as an embedding framework would: masked inputs arrive
+    # one at a time; a forged one in c1's name (bad signature) comes first and neither blocks
+    # c1's genuine input nor leaves c1 listed as rejected.
+    names = ["c0", "c1", "c2"]
+    ids = {c: Identity.generate(c) for c in [*names, "aggregator"]}
+    keys = {c: i.verify_key for c, i in ids.items()}
+    config = SecAggConfig(neighbors=None)
+    server = secagg.SecAggServer(ids["aggregator"], config, clients=names, verify_keys=keys, dimension=4)
+    clients = {c: secagg.SecAggClient(ids[c], config, server="aggregator", verify_keys=keys) for c in names}
+    directories = server.key_directories([clients[c].advertise_keys() for c in names])
+    relayed = server.relay_shares([clients[c].share_keys(directories[c]) for c in names])
+    updates = {c: np.full(4, 0.25 * (i + 1)) for i, c in enumerate(names)}
+    masked = {c: clients[c].masked_input(relayed[c], updates[c]) for c in names}
+    forged = replace(masked["c1"], signature=bytes(64))
+    assert server.receive_masked_input(forged) is False
+    assert "bad signature" in server.rejected["c1"]
+    assert all(server.receive_masked_input(masked[c]) for c in names)
+    assert server.receive_masked_input(masked["c2"]) is False  # a replay is refused ...
+    assert server.rejected == {}  # ... and neither it nor the forgery counts against anyone
+    requests = server.unmask_requests()
+    result = server.aggregate([clients[c].unmask(requests[c]) for c in names])
+    assert result.survivors == tuple(names)
+    assert np.allclose(result.aggregate, sum(updates.values()), atol=3 / result.scale)

@@ -91,7 +91,9 @@ class SecAggServer:
         self.dimension = dimension
         self._keys = dict(verify_keys)
         self._stage = "advertise_keys"
-        #: client -> why its message was rejected (it counts as dropped at that stage).
+        #: client -> why its message was rejected (it counts as dropped at that stage). A
+        #: forged message in a client's name is listed until the client's genuine one
+        #: arrives; a second message from a client already heard is refused silently.
         self.rejected: dict[str, str] = {}
         #: client -> what it did wrong that did not stop the round (e.g. inconsistent shares).
         self.misbehaving: dict[str, str] = {}
@@ -141,7 +143,9 @@ class SecAggServer:
             if sender not in allowed:
                 raise SecAggError(f"{sender!r} may not send {kind.STAGE!r} now", sender)
             if sender in seen:
-                raise SecAggError(f"a second {kind.STAGE!r} message", sender)
+                # A replay of an accepted message (or a second one): refused, and it is no
+                # reason to count the sender as dropped.
+                return None
             key = C.verified(self._keys.get(sender), sender)
             if verify:
                 msg.verify(key)
@@ -152,8 +156,14 @@ class SecAggServer:
             self._reject(sender, f"{kind.STAGE}: {exc}")
             return None
         if verify:
-            seen.add(sender)
+            self._accepted(sender, seen)
         return sender
+
+    def _accepted(self, sender: str, seen: set[str]) -> None:
+        """``sender``'s message for this stage passed its signature check: its one turn is
+        used, and an earlier forged message in its name no longer counts against it."""
+        seen.add(sender)
+        self.rejected.pop(sender, None)
 
     def _reject(self, client: str, reason: str) -> None:
         if client in self.clients:
@@ -275,7 +285,7 @@ class SecAggServer:
         except InvalidSignature as exc:
             self._reject(sender, f"masked_input: bad signature ({exc.reason})")
             return False
-        self._seen_masked.add(sender)
+        self._accepted(sender, self._seen_masked)
         sealed = self.config.seal_inputs
         size = seal.sealed_records_size(expected) if sealed else expected
         if msg.sealed != sealed:
