@@ -540,7 +540,7 @@ def test_messages_round_trip_and_bind_their_header() -> None:
     with pytest.raises(SealError):  # bound to its sender, receiver, round and purpose
         back.open_shares(key, seal.SealContext(sender="c2", receiver="aggregator", round=3, purpose=ctx.purpose))
 
-    for changed in (replace(msg, round_id=4), replace(msg, receiver="c9"), replace(msg, sealed=sealed[:-1] + b"\x00")):
+    for changed in (replace(msg, round_id=4), replace(msg, receiver="c9"), replace(msg, sealed=sealed[:-1] + bytes([sealed[-1] ^ 1]))):
         with pytest.raises(InvalidSignature):
             changed.verify(ident.verify_key)
     with pytest.raises(EncodingError):
@@ -681,14 +681,17 @@ def test_neighbour_graph_is_regular_symmetric_and_seeded() -> None:
     assert all(len(v) == 30 for v in secagg.neighbour_graph(ids, 30, b"s").values())
 
 
-def test_server_state_machine_driven_by_hand_streams_inputs_and_ignores_a_forgery() -> None:
+@pytest.mark.parametrize("sealed", [True, False])
+def test_server_state_machine_driven_by_hand_streams_inputs_and_ignores_forgeries(sealed: bool) -> None:
     # The server's API used directly, as an embedding framework would: masked inputs arrive
-    # one at a time; a forged one in c1's name (bad signature) comes first and neither blocks
-    # c1's genuine input nor leaves c1 listed as rejected.
+    # one at a time. Before c1's genuine input come a forgery in its name (bad signature) and
+    # a tampered copy of the genuine message (signed header intact, one body byte flipped);
+    # neither shuts the genuine one out or leaves c1 on record. After it, a replay and a
+    # stale message from another round are refused without counting against anyone.
     names = ["c0", "c1", "c2"]
     ids = {c: Identity.generate(c) for c in [*names, "aggregator"]}
     keys = {c: i.verify_key for c, i in ids.items()}
-    config = SecAggConfig(neighbors=None)
+    config = SecAggConfig(neighbors=None, seal_inputs=sealed)
     server = secagg.SecAggServer(ids["aggregator"], config, clients=names, verify_keys=keys, dimension=4)
     clients = {c: secagg.SecAggClient(ids[c], config, server="aggregator", verify_keys=keys) for c in names}
     directories = server.key_directories([clients[c].advertise_keys() for c in names])
@@ -698,10 +701,16 @@ def test_server_state_machine_driven_by_hand_streams_inputs_and_ignores_a_forger
     forged = replace(masked["c1"], signature=bytes(64))
     assert server.receive_masked_input(forged) is False
     assert "bad signature" in server.rejected["c1"]
+    raw = bytearray(masked["c1"].to_bytes())
+    raw[-1] ^= 1
+    tampered = MaskedInput.from_bytes(bytes(raw))
+    assert server.receive_masked_input(tampered) is False
+    assert "c1" in server.rejected  # (the first reason stays on record)
     assert all(server.receive_masked_input(masked[c]) for c in names)
-    assert server.receive_masked_input(masked["c2"]) is False  # a replay is refused ...
-    assert server.rejected == {}  # ... and neither it nor the forgery counts against anyone
+    assert server.receive_masked_input(masked["c2"]) is False  # a replay
+    assert server.receive_masked_input(replace(masked["c0"], round_id=7).signed(ids["c0"])) is False  # stale
+    assert server.rejected == {}  # none of it counts against anyone
     requests = server.unmask_requests()
     result = server.aggregate([clients[c].unmask(requests[c]) for c in names])
-    assert result.survivors == tuple(names)
+    assert result.survivors == tuple(names) and not server.dropped
     assert np.allclose(result.aggregate, sum(updates.values()), atol=3 / result.scale)

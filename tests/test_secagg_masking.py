@@ -342,13 +342,13 @@ def _native_hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
 @pytest.mark.parametrize("case", HKDF_CASES, ids=case_id)
 def test_native_hkdf_wycheproof(case: tuple[dict, dict]) -> None:
     _, t = case
-    if not t["ikm"]:
-        pytest.skip("an empty key cannot be a row of the kernel's key array")
+    if not t["ikm"] or not t["info"]:
+        pytest.skip("an empty key cannot be a row of the key array; an empty info is refused (see below)")
     got = _native_hkdf(bytes.fromhex(t["ikm"]), bytes.fromhex(t["salt"]), bytes.fromhex(t["info"]), t["size"])
     assert got == bytes.fromhex(t["okm"])
 
 
-@given(ikm=st.binary(min_size=1, max_size=80), salt=st.binary(max_size=80), info=st.binary(max_size=300),
+@given(ikm=st.binary(min_size=1, max_size=80), salt=st.binary(max_size=80), info=st.binary(min_size=1, max_size=300),
        length=st.integers(1, 255 * 32))
 def test_native_hkdf_equals_cryptography(ikm: bytes, salt: bytes, info: bytes, length: int) -> None:
     from fedledger.crypto.agreement import hkdf_sha256
@@ -364,3 +364,16 @@ def test_mask_keys_equal_mask_key_one_at_a_time() -> None:
         assert masking.mask_keys(seeds, purpose=b"p") == [masking.mask_key(x, purpose=b"p") for x in seeds]
     with pytest.raises(InvalidArgument):
         masking.mask_keys([b"short"], purpose=b"p")
+
+
+def test_native_hkdf_refuses_an_empty_info_without_crashing() -> None:
+    # OpenSSL 3.0's HKDF crashes on an empty info after a non-empty one on a reused context;
+    # the kernel fails such an item instead, and the wrapper refuses it up front.
+    from fedledger._ext import _masking
+
+    out = np.empty((3, 32), np.uint8)
+    failed = _masking.hkdf_many(np.zeros((3, 32), np.uint8), np.frombuffer(b"s", np.uint8), (b"A", b"", b"B"), out, 1)
+    assert failed == 1
+    assert out[2].tobytes() == _native_hkdf(bytes(32), b"s", b"B", 32)
+    with pytest.raises(InvalidArgument, match="info"):
+        masking._hkdf_many(np.zeros((1, 32), np.uint8), b"", [b""], 32)

@@ -544,8 +544,10 @@ cdef int _run(const Pass* p, int nthreads):
 def hkdf_many(const uint8_t[:, ::1] ikm, const uint8_t[::1] salt, tuple infos, uint8_t[:, ::1] out,
               int nthreads) -> int:
     """out[i] = HKDF-SHA256(ikm[i], salt, infos[i]) with len(out[i]) bytes (RFC 5869, OpenSSL's
-    EVP_KDF "HKDF"), parallel over i. ``infos`` holds bytes, kept alive by the tuple; an empty
-    salt means RFC 5869's default (HashLen zeros). Returns the number of failed items."""
+    EVP_KDF "HKDF"), parallel over i. ``infos`` holds non-empty bytes, kept alive by the tuple
+    (an empty info on a reused context crashes OpenSSL 3.0's HKDF: such an item fails here
+    instead); an empty salt means RFC 5869's default (HashLen zeros). Returns the number of
+    failed items."""
     cdef Py_ssize_t n = ikm.shape[0], i, k
     cdef const uint8_t** ip = <const uint8_t**>malloc((n + 1) * sizeof(uint8_t*))
     cdef Py_ssize_t* il = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
@@ -571,7 +573,10 @@ def hkdf_many(const uint8_t[:, ::1] ikm, const uint8_t[::1] salt, tuple infos, u
             else:
                 i = k
                 while i < n:
-                    failed += fl_hkdf(ctx, &ikm[i, 0], ikm.shape[1], ip[i], il[i], &out[i, 0], out.shape[1])
+                    if il[i] == 0:
+                        failed += 1
+                    else:
+                        failed += fl_hkdf(ctx, &ikm[i, 0], ikm.shape[1], ip[i], il[i], &out[i, 0], out.shape[1])
                     i = i + nt
                 EVP_KDF_CTX_free(ctx)
         return failed

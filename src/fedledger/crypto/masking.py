@@ -123,8 +123,9 @@ def _hkdf_many(ikm: NDArray[np.uint8], salt: bytes, infos: Sequence[bytes], leng
     """[HKDF-SHA256(ikm[i], salt, infos[i], length)], natively (OpenSSL's HKDF) in parallel."""
     if not 1 <= length <= 255 * 32:
         raise InvalidArgument("length", f"must be in [1, {255 * 32}], got {length}")
-    if any(len(info) > _MAX_INFO for info in infos):
-        raise InvalidArgument("info", f"at most {_MAX_INFO} bytes")
+    if any(not 0 < len(info) <= _MAX_INFO for info in infos):
+        # empty: OpenSSL 3.0's HKDF mishandles an empty info on a reused context
+        raise InvalidArgument("info", f"must be 1 to {_MAX_INFO} bytes")
     out = np.empty((len(infos), length), dtype=np.uint8)
     if _k.hkdf_many(ikm, np.frombuffer(salt, np.uint8), tuple(infos), out, num_threads()):  # pragma: no cover
         raise MemoryError("HKDF kernel failed")

@@ -65,6 +65,10 @@ class Aggregate:
 class SecAggServer:
     """The aggregator of one round.
 
+    One caller at a time: the methods share the running sum and one buffer, and the kernels
+    release the GIL, so an embedding that receives messages on several threads must hand them
+    to the server under one lock.
+
     ``clients`` are the names invited to the round; ``verify_keys`` maps each to its Ed25519
     key; ``dimension`` is the number of parameters D of every update. ``random_bytes``
     (default ``os.urandom``) makes the server's round key; pass a fixed source only in tests.
@@ -130,22 +134,23 @@ class SecAggServer:
         self, msg: Message, kind: type[Message], allowed: frozenset[str], seen: set[str], *, verify: bool = True
     ) -> str | None:
         """The sender if ``msg`` is acceptable, else None (with the reason recorded). With
-        ``verify=False`` the caller checks the signature and then adds the sender to ``seen``
-        (a forged message must not use up the sender's one turn)."""
+        ``verify=False`` the caller checks the message and then calls :meth:`_accepted`
+        (a forged or tampered message must not use up the sender's one turn)."""
         sender = getattr(msg, "sender", "?")
         try:
             if not isinstance(msg, kind):
                 raise SecAggError(f"expected {kind.__name__}, got {type(msg).__name__}", sender)
+            if sender in seen:
+                # The sender's message for this stage was accepted already: anything else in
+                # its name (a replay, a stale or tampered copy) is refused, and is no reason
+                # to count it as dropped.
+                return None
             if msg.round_id != self.config.round_id:
                 raise SecAggError(f"a message of round {msg.round_id} replayed into round {self.config.round_id}", sender)
             if msg.receiver != self.name:
                 raise SecAggError(f"addressed to {msg.receiver!r}", sender)
             if sender not in allowed:
                 raise SecAggError(f"{sender!r} may not send {kind.STAGE!r} now", sender)
-            if sender in seen:
-                # A replay of an accepted message (or a second one): refused, and it is no
-                # reason to count the sender as dropped.
-                return None
             key = C.verified(self._keys.get(sender), sender)
             if verify:
                 msg.verify(key)
@@ -285,7 +290,9 @@ class SecAggServer:
         except InvalidSignature as exc:
             self._reject(sender, f"masked_input: bad signature ({exc.reason})")
             return False
-        self._accepted(sender, self._seen_masked)
+        # The signature covers the header, not the bytes behind it: the sender's turn is used
+        # only once the data opened and matched the signed root (a tampered copy of a genuine
+        # message, sent first, must not shut the genuine one out).
         sealed = self.config.seal_inputs
         size = seal.sealed_records_size(expected) if sealed else expected
         if msg.sealed != sealed:
@@ -316,6 +323,7 @@ class SecAggServer:
         except InvalidProof:
             self._reject(sender, "masked_input: the data does not match its signed vector root")
             return False
+        self._accepted(sender, self._seen_masked)
         for dealer in msg.complaints:
             if dealer in self._u2:
                 self.misbehaving.setdefault(dealer, f"{sender} could not open the shares it dealt")
