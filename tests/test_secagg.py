@@ -248,6 +248,21 @@ def _capture(into: dict[str, bytes]) -> Callable[[str, str, str, bytes], bytes]:
     return spy
 
 
+@pytest.mark.parametrize("sealed", [True, False])
+def test_commitments_are_the_vector_roots_of_the_masked_inputs_in_the_sum(sealed: bool) -> None:
+    updates = make_updates(6, 40_000, seed=3)  # several 64 KiB chunks
+    wire: dict[str, bytes] = {}
+    res = run_round(updates, SecAggConfig(neighbors=None, seal_inputs=sealed), dropouts={"c004": "masked_input"},
+                    intercept=_capture(wire))
+    assert set(res.report.commitments) == set(res.report.survivors) == set(updates) - {"c004"}
+    for c, root in res.report.commitments.items():
+        if not sealed:  # the server saw exactly these bytes
+            assert root == masking.vector_root(wire[c])
+        assert len(root) == 32
+    if sealed:  # the roots are of the plaintexts, not of what travelled
+        assert all(root != masking.vector_root(wire[c]) for c, root in res.report.commitments.items())
+
+
 def test_same_sum_gives_the_same_result_whatever_the_individual_inputs() -> None:
     # On the grid of an exact power-of-two scale, quantization is deterministic, so two input
     # sets with the same sum must give bit-identical aggregates, while the masked vectors

@@ -101,6 +101,9 @@ class SecAggServer:
         self.rejected: dict[str, str] = {}
         #: client -> what it did wrong that did not stop the round (e.g. inconsistent shares).
         self.misbehaving: dict[str, str] = {}
+        #: client -> the vector root its accepted masked input was signed under: the
+        #: commitment to record on a ledger (DESIGN's step 3), in arrival order.
+        self.commitments: dict[str, bytes] = {}
         #: client -> the stage at which it went missing (no message, or a rejected one).
         self.dropped: dict[str, str] = {}
         self._round_key = agreement.AgreementKey.from_bytes((random_bytes or os.urandom)(32))
@@ -324,6 +327,7 @@ class SecAggServer:
             self._reject(sender, "masked_input: the data does not match its signed vector root")
             return False
         self._accepted(sender, self._seen_masked)
+        self.commitments[sender] = msg.root
         for dealer in msg.complaints:
             if dealer in self._u2:
                 self.misbehaving.setdefault(dealer, f"{sender} could not open the shares it dealt")

@@ -48,7 +48,9 @@ class RoundReport:
     clients); a message's encoding counts as its sender's time, its parsing as the
     receiver's. ``client_seconds``: each client's total compute. ``dropped``: client -> stage
     it went missing at (no message or a rejected one); ``rejected``: client -> why its
-    message was refused; ``misbehaving``: clients caught cheating without stopping the round.
+    message was refused; ``misbehaving``: clients caught cheating without stopping the round;
+    ``commitments``: client -> the vector root of its masked input in the sum (what a ledger
+    records; see :func:`fedledger.crypto.masking.vector_root`).
     """
 
     bytes_up: dict[str, int] = field(default_factory=dict)
@@ -59,6 +61,7 @@ class RoundReport:
     rejected: dict[str, str] = field(default_factory=dict)
     misbehaving: dict[str, str] = field(default_factory=dict)
     survivors: tuple[str, ...] = ()
+    commitments: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def total_bytes_up(self) -> int:
@@ -268,4 +271,5 @@ def run_round(
     report.bytes_down = dict(wire.down)
     report.client_seconds = dict(client_time)
     report.survivors = result.survivors
+    report.commitments = {c: server.commitments[c] for c in result.survivors}
     return RoundResult(result.aggregate, result.total_weight, result.scale, report)
