@@ -3,8 +3,10 @@ SecAgg+ (Bell et al., CCS'20), as pure state machines plus an in-process driver.
 
 The server learns the sum of the surviving clients' quantized updates and nothing else
 about any one of them, as long as fewer than ``threshold`` of a client's neighbourhood
-collude with it; dropouts up to the threshold never lose the round. See
-docs/security-secagg.md.
+collude with it (fewer than 2t - m of its m holders, if the server also lies about who
+dropped: raise the threshold for an untrusted aggregator); dropouts up to the threshold
+never lose the round. Everything on the wire is signed; revealed shares and, by default,
+masked vectors are sealed to the server. See docs/security-secagg.md.
 
 >>> import numpy as np
 >>> from fedledger import secagg
