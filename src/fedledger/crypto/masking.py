@@ -39,7 +39,7 @@ from typing import Final, Union
 import numpy as np
 from numpy.typing import NDArray
 
-from fedledger._ext import load
+from fedledger._ext import rebuild_error
 from fedledger.crypto import merkle
 from fedledger.crypto._threads import num_threads
 from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, pairwise_info
@@ -65,7 +65,10 @@ __all__ = [
     "vector_root",
 ]
 
-_k = load("_masking")
+try:
+    from fedledger._ext import _masking as _k
+except ImportError as exc:  # pragma: no cover - exercised by test_build
+    raise rebuild_error("_masking", exc) from exc
 
 KEY_SIZE: Final = 16
 #: Bytes per Merkle leaf of a vector's root (:func:`vector_root`).

@@ -38,7 +38,7 @@ import numpy as np
 import phe
 from numpy.typing import ArrayLike, NDArray
 
-from fedledger import _ext
+from fedledger._ext import rebuild_error
 from fedledger.crypto._args import as_int as _check_int
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import (
@@ -51,7 +51,10 @@ from fedledger.errors import (
     PaillierOverflow,
 )
 
-_k = _ext.load("_paillier")
+try:
+    from fedledger._ext import _paillier as _k
+except ImportError as exc:  # pragma: no cover - exercised by test_build
+    raise rebuild_error("_paillier", exc) from exc
 
 __all__ = [
     "MIN_KEY_BITS",

@@ -36,7 +36,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fedledger._ext import load
+from fedledger._ext import rebuild_error
 from fedledger.crypto._args import as_bytes
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, SealError
@@ -74,7 +74,10 @@ _MIN_RECORD: Final = 16
 _MAX_RECORD: Final = 1 << 30
 _RECORDS_HEADER: Final = struct.Struct(">B12sIQ")  # version, base nonce, record size, length
 
-_k = load("_seal")
+try:
+    from fedledger._ext import _seal as _k
+except ImportError as exc:  # pragma: no cover - exercised by test_build
+    raise rebuild_error("_seal", exc) from exc
 
 
 def _text(value: object, argument: str) -> bytes:
@@ -216,7 +219,7 @@ def seal_records(key: bytes, plaintext: bytes | bytearray | memoryview, context:
     rc, out = _k.seal_records(raw, base, aad + header, True, data, record_size, header, num_threads())
     if rc != _k.OK:  # pragma: no cover - OpenSSL failure
         raise MemoryError(f"sealing kernel failed (code {rc})")
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 def _records_header(sealed: memoryview) -> tuple[bytes, int, int, bytes]:

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from numpy.typing import NDArray
 
-from fedledger._ext import load
+from fedledger._ext import rebuild_error
 from fedledger.crypto._args import as_bytes as _bytes
 from fedledger.crypto._keys import encrypted_pem, load_private_pem
 from fedledger.crypto._threads import num_threads
@@ -54,7 +54,10 @@ __all__ = [
     "verify_batch",
 ]
 
-_k = load("_signing")
+try:
+    from fedledger._ext import _signing as _k
+except ImportError as exc:  # pragma: no cover - exercised by test_build
+    raise rebuild_error("_signing", exc) from exc
 
 PUBLIC_KEY_SIZE: Final = 32
 SEED_SIZE: Final = 32
