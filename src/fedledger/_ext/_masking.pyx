@@ -154,7 +154,7 @@ cdef struct Pass:
     double clip
     double weight
     const uint8_t* rkey
-    # Then add inp_sign * each of inputs[0:ninputs] (inp_sign 0: no addition).
+    # Then add inp_sign (+1 or -1) * each of inputs[0:ninputs].
     const uint8_t** inputs
     Py_ssize_t ninputs
     int inp_sign
@@ -308,7 +308,8 @@ cdef int _set_x(Pass* p, object x, double scale, double clip, double weight, con
 cdef inline int _quantize_block(const real* x, uint8_t* out, Py_ssize_t n, int width, double scale,
                                 double clip, double weight, const uint8_t* rnd) noexcept nogil:
     """out[0:n] (ring words) = stochastic rounding of clip(x[0:n]) * weight * scale, with
-    the randomness rnd[0:n*width]; bit for bit _quantize_range's result."""
+    the randomness rnd[0:n*width]: the vectorized 32-bit loop, or the int64 one when that
+    loop cannot (64-bit ring, or values outside int32); the two agree bit for bit."""
     cdef int rc
     if width == 4:
         if real is float:
@@ -439,9 +440,8 @@ cdef int _pass_range(const Pass* p, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
                                      p.width, p.scale, p.clip, p.weight, buf)
             if rc != C_OK:
                 break
-        if p.inp_sign != 0:
-            for k in range(p.ninputs):
-                _add_words(p.acc + pos, p.inputs[k] + pos, n, p.width, p.inp_sign)
+        for k in range(p.ninputs):
+            _add_words(p.acc + pos, p.inputs[k] + pos, n, p.width, p.inp_sign)
         for k in range(p.nkeys):
             rc = _keystream(ctx[k], buf, n)
             if rc != C_OK:
@@ -502,21 +502,6 @@ def vector_pass(uint8_t[::1] acc, int width, object x, double scale, double clip
     p.signs = &signs[0] if p.nkeys else NULL
     p.leaves = &leaves[0, 0] if leaves.shape[0] else NULL
     p.hash_input = 1 if (hash_input and p.ninputs == 1) else 0
-    return _run(&p, nthreads)
-
-
-def chunk_leaves(const uint8_t[::1] data, uint8_t[:, ::1] leaves, int nthreads) -> int:
-    """leaves[i] = SHA-256(0x00 || chunk i) over the CHUNK-byte chunks of ``data``."""
-    cdef Pass p
-    cdef const uint8_t* one[1]
-    if data.shape[0] == 0:
-        return C_OK
-    _start(&p, NULL, data.shape[0], 1)
-    one[0] = &data[0]
-    p.inputs = one
-    p.ninputs = 1
-    p.hash_input = 1
-    p.leaves = &leaves[0, 0]
     return _run(&p, nthreads)
 
 

@@ -31,6 +31,10 @@ cdef enum:
     MAX_LEVELS = 64
     # Below this many hashes a parallel region costs more than it saves.
     PAR_MIN = 2048
+    # ... or below this many bytes hashed (long records: a few are worth several threads).
+    PAR_MIN_BYTES = 131072
+    # Records at least this long are handed to threads one at a time.
+    LONG_RECORD = 4096
 
 # Return codes of the verifiers (mirrored in fedledger.crypto.merkle).
 OK = 0
@@ -100,7 +104,10 @@ cdef int _hash_tuple(PyObject* leaves, Py_ssize_t n, uint8_t* out, int nthreads)
 cdef void _hash_records(const uint8_t* rec, Py_ssize_t n, Py_ssize_t width,
                         uint8_t* out, int nthreads) noexcept nogil:
     cdef Py_ssize_t i
-    if n >= PAR_MIN and nthreads > 1:
+    if nthreads > 1 and n > 1 and width >= LONG_RECORD and n * width >= PAR_MIN_BYTES:
+        for i in prange(n, num_threads=nthreads, schedule="dynamic", chunksize=1):
+            _leaf(rec + i * width, width, out + i * HLEN)
+    elif n >= PAR_MIN and nthreads > 1:
         for i in prange(n, num_threads=nthreads, schedule="dynamic", chunksize=512):
             _leaf(rec + i * width, width, out + i * HLEN)
     else:

@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from fedledger._ext import rebuild_error
 from fedledger.crypto import merkle
 from fedledger.crypto._threads import num_threads
-from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, pairwise_info
+from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, pairwise_info
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, InvalidProof, QuantizationError
 
 __all__ = [
@@ -97,9 +97,9 @@ def ring_dtype(bits: int) -> type[np.unsignedinteger]:
 def mask_key(seed: bytes, *, purpose: bytes) -> bytes:
     """The 16-byte AES-128 key of the mask derived from a 32-byte seed: HKDF-SHA256 with the
     purpose (round, role, parties, as canonical bytes) in ``info``."""
-    if not isinstance(purpose, bytes):
-        raise InvalidArgumentType("purpose", f"expected bytes, got {type(purpose).__name__}")
-    return hkdf_sha256(seed, salt=b"", info=_MASK_INFO + purpose, length=KEY_SIZE)
+    if type(seed) is not bytes or len(seed) != 32:
+        raise InvalidArgument("seed", "expected 32 bytes")
+    return mask_keys([seed], purpose=purpose)[0]
 
 
 def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes, length: int = 32) -> list[bytes]:
@@ -233,17 +233,20 @@ _NO_BYTES: Final = np.empty(0, dtype=np.uint8)
 
 
 def vector_root(data: bytes | memoryview) -> bytes:
-    """The RFC 9162 root over the CHUNK_SIZE-byte chunks of ``data`` (see the module doc)."""
+    """The RFC 9162 root over the CHUNK_SIZE-byte chunks of ``data`` (see the module doc),
+    through the Merkle kernel: the whole chunks as fixed-size records, then the short tail."""
     if not isinstance(data, (bytes, memoryview)):
         raise InvalidArgumentType("data", f"expected bytes or memoryview, got {type(data).__name__}")
     mv = memoryview(data)
     if not mv.c_contiguous:
         raise InvalidArgument("data", "must be contiguous")
-    flat = mv.cast("B")
-    leaves = _leaf_rows(flat.nbytes)
-    rc = _k.chunk_leaves(flat, leaves, num_threads())
-    if rc != _k.OK:  # pragma: no cover
-        raise MemoryError(f"masking kernel failed (code {rc})")
+    flat = np.frombuffer(mv.cast("B"), dtype=np.uint8)
+    whole = flat.shape[0] // CHUNK_SIZE
+    leaves = _leaf_rows(flat.shape[0])
+    if whole:
+        leaves[:whole] = merkle.leaf_hashes(flat[: whole * CHUNK_SIZE].reshape(whole, CHUNK_SIZE))
+    if whole < leaves.shape[0]:
+        leaves[whole] = np.frombuffer(merkle.leaf_hash(flat[whole * CHUNK_SIZE :].tobytes()), dtype=np.uint8)
     return _root(leaves)
 
 
@@ -369,17 +372,13 @@ def quantize(
     ``key`` (16 bytes, default fresh from ``os.urandom``) drives the rounding. The caller has
     checked the scale (see :func:`quantization_scale`). QuantizationError for NaN or inf.
     """
-    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype not in (np.float32, np.float64):
-        raise InvalidArgumentType("x", "expected a 1-D float32 or float64 numpy array")
+    xs = _float_vector(x)
     view, width = _ring(out)
-    if out.shape[0] < x.shape[0]:
-        raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {x.shape[0]}")
+    if out.shape[0] < xs.shape[0]:
+        raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
     rk = os.urandom(KEY_SIZE) if key is None else key
     if type(rk) is not bytes or len(rk) != KEY_SIZE:
         raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
-    xs = np.ascontiguousarray(x)
-    if xs.dtype.byteorder == ">":
-        xs = xs.astype(xs.dtype.newbyteorder("<"))
     rc = _k.quantize(xs, view, width, float(scale), float(clip), float(weight), np.frombuffer(rk, np.uint8), num_threads())
     if rc & _k.ERR_NONFINITE:
         raise QuantizationError("the update holds NaN or infinite values")

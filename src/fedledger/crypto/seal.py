@@ -119,10 +119,7 @@ def generate_key() -> bytes:
 
 
 def _key(key: object) -> AESGCM:
-    raw = as_bytes(key, "key")
-    if len(raw) != KEY_SIZE:
-        raise InvalidArgument("key", f"an AES-256-GCM key is {KEY_SIZE} bytes, got {len(raw)}")
-    return AESGCM(raw)
+    return AESGCM(_raw_key(key))
 
 
 def _context(context: object) -> bytes:

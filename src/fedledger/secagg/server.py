@@ -12,7 +12,7 @@ import functools
 import hmac
 import os
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -119,8 +119,6 @@ class SecAggServer:
         self._threshold = 0
         self._digests: dict[str, dict[str, bytes]] = {}
         self._u2: frozenset[str] = frozenset()
-        self._masked: list[str] = []
-        self._seen_masked: set[str] = set()
         # The running sum of accepted masked inputs (allocated at the first one).
         self._sum: NDArray[np.unsignedinteger] | None = None
         self._u3: tuple[str, ...] = ()
@@ -134,11 +132,12 @@ class SecAggServer:
         return msg.signed(self.identity)
 
     def _check(
-        self, msg: Message, kind: type[Message], allowed: frozenset[str], seen: set[str], *, verify: bool = True
+        self, msg: Message, kind: type[Message], allowed: frozenset[str], seen: Collection[str], *, verify: bool = True
     ) -> str | None:
         """The sender if ``msg`` is acceptable, else None (with the reason recorded). With
-        ``verify=False`` the caller checks the message and then calls :meth:`_accepted`
-        (a forged or tampered message must not use up the sender's one turn)."""
+        ``verify=False`` the caller checks the message, then records the sender as heard
+        and calls :meth:`_accepted` (a forged or tampered message must not use up the
+        sender's one turn)."""
         sender = getattr(msg, "sender", "?")
         try:
             if not isinstance(msg, kind):
@@ -164,13 +163,14 @@ class SecAggServer:
             self._reject(sender, f"{kind.STAGE}: {exc}")
             return None
         if verify:
-            self._accepted(sender, seen)
+            assert isinstance(seen, set)
+            seen.add(sender)
+            self._accepted(sender)
         return sender
 
-    def _accepted(self, sender: str, seen: set[str]) -> None:
-        """``sender``'s message for this stage passed its signature check: its one turn is
-        used, and an earlier forged message in its name no longer counts against it."""
-        seen.add(sender)
+    def _accepted(self, sender: str) -> None:
+        """``sender``'s message for this stage checked out: an earlier forged one in its name
+        no longer counts against it."""
         self.rejected.pop(sender, None)
 
     def _reject(self, client: str, reason: str) -> None:
@@ -284,7 +284,8 @@ class SecAggServer:
             raise SecAggError(f"server: cannot take a masked input at stage {self._stage!r}")
         width = self.config.bits // 8
         expected = (self.dimension + 1) * width
-        sender = self._check(msg, MaskedInput, self._u2, self._seen_masked, verify=False)
+        # Heard from = accepted: a sender's turn is its entry in commitments.
+        sender = self._check(msg, MaskedInput, self._u2, self.commitments.keys(), verify=False)
         if sender is None:
             return False
         assert isinstance(msg, MaskedInput)
@@ -326,12 +327,11 @@ class SecAggServer:
         except InvalidProof:
             self._reject(sender, "masked_input: the data does not match its signed vector root")
             return False
-        self._accepted(sender, self._seen_masked)
         self.commitments[sender] = msg.root
+        self._accepted(sender)
         for dealer in msg.complaints:
             if dealer in self._u2:
                 self.misbehaving.setdefault(dealer, f"{sender} could not open the shares it dealt")
-        self._masked.append(sender)
         return True
 
     def unmask_requests(self, messages: Iterable[MaskedInput] = ()) -> dict[str, UnmaskRequest]:
@@ -343,8 +343,8 @@ class SecAggServer:
         for msg in messages:
             self.receive_masked_input(msg)
         self._advance("masked_input", "unmask")
-        self._mark_missing(self._u2, self._masked, "masked_input")
-        self._u3 = tuple(sorted(self._masked))
+        self._mark_missing(self._u2, self.commitments, "masked_input")
+        self._u3 = tuple(sorted(self.commitments))
         self._dropped_after_sharing = tuple(sorted(self._u2 - set(self._u3)))
         self._require_holders(frozenset(self._u3), "masked_input")
         out: dict[str, UnmaskRequest] = {}
