@@ -28,12 +28,12 @@ from typing import Final, cast
 from fedledger import encoding
 from fedledger.crypto import signing
 from fedledger.errors import (
-    EncodingError,
+    FedLedgerError,
     InvalidArgument,
     InvalidEvidence,
     InvalidGovernance,
     InvalidKey,
-    InvalidSignature,
+    InvalidTransaction,
     OversizedPayload,
     ReplayedTransaction,
     UnauthorizedSender,
@@ -45,9 +45,11 @@ from fedledger.ledger.block import Evidence
 from fedledger.ledger.transaction import MAX_PAYLOAD_BYTES, Transaction
 from fedledger.ledger.validators import ValidatorSet, advance_priorities
 
-__all__ = ["GovernanceProposal", "LedgerState", "register_kind"]
+__all__ = ["VALIDATOR_KINDS", "GovernanceProposal", "LedgerState", "next_validators", "register_kind"]
 
 GOV_TYPE: Final = "fedledger.gov/1"
+#: The kinds that change the validator set: governance, and equivocation evidence (slashing).
+VALIDATOR_KINDS: Final = ("gov.validators", "evidence")
 
 
 @dataclass
@@ -100,13 +102,27 @@ class LedgerState:
             raise ReplayedTransaction(
                 f"nonce {tx.nonce} from sender {sender.hex()[:16]} is not its next nonce ({want})"
             )
-        handler.check(self, tx)
+        try:
+            handler.check(self, tx)
+        except FedLedgerError:
+            raise
+        except Exception as exc:  # a kind's own code: whatever it raises rejects this transaction only
+            raise InvalidTransaction(f"kind {tx.kind!r}: its check raised {type(exc).__name__}: {exc}") from exc
 
     def apply(self, tx: Transaction) -> None:
-        """Apply an admitted transaction (call :meth:`check` first)."""
+        """Apply an admitted transaction (call :meth:`check` first).
+
+        A kind whose ``apply`` raises leaves this state half-applied: callers apply to a copy
+        and discard it on error (:class:`InvalidTransaction` for errors outside our family).
+        """
         sender = tx.sender.to_bytes()
         self.nonces[sender] = tx.nonce + 1
-        _KINDS[tx.kind].apply(self, tx)
+        try:
+            _KINDS[tx.kind].apply(self, tx)
+        except FedLedgerError:
+            raise
+        except Exception as exc:
+            raise InvalidTransaction(f"kind {tx.kind!r}: its apply raised {type(exc).__name__}: {exc}") from exc
 
 
 # -- kinds --------------------------------------------------------------------------------
@@ -252,7 +268,7 @@ def _card(proposal: GovernanceProposal) -> IdentityCard:
     try:
         card = IdentityCard.from_bytes(params["card"])
         card.verify()
-    except (EncodingError, InvalidKey, InvalidSignature) as exc:
+    except FedLedgerError as exc:
         raise InvalidGovernance(f"gov.member.add: {exc}") from None
     return card
 
@@ -289,3 +305,25 @@ def _apply_revoke(state: LedgerState, tx: Transaction) -> None:
 register_kind("gov.validators", KindHandler(_check_validators, _apply_validators))
 register_kind("gov.member.add", KindHandler(_check_add, _apply_add))
 register_kind("gov.member.revoke", KindHandler(_check_revoke, _apply_revoke))
+
+
+def next_validators(validators: ValidatorSet, chain_id: str, tx: Transaction) -> ValidatorSet:
+    """The validator set after ``tx``, given the set in force before it; the ledger's own rules.
+
+    For offline checkers that follow validator changes without the rest of the state: a
+    ``gov.validators`` transaction must carry approvals from more than 2/3 of ``validators``'
+    stake (for the epoch it names), and ``evidence`` must prove that a validator of
+    ``validators`` signed two headers at one height. Raises :class:`InvalidGovernance`,
+    :class:`InvalidEvidence` or :class:`UnknownKind`.
+    """
+    if tx.kind not in VALIDATOR_KINDS:
+        raise UnknownKind(f"{tx.kind!r} does not change the validator set")
+    state = LedgerState(chain_id, validators, {})
+    payload = tx.payload
+    if tx.kind == "gov.validators" and type(payload) is dict and type(payload.get("epoch")) is int:
+        # The approvals sign the epoch; the offline checker takes it from the payload.
+        state.gov_epoch = cast(int, payload["epoch"])
+    handler = _KINDS[tx.kind]
+    handler.check(state, tx)
+    handler.apply(state, tx)
+    return state.validators

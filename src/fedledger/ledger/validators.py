@@ -10,9 +10,11 @@ from fedledger import encoding
 from fedledger.crypto.signing import PUBLIC_KEY_SIZE, VerifyKey
 from fedledger.errors import InvalidArgument, InvalidArgumentType
 
-__all__ = ["ValidatorSet"]
+__all__ = ["MAX_VALIDATORS", "ValidatorSet"]
 
 _MAX_STAKE: Final = 2**53
+#: Validators in one set at most (a consortium's validators; bounds work on untrusted input).
+MAX_VALIDATORS: Final = 1024
 
 
 def _key(value: object, argument: str) -> VerifyKey:
@@ -40,6 +42,8 @@ class ValidatorSet:
     def __init__(self, stakes: Mapping[VerifyKey, int] | Mapping[bytes, int]) -> None:
         if not isinstance(stakes, Mapping):
             raise InvalidArgumentType("stakes", f"expected a mapping of key to stake, got {type(stakes).__name__}")
+        if len(stakes) > MAX_VALIDATORS:
+            raise InvalidArgument("stakes", f"at most {MAX_VALIDATORS} validators, got {len(stakes)}")
         parsed: dict[bytes, int] = {}
         for key, stake in stakes.items():
             vk = _key(key, "stakes")
@@ -99,9 +103,29 @@ class ValidatorSet:
 
     @classmethod
     def from_value(cls, value: object) -> ValidatorSet:
-        if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
-            raise InvalidArgument("validators", "expected [[key, stake], ...]")
-        return cls({bytes(k): s for k, s in value})
+        """The inverse of :meth:`to_value`, for values decoded from storage or the wire.
+
+        Strict: a list of at most :data:`MAX_VALIDATORS` distinct ``[32-byte key, int stake]``
+        pairs; anything else is :class:`InvalidArgument` (or :class:`InvalidKey` for a key that
+        is not a registrable Ed25519 key), never another exception.
+        """
+        if type(value) is not list:
+            raise InvalidArgumentType("validators", f"expected [[key, stake], ...], got {type(value).__name__}")
+        if len(value) > MAX_VALIDATORS:
+            raise InvalidArgument("validators", f"at most {MAX_VALIDATORS} validators, got {len(value)}")
+        stakes: dict[bytes, int] = {}
+        for i, pair in enumerate(value):
+            if type(pair) is not list or len(pair) != 2:
+                raise InvalidArgument(f"validators[{i}]", "expected [key, stake]")
+            key, stake = pair
+            if type(key) is not bytes or len(key) != PUBLIC_KEY_SIZE:
+                raise InvalidArgumentType(f"validators[{i}]", f"key must be {PUBLIC_KEY_SIZE} bytes, got {type(key).__name__}")
+            if type(stake) is not int:
+                raise InvalidArgumentType(f"validators[{i}]", f"stake must be an int, got {type(stake).__name__}")
+            if key in stakes:
+                raise InvalidArgument(f"validators[{i}]", "the same key appears twice")
+            stakes[key] = stake
+        return cls(stakes)
 
     def with_stake(self, key: VerifyKey | bytes, stake: int) -> ValidatorSet:
         """A copy with ``key``'s stake set (0 removes it)."""
