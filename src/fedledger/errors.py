@@ -26,12 +26,15 @@ __all__ = [
     "InvalidVote",
     "KeyMismatch",
     "LayoutMismatch",
+    "LedgerLocked",
     "MalformedTransaction",
+    "NotALedger",
     "NotFound",
     "OversizedPayload",
     "PaillierOverflow",
     "QuantizationError",
     "QuorumNotReached",
+    "ReadOnlyLedger",
     "ReplayedTransaction",
     "RoundFailed",
     "SealError",
@@ -149,6 +152,18 @@ class TamperedLedger(FedLedgerError):
         super().__init__(f"ledger tampered at height {height}: {what}")
         self.height = height
         self.what = what
+
+
+class NotALedger(FedLedgerError):
+    """The file is not a fedledger ledger (not SQLite, or no genesis record): bad input, not tampering."""
+
+
+class LedgerLocked(FedLedgerError):
+    """Another process has this ledger file open for writing; open it with ``read_only=True`` to read."""
+
+
+class ReadOnlyLedger(FedLedgerError):
+    """A write (submit, propose, commit) on a ledger opened with ``read_only=True``."""
 
 
 class NotFound(FedLedgerError, KeyError):

@@ -12,13 +12,20 @@ instant leaves either the whole block or none of it. Durability levels:
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, cast
 
-from fedledger.errors import InvalidArgument, TamperedLedger
+from fedledger.errors import FedLedgerError, InvalidArgument, LedgerLocked, NotALedger, NotFound, TamperedLedger
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no writer lock (documented)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["DURABILITY", "LedgerStore", "SQLiteStore", "StoredBlock", "StoredTx"]
 
@@ -46,6 +53,28 @@ CREATE UNIQUE INDEX IF NOT EXISTS txs_by_id ON txs(id);
 CREATE INDEX IF NOT EXISTS txs_by_kind ON txs(kind, seq);
 CREATE INDEX IF NOT EXISTS txs_by_sender ON txs(sender, seq);
 """
+_SCHEMA_NAMES: Final = frozenset({"meta", "blocks", "txs", "txs_by_id", "txs_by_kind", "txs_by_sender"})
+#: The only keys of the meta table.
+META_KEYS: Final = frozenset({"genesis"})
+
+
+def _lock_for_writing(path: str) -> int | None:
+    """An exclusive ``flock`` on the ledger file, held until the store closes.
+
+    ``flock`` locks are separate from the POSIX record locks SQLite takes, so they do not
+    interfere; the descriptor is closed only after SQLite's connection (closing it earlier
+    would drop SQLite's own locks in this process).
+    """
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise LedgerLocked(f"{path} is open for writing in another ledger (this or another process); "
+                           "open it with read_only=True to read it") from None
+    return fd
 
 
 @dataclass(frozen=True)
@@ -79,28 +108,78 @@ class LedgerStore(Protocol):
     def block_txs(self, height: int) -> list[StoredTx]: ...
     def all_txs(self) -> Iterator[StoredTx]: ...
     def tx_by_id(self, tx_id: bytes) -> StoredTx | None: ...
-    def txs(self, kind: str | None, sender: bytes | None) -> Iterator[StoredTx]: ...
+    def txs(self, kind: str | None, sender: bytes | None, below: int | None = None) -> Iterator[StoredTx]: ...
+    def count(self, table: str) -> int: ...
+    def meta_keys(self) -> list[str]: ...
+    def first_tx_outside(self, log_size: int, height: int) -> StoredTx | None: ...
     def integrity_problems(self) -> list[str]: ...
     def close(self) -> None: ...
 
 
 class SQLiteStore:
-    """The embedded default: one SQLite file in WAL mode (or ``":memory:"`` for tests)."""
+    """The embedded default: one SQLite file in WAL mode (or ``":memory:"`` for tests).
 
-    def __init__(self, path: str | Path, durability: str = "full") -> None:
+    A writable store holds an exclusive advisory lock (``flock``) on the file for as long as it
+    is open, so a second writer gets :class:`LedgerLocked` at open instead of racing the first.
+    ``read_only=True`` opens the file with SQLite's ``mode=ro`` (never ``immutable=1``, which
+    would ignore the WAL): it takes no lock, never creates or repairs a table and never writes
+    the database; SQLite may create its empty ``-wal``/``-shm`` companions if they are absent.
+    """
+
+    def __init__(self, path: str | Path, durability: str = "full", *, read_only: bool = False) -> None:
         if durability not in DURABILITY:
             raise InvalidArgument("durability", f"must be one of {sorted(DURABILITY)}, got {durability!r}")
         self.path = str(path)
+        self.read_only = read_only
+        self._lock_fd: int | None = None
+        memory = self.path == ":memory:"
+        if read_only and memory:
+            raise InvalidArgument("read_only", "an in-memory ledger cannot be opened read-only")
+        if read_only and not Path(self.path).is_file():
+            raise NotFound(f"no ledger file at {self.path}")
+        if not read_only and not memory:
+            self._lock_fd = _lock_for_writing(self.path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self.path != ":memory:":
-                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise TamperedLedger(0, f"cannot switch {self.path} to WAL mode (got {mode})")
-            self._db.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
-            self._db.executescript(_SCHEMA)
+            if read_only:
+                uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA query_only=ON" if read_only else f"PRAGMA synchronous={DURABILITY[durability]}")
+            names = self._schema_names()
+            if not names and not read_only:
+                if not memory:
+                    mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if mode.lower() != "wal":
+                        raise TamperedLedger(0, f"cannot switch {self.path} to WAL mode (got {mode})")
+                self._db.executescript(_SCHEMA)
+            else:
+                self._check_schema(names)
+                if not read_only and not memory:
+                    mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                    if mode.lower() != "wal":
+                        raise TamperedLedger(0, f"{self.path} is not in WAL mode (journal mode {mode})")
         except sqlite3.DatabaseError as exc:
-            raise TamperedLedger(0, f"{self.path} is not a readable ledger database: {exc}") from None
+            self.close()
+            raise NotALedger(f"{self.path} is not a ledger database: {exc}") from None
+        except FedLedgerError:
+            self.close()
+            raise
+
+    def _schema_names(self) -> set[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+        return {str(r[0]) for r in rows}
+
+    def _check_schema(self, names: set[str]) -> None:
+        """Refuse a file that is not a ledger, and one whose tables or indexes were changed."""
+        if "meta" not in names:
+            what = "an empty database" if not names else f"a database with tables {sorted(names)}"
+            raise NotALedger(f"{self.path} is not a ledger: {what}, no genesis record")
+        missing, extra = sorted(_SCHEMA_NAMES - names), sorted(names - _SCHEMA_NAMES)
+        if missing:
+            raise TamperedLedger(0, f"storage: {', '.join(missing)} missing from the database")
+        if extra:
+            raise TamperedLedger(0, f"storage: unexpected {', '.join(extra)} in the database")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         try:
@@ -120,15 +199,35 @@ class SQLiteStore:
         return _Tx(self._db)
 
     def append_block(self, block: StoredBlock, txs: Sequence[StoredTx]) -> None:
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO blocks(height, hash, header, certificate) VALUES (?, ?, ?, ?)",
-                (block.height, block.hash, block.header, block.certificate),
-            )
-            self._db.executemany(
-                "INSERT INTO txs(seq, height, id, kind, sender, nonce, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(t.seq, t.height, t.id, t.kind, t.sender, t.nonce, t.data) for t in txs],
-            )
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO blocks(height, hash, header, certificate) VALUES (?, ?, ?, ?)",
+                    (block.height, block.hash, block.header, block.certificate),
+                )
+                self._db.executemany(
+                    "INSERT INTO txs(seq, height, id, kind, sender, nonce, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(t.seq, t.height, t.id, t.kind, t.sender, t.nonce, t.data) for t in txs],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise TamperedLedger(block.height, f"block {block.height} clashes with stored rows ({exc}); "
+                                 "was the file written by something other than this ledger?") from None
+
+    def count(self, table: str) -> int:
+        """Rows in ``table`` (``blocks``, ``txs`` or ``meta``)."""
+        if table not in ("blocks", "txs", "meta"):
+            raise InvalidArgument("table", f"not a ledger table: {table!r}")
+        return int(cast(int, self._query(f"SELECT COUNT(*) FROM {table}")[0][0]))
+
+    def meta_keys(self) -> list[str]:
+        return [str(r[0]) for r in self._query("SELECT key FROM meta ORDER BY key")]
+
+    def first_tx_outside(self, log_size: int, height: int) -> StoredTx | None:
+        """The first transaction row that no stored block covers (seq beyond the log, or height beyond the chain)."""
+        rows = self._query("SELECT seq, height, id, kind, sender, nonce, data FROM txs "
+                           "WHERE seq >= ? OR seq < 0 OR height > ? OR height < 1 ORDER BY seq LIMIT 1",
+                           (log_size, height))
+        return StoredTx(*rows[0]) if rows else None  # type: ignore[arg-type]
 
     def height(self) -> int:
         rows = self._query("SELECT MAX(height) FROM blocks")
@@ -157,9 +256,12 @@ class SQLiteStore:
         rows = self._query("SELECT seq, height, id, kind, sender, nonce, data FROM txs WHERE id = ?", (tx_id,))
         return StoredTx(*rows[0]) if rows else None  # type: ignore[arg-type]
 
-    def txs(self, kind: str | None, sender: bytes | None) -> Iterator[StoredTx]:
+    def txs(self, kind: str | None, sender: bytes | None, below: int | None = None) -> Iterator[StoredTx]:
         where: list[str] = []
         args: list[object] = []
+        if below is not None:
+            where.append("seq < ?")
+            args.append(below)
         if kind is not None:
             where.append("kind = ?")
             args.append(kind)
@@ -178,7 +280,12 @@ class SQLiteStore:
         return [] if problems == ["ok"] else problems
 
     def close(self) -> None:
-        self._db.close()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class _Tx:
