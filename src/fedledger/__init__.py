@@ -16,12 +16,13 @@ from fedledger._version import __version__
 
 if TYPE_CHECKING:
     from fedledger.identity import Identity, IdentityCard
-    from fedledger.ledger import Ledger, Transaction, ValidatorSet, verify_receipt
+    from fedledger.ledger import Ledger, Receipt, Transaction, ValidatorSet, verify_receipt
 
 __all__ = [
     "Identity",
     "IdentityCard",
     "Ledger",
+    "Receipt",
     "Transaction",
     "ValidatorSet",
     "__version__",
@@ -36,6 +37,7 @@ _LAZY = {
     "Identity": "fedledger.identity",
     "IdentityCard": "fedledger.identity",
     "Ledger": "fedledger.ledger",
+    "Receipt": "fedledger.ledger",
     "Transaction": "fedledger.ledger",
     "ValidatorSet": "fedledger.ledger",
     "verify_receipt": "fedledger.ledger",

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from fedledger.ledger.block import BlockHeader, Certificate, Evidence, Vote
-from fedledger.ledger.ledger import Block, Ledger, SignedTreeHead, SubmitResult
-from fedledger.ledger.receipt import verify_receipt
+from fedledger.ledger.ledger import Block, Genesis, Ledger, SubmitResult
+from fedledger.ledger.receipt import (
+    ConsistencyProof,
+    LogEntry,
+    Receipt,
+    SignedTreeHead,
+    verify_consistency,
+    verify_receipt,
+)
 from fedledger.ledger.state import GovernanceProposal, KindHandler, register_kind
 from fedledger.ledger.transaction import MAX_PAYLOAD_BYTES, Transaction
 from fedledger.ledger.validators import ValidatorSet
@@ -14,15 +21,20 @@ __all__ = [
     "Block",
     "BlockHeader",
     "Certificate",
+    "ConsistencyProof",
     "Evidence",
+    "Genesis",
     "GovernanceProposal",
     "KindHandler",
     "Ledger",
+    "LogEntry",
+    "Receipt",
     "SignedTreeHead",
     "SubmitResult",
     "Transaction",
     "ValidatorSet",
     "Vote",
     "register_kind",
+    "verify_consistency",
     "verify_receipt",
 ]

@@ -10,6 +10,7 @@ validators in other processes arrive as :class:`Vote` messages through :meth:`Le
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,25 +26,27 @@ from fedledger.errors import (
     FedLedgerError,
     InvalidArgument,
     InvalidArgumentType,
+    InvalidProof,
     InvalidSignature,
     InvalidVote,
+    NotALedger,
     NotFound,
     QuorumNotReached,
+    ReadOnlyLedger,
     ReplayedTransaction,
     TamperedLedger,
 )
 from fedledger.identity import Identity, IdentityCard
 from fedledger.ledger.block import BlockHeader, Certificate, Vote
-from fedledger.ledger.state import LedgerState
-from fedledger.ledger.store import LedgerStore, SQLiteStore, StoredBlock, StoredTx
+from fedledger.ledger.receipt import ConsistencyProof, LogEntry, Receipt, SignedTreeHead
+from fedledger.ledger.state import VALIDATOR_KINDS, LedgerState, next_validators
+from fedledger.ledger.store import META_KEYS, LedgerStore, SQLiteStore, StoredBlock, StoredTx
 from fedledger.ledger.transaction import Transaction, check_name
 from fedledger.ledger.validators import ValidatorSet
 
-__all__ = ["Block", "Ledger", "SignedTreeHead", "SubmitResult"]
+__all__ = ["Block", "Genesis", "Ledger", "SignedTreeHead", "SubmitResult"]
 
 GENESIS_TYPE: Final = "fedledger.genesis/1"
-RECEIPT_TYPE: Final = "fedledger.receipt/1"
-CONSISTENCY_TYPE: Final = "fedledger.consistency/1"
 #: Transactions per block at most; the rest wait for the next commit.
 DEFAULT_MAX_BLOCK_TXS: Final = 10_000
 
@@ -76,6 +79,30 @@ class Genesis:
         return cls(value["chain"], ValidatorSet.from_value(value["validators"]),
                    tuple(IdentityCard.from_bytes(m) for m in members))  # type: ignore[arg-type]
 
+    def to_json(self) -> str:
+        """The genesis record as JSON: readable fields plus the exact ``record`` (hex) they come from."""
+        return json.dumps({"type": GENESIS_TYPE, "chain_id": self.chain_id, "hash": self.hash.hex(),
+                           "validators": [[k.to_bytes().hex(), self.validators.stake(k)] for k in self.validators.keys()],
+                           "record": self.to_bytes().hex()}, indent=2)
+
+    @classmethod
+    def from_json(cls, document: str | bytes) -> Genesis:
+        """Parse :meth:`to_json`'s output (EncodingError if malformed or inconsistent)."""
+        try:
+            value = json.loads(document)
+        except (ValueError, RecursionError) as exc:
+            raise EncodingError(f"genesis JSON: not JSON ({type(exc).__name__})") from None
+        if type(value) is not dict or value.get("type") != GENESIS_TYPE or type(value.get("record")) is not str:
+            raise EncodingError("genesis JSON: expected what `fedledger ledger genesis` prints")
+        try:
+            record = bytes.fromhex(value["record"])
+        except ValueError:
+            raise EncodingError("genesis JSON: record is not hex") from None
+        genesis = cls.from_bytes(record)
+        if value.get("chain_id") != genesis.chain_id or value.get("hash") != genesis.hash.hex():
+            raise EncodingError("genesis JSON: chain_id or hash disagree with the record")
+        return genesis
+
     def initial_state(self) -> LedgerState:
         return LedgerState(self.chain_id, self.validators, {c.verify_key.to_bytes(): c for c in self.members})
 
@@ -91,25 +118,6 @@ class SubmitResult:
     @property
     def reason(self) -> str:
         return "accepted" if self.error is None else f"{type(self.error).__name__}: {self.error}"
-
-
-@dataclass(frozen=True)
-class SignedTreeHead:
-    """The latest finalized block header (it carries the log's size and root) and its certificate."""
-
-    header: BlockHeader
-    certificate: Certificate
-
-    @property
-    def log_size(self) -> int:
-        return self.header.log_size
-
-    @property
-    def log_root(self) -> bytes:
-        return self.header.log_root
-
-    def to_value(self) -> dict[str, str]:
-        return {"header": self.header.to_bytes().hex(), "certificate": self.certificate.to_bytes().hex()}
 
 
 @dataclass(frozen=True)
@@ -172,15 +180,22 @@ class Ledger:
     @classmethod
     def open(cls, path: str | Path, *, chain_id: str | None = None, validators: ValidatorSet | None = None,
              local_validators: Iterable[Identity] = (), members: Iterable[IdentityCard] = (),
-             durability: str = "full", max_block_txs: int = DEFAULT_MAX_BLOCK_TXS) -> Ledger:
+             durability: str = "full", max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
+             read_only: bool = False) -> Ledger:
         """Open (or create) the ledger in the SQLite file ``path``.
 
         Creating needs ``chain_id`` and ``validators`` (and the genesis ``members``). Opening an
         existing file reads its genesis; arguments given must match it. The file is replayed
         and its structure checked; :meth:`verify` also checks every signature.
+
+        One writer at a time: a second writable open of the same file raises
+        :class:`LedgerLocked`. ``read_only=True`` (audits, proofs, other readers) takes no lock,
+        changes nothing in the file, and refuses every write with :class:`ReadOnlyLedger`; it
+        raises :class:`NotFound` for a missing file and :class:`NotALedger` for a file that is
+        not a ledger.
         """
-        return cls._from_store(SQLiteStore(path, durability), chain_id, validators, local_validators, members,
-                               max_block_txs)
+        return cls._from_store(SQLiteStore(path, durability, read_only=read_only), chain_id, validators,
+                               local_validators, members, max_block_txs)
 
     @classmethod
     def memory(cls, *, chain_id: str, validators: ValidatorSet, local_validators: Iterable[Identity] = (),
@@ -193,6 +208,16 @@ class Ledger:
     def _from_store(cls, store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None,
                     local_validators: Iterable[Identity], members: Iterable[IdentityCard],
                     max_block_txs: int) -> Ledger:
+        try:
+            return cls._from_open_store(store, chain_id, validators, local_validators, members, max_block_txs)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def _from_open_store(cls, store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None,
+                         local_validators: Iterable[Identity], members: Iterable[IdentityCard],
+                         max_block_txs: int) -> Ledger:
         local = _as_identity_list(local_validators, "local_validators")
         cards = list(members)
         for i, card in enumerate(cards):
@@ -201,7 +226,11 @@ class Ledger:
         if type(max_block_txs) is not int or max_block_txs < 1:
             raise InvalidArgument("max_block_txs", f"must be a positive int, got {max_block_txs!r}")
         stored = store.get_meta("genesis")
+        if stored is None and getattr(store, "read_only", False):
+            raise NotALedger(f"{getattr(store, 'path', 'the store')} holds no genesis record")
         if stored is None:
+            if store.count("blocks") or store.count("txs"):
+                raise TamperedLedger(0, "the genesis record is missing but blocks are stored")
             if chain_id is None or validators is None:
                 raise InvalidArgument("validators", "a new ledger needs chain_id and validators")
             if not isinstance(validators, ValidatorSet):
@@ -217,8 +246,11 @@ class Ledger:
         else:
             try:
                 genesis = Genesis.from_bytes(stored)
-            except (EncodingError, FedLedgerError) as exc:
+            except FedLedgerError as exc:
                 raise TamperedLedger(0, f"genesis record is corrupt: {exc}") from None
+            except (ValueError, TypeError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
+                # Defence in depth: Genesis.from_bytes raises only our errors on any input.
+                raise TamperedLedger(0, f"genesis record is corrupt: {type(exc).__name__}") from None
             if chain_id is not None and chain_id != genesis.chain_id:
                 raise InvalidArgument("chain_id", f"this ledger is {genesis.chain_id!r}, not {chain_id!r}")
             if validators is not None and validators != genesis.validators:
@@ -241,6 +273,11 @@ class Ledger:
     @property
     def chain_id(self) -> str:
         return self._genesis.chain_id
+
+    @property
+    def genesis(self) -> Genesis:
+        """The genesis record: chain id, first validator set and members (an auditor's trust anchor)."""
+        return self._genesis
 
     @property
     def height(self) -> int:
@@ -277,9 +314,10 @@ class Ledger:
         return self._pending_nonce.get(raw, self._state.nonces.get(raw, 0))
 
     def block(self, height: int) -> Block:
+        """The finalized block at ``height`` (1 to :attr:`height`)."""
         if type(height) is not int:
             raise InvalidArgumentType("height", f"expected int, got {type(height).__name__}")
-        stored = self._store.block(height)
+        stored = self._store.block(height) if 1 <= height <= self.height else None
         if stored is None:
             raise NotFound(f"no block at height {height} (the ledger is at {self.height})")
         return Block(BlockHeader.from_bytes(stored.header), Certificate.from_bytes(stored.certificate),
@@ -288,7 +326,8 @@ class Ledger:
     def transactions(self, kind: str | None = None, sender: signing.VerifyKey | bytes | None = None) -> Iterator[Transaction]:
         """Finalized transactions in log order, optionally of one kind and/or one sender."""
         raw = sender.to_bytes() if isinstance(sender, signing.VerifyKey) else sender
-        for row in self._store.txs(kind, raw):
+        # Only rows a certified block covers (the log as this ledger replayed it).
+        for row in self._store.txs(kind, raw, below=self.log_size):
             yield Transaction.from_bytes(row.data)
 
     def get(self, tx_id: bytes) -> Transaction:
@@ -299,8 +338,10 @@ class Ledger:
         if not isinstance(tx_id, (bytes, bytearray)) or len(tx_id) != 32:
             raise InvalidArgument("tx_id", "must be a 32-byte transaction id")
         row = self._store.tx_by_id(bytes(tx_id))
-        if row is None:
-            raise NotFound(f"no finalized transaction {bytes(tx_id).hex()}")
+        if row is None or not (0 <= row.seq < self.log_size and 1 <= row.height <= self.height):
+            pending = any(tx.id == tx_id for tx in self._pending)
+            raise NotFound(f"no finalized transaction {bytes(tx_id).hex()}"
+                           + (" (it is pending: commit a block first)" if pending else ""))
         return row
 
     # -- writing ----------------------------------------------------------------------------
@@ -320,6 +361,7 @@ class Ledger:
         Signatures are checked in one native batch; then each transaction, in order, is checked
         against the ledger's state and the sender's next nonce (pending ones counted).
         """
+        self._writable()
         items: list[Transaction | None] = []
         results: list[SubmitResult | None] = []
         candidates: list[int] = []
@@ -366,6 +408,7 @@ class Ledger:
         Returns the header for remote validators to sign (:meth:`Vote.create`, then
         :meth:`add_vote`). Calling it again while a proposal is open returns that proposal.
         """
+        self._writable()
         if self._proposal is not None:
             return self._proposal.header
         state = self._state.copy()
@@ -376,10 +419,16 @@ class Ledger:
         for tx in self._pending[: self._max_block_txs]:
             try:
                 state.check(tx)
+                state.apply(tx)
             except FedLedgerError as exc:
                 self.dropped.append(SubmitResult(tx.id, False, exc))
+                if state.nonces.get(tx.sender.to_bytes()) == tx.nonce + 1:
+                    # apply failed half-way: rebuild the copy without this transaction
+                    state = self._state.copy()
+                    state.begin_block()
+                    for earlier in included:
+                        state.apply(earlier)
                 continue
-            state.apply(tx)
             included.append(tx)
         leaves = [tx.to_bytes() for tx in included]
         base = self._tree.size
@@ -462,6 +511,10 @@ class Ledger:
             self._tree.rollback(self._proposal.header.log_size - len(self._proposal.txs))
             self._proposal = None
 
+    def _writable(self) -> None:
+        if getattr(self._store, "read_only", False):
+            raise ReadOnlyLedger("this ledger was opened read-only; open it without read_only=True to write")
+
     def _rebuild_pending_nonces(self) -> None:
         self._pending_nonce = {}
         kept = []
@@ -484,47 +537,101 @@ class Ledger:
         stored, header = self._head
         return SignedTreeHead(header, Certificate.from_bytes(stored.certificate))
 
-    def _head_value(self) -> dict[str, object]:
-        sth = self.tree_head()
-        validators = self._validators_at(sth.header)
-        pairs = cast(list[tuple[bytes, int]], validators.to_value())
-        return {"tree_head": sth.to_value(), "validators": [[k.hex(), s] for k, s in pairs]}
-
     def _validators_at(self, header: BlockHeader) -> ValidatorSet:
         """The validator set that certified ``header`` (the one in force before its transactions)."""
         return self._validator_sets[header.validators_hash]
 
-    def prove(self, tx_id: bytes) -> dict[str, object]:
-        """A self-contained receipt for a finalized transaction, checkable by :func:`verify_receipt`."""
-        row = self._locate(tx_id)
-        size = self.log_size
-        proof = self._tree.inclusion_proof(row.seq, size)
-        return {"type": RECEIPT_TYPE, "chain_id": self.chain_id, "transaction": row.data.hex(),
-                "log_index": row.seq, "inclusion_proof": [p.hex() for p in proof], **self._head_value()}
+    def _entry(self, row: StoredTx, size: int) -> LogEntry:
+        return LogEntry(row.data, row.seq, tuple(self._tree.inclusion_proof(row.seq, size)))
 
-    def prove_consistency(self, old_size: int) -> dict[str, object]:
-        """Proof that the log of ``old_size`` transactions is a prefix of today's (RFC 9162)."""
+    def _validator_changes(self, head: SignedTreeHead, since: ValidatorSet | None) -> tuple[LogEntry, ...]:
+        """The validator-set changes before ``head``'s block, from the last time ``since`` was in force."""
+        if since is not None and not isinstance(since, ValidatorSet):
+            raise InvalidArgumentType("since", f"expected ValidatorSet, got {type(since).__name__}")
+        rows = [row for kind in VALIDATOR_KINDS for row in self._store.txs(kind, None, below=self.log_size)
+                if row.height < head.height]
+        rows.sort(key=lambda row: row.seq)
+        start = 0
+        if since is not None:
+            current, found = self._genesis.validators, self._genesis.validators == since
+            for i, row in enumerate(rows):
+                current = next_validators(current, self.chain_id, Transaction.from_authenticated_bytes(row.data))
+                if current == since:
+                    start, found = i + 1, True
+            if not found:
+                raise InvalidArgument("since", "this validator set was never in force before the head")
+        return tuple(self._entry(row, head.log_size) for row in rows[start:])
+
+    def prove(self, tx_id: bytes, *, since: ValidatorSet | None = None) -> Receipt:
+        """A self-contained receipt for a finalized transaction, checkable offline by :func:`verify_receipt`.
+
+        It carries every validator-set change from genesis (or from the last time the set
+        ``since`` was in force) up to the head, so an auditor who trusts that set can follow
+        the chain of hand-overs to the set that certified the head.
+        """
+        row = self._locate(tx_id)
+        head = self.tree_head()
+        return Receipt(self.chain_id, self._entry(row, head.log_size), head, self._validator_changes(head, since))
+
+    def prove_consistency(self, old_size: int, *, since: ValidatorSet | None = None) -> ConsistencyProof:
+        """Proof that the log of ``old_size`` transactions is a prefix of today's (RFC 9162).
+
+        Checked offline by :func:`verify_consistency`, against a head the auditor kept.
+        """
         size = self.log_size
         if type(old_size) is not int or not 0 <= old_size <= size:
             raise InvalidArgument("old_size", f"must be an int in [0, {size}], got {old_size!r}")
+        head = self.tree_head()
         proof = self._tree.consistency_proof(old_size, size)
-        return {"type": CONSISTENCY_TYPE, "chain_id": self.chain_id, "old_size": old_size,
-                "old_root": self._tree.root_at(old_size).hex(), "proof": [p.hex() for p in proof],
-                **self._head_value()}
+        return ConsistencyProof(self.chain_id, old_size, self._tree.root_at(old_size), tuple(proof), head,
+                                self._validator_changes(head, since))
 
     # -- audit ------------------------------------------------------------------------------
 
-    def verify(self) -> None:
-        """Full audit: storage integrity, hash chain, Merkle roots, every signature, quorum, nonces.
+    def verify(self, *, head: SignedTreeHead | None = None) -> None:
+        """Full audit: storage integrity, every row accounted for, hash chain, Merkle roots, every
+        signature, quorum, nonces. Raises TamperedLedger naming the first bad height.
 
-        Raises TamperedLedger naming the first bad height and what is wrong.
+        Truncation (the newest blocks cut off) leaves a file that is consistent in itself; to
+        detect it, pass a ``head`` kept elsewhere (:meth:`tree_head`, saved with
+        :meth:`SignedTreeHead.to_json`): the file must reach that head's height, hold that very
+        block, and its log must extend the head's log (an RFC 9162 consistency proof).
         """
+        if head is not None and not isinstance(head, SignedTreeHead):
+            raise InvalidArgumentType("head", f"expected SignedTreeHead, got {type(head).__name__}")
         problems = self._store.integrity_problems()
         if problems:
             raise TamperedLedger(0, f"storage integrity check failed: {problems[0]}")
-        state, tree, head = self._replay(verify_signatures=True)
-        if (head is None) != (self._head is None) or (head is not None and head[0].hash != self._head[0].hash):  # type: ignore[index]
+        state, tree, last = self._replay(verify_signatures=True)
+        if (last is None) != (self._head is None) or (last is not None and last[0].hash != self._head[0].hash):  # type: ignore[index]
             raise TamperedLedger(self.height, "the stored chain differs from the one this ledger opened")
+        if head is not None:
+            self._verify_against(head, tree)
+
+    def _verify_against(self, head: SignedTreeHead, tree: merkle.MerkleTree) -> None:
+        h = head.header
+        if h.chain_id != self.chain_id:
+            raise InvalidArgument("head", f"is for chain {h.chain_id!r}, this ledger is {self.chain_id!r}")
+        if h.height > self.height:
+            raise TamperedLedger(self.height + 1,
+                                 f"the file ends at height {self.height} ({tree.size} transactions) but a head kept "
+                                 f"elsewhere certifies height {h.height} ({h.log_size} transactions): "
+                                 "the newest blocks were cut off")
+        validators = self._validator_sets.get(h.validators_hash)
+        if validators is None:
+            raise TamperedLedger(h.height, "the head kept elsewhere names a validator set this chain never had")
+        try:
+            head.certificate.verify(h, validators)
+        except FedLedgerError as exc:
+            raise InvalidProof(f"the head kept elsewhere is not certified by its validators: {exc}") from None
+        stored = self._store.block(h.height)
+        if stored is None or stored.hash != h.hash:
+            raise TamperedLedger(h.height, "the stored block differs from the head kept elsewhere (history rewritten)")
+        proof = tree.consistency_proof(h.log_size, tree.size)
+        try:
+            merkle.verify_consistency(h.log_size, tree.size, h.log_root, tree.root, proof)
+        except FedLedgerError as exc:
+            raise TamperedLedger(h.height, f"the log does not extend the head kept elsewhere: {exc}") from None
 
     def _replay(self, verify_signatures: bool
                 ) -> tuple[LedgerState, merkle.MerkleTree, tuple[StoredBlock, BlockHeader] | None]:
@@ -558,6 +665,7 @@ class Ledger:
                         signatures.append(tx.signature)
                         owners.append((header.height, f"transaction {row.seq}"))
                 head = (stored, header)
+            self._check_accounting(tree.size, 0 if head is None else head[1].height)
         except TamperedLedger as exc:
             structural = exc
         if keys:
@@ -569,6 +677,20 @@ class Ledger:
         if structural is not None:
             raise structural
         return state, tree, head
+
+    def _check_accounting(self, log_size: int, height: int) -> None:
+        """Every row of every table belongs to the certified chain: nothing lies outside a block."""
+        extra_meta = sorted(set(self._store.meta_keys()) - META_KEYS)
+        if extra_meta:
+            raise TamperedLedger(0, f"storage: unexpected meta records {extra_meta}")
+        orphan = self._store.first_tx_outside(log_size, height)
+        if orphan is not None:
+            raise TamperedLedger(max(1, min(orphan.height, height + 1)),
+                                 f"transaction row {orphan.seq} (height {orphan.height}) lies outside every "
+                                 f"certified block (the chain has {height} blocks and {log_size} transactions)")
+        rows = self._store.count("txs")
+        if rows != log_size:
+            raise TamperedLedger(height, f"{rows} transaction rows are stored, the certified blocks hold {log_size}")
 
     def _check_block(self, stored: StoredBlock, state: LedgerState, tree: merkle.MerkleTree,
                      parent: tuple[StoredBlock, BlockHeader] | None
