@@ -1,12 +1,17 @@
 """The ``fedledger`` command line.
 
     fedledger info                       the native build report, as JSON
-    fedledger ledger verify PATH         full audit of a ledger file
+    fedledger ledger verify PATH [--head FILE]
+                                         full audit of a ledger file (read-only); with --head,
+                                         also against a signed tree head kept elsewhere
+    fedledger ledger head PATH           the signed tree head (JSON): keep it elsewhere
+    fedledger ledger genesis PATH        the genesis record (JSON): an auditor's trust anchor
     fedledger ledger show PATH [--height H]
     fedledger ledger prove PATH TX_ID    a receipt (JSON) that anyone can check offline
     fedledger ledger export PATH         every block and transaction, as JSON lines
-    fedledger receipt verify FILE [--validators FILE]
+    fedledger receipt verify FILE (--genesis FILE | --validators FILE [--chain-id ID])
 
+Every ledger command opens the file read-only and changes nothing.
 Exit codes: 0 success, 1 verification failed (tampered ledger, invalid receipt),
 2 bad usage or input, 3 not found.
 """
@@ -29,8 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="print the native build report (kernels, OpenSSL, GMP, OpenMP) as JSON")
     ledger = sub.add_parser("ledger", help="inspect, audit and prove a ledger file")
     lsub = ledger.add_subparsers(dest="action", required=True)
-    for name, text in (("verify", "full audit: hash chain, Merkle roots, signatures, quorum, nonces"),
-                       ("export", "every block with its transactions, one JSON object per line")):
+    verify = lsub.add_parser("verify", help="full audit: hash chain, Merkle roots, signatures, quorum, nonces")
+    verify.add_argument("path")
+    verify.add_argument("--head", help="a signed tree head kept elsewhere (from 'fedledger ledger head'): "
+                                       "detects a file whose newest blocks were cut off")
+    for name, text in (("export", "every block with its transactions, one JSON object per line"),
+                       ("head", "the signed tree head (JSON), to keep somewhere the ledger's host cannot rewrite"),
+                       ("genesis", "the genesis record (JSON), an auditor's trust anchor for receipts")):
         lsub.add_parser(name, help=text).add_argument("path")
     show = lsub.add_parser("show", help="summary, or one block with --height")
     show.add_argument("path")
@@ -42,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     rsub = receipt.add_subparsers(dest="action", required=True)
     check = rsub.add_parser("verify", help="verify a receipt JSON file ('-' for stdin)")
     check.add_argument("file")
-    check.add_argument("--validators", help="JSON file [[hex key, stake], ...] of the validator set you trust")
+    check.add_argument("--genesis", help="the genesis record you trust (what 'fedledger ledger genesis' prints)")
+    check.add_argument("--validators", help="the validator set you trust: JSON [[hex key, stake], ...] or what "
+                                            "'fedledger ledger show' prints")
+    check.add_argument("--chain-id", help="the chain the receipt must be of (needed with a bare --validators list)")
     return parser
 
 
@@ -61,20 +74,38 @@ def _block_json(block: Any) -> dict[str, Any]:
 
 
 def _open(path: str) -> Any:
-    from fedledger.errors import NotFound
     from fedledger.ledger import Ledger
 
-    if not Path(path).is_file():
-        raise NotFound(f"no ledger file at {path}")
-    return Ledger.open(path)
+    return Ledger.open(path, read_only=True)
+
+
+def _read(path: str, what: str) -> bytes:
+    from fedledger.errors import NotFound
+
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no {what} file at {path}") from None
 
 
 def _ledger(args: argparse.Namespace) -> int:
+    head = None
+    if args.action == "verify" and args.head:
+        from fedledger.ledger import SignedTreeHead
+
+        head = SignedTreeHead.from_json(_read(args.head, "tree head"))
     with _open(args.path) as ledger:
         if args.action == "verify":
-            ledger.verify()
+            ledger.verify(head=head)
+            against = f"; matches the head kept at height {head.height}" if head is not None else ""
             print(f"ok: {ledger.chain_id}, {ledger.height} blocks, {ledger.log_size} transactions, "
-                  f"log root {ledger.tree_head().log_root.hex() if ledger.height else '-'}")
+                  f"log root {ledger.tree_head().log_root.hex() if ledger.height else '-'}{against}")
+        elif args.action == "head":
+            print(ledger.tree_head().to_json())
+        elif args.action == "genesis":
+            print(ledger.genesis.to_json())
         elif args.action == "show":
             if args.height is None:
                 print(json.dumps({"chain_id": ledger.chain_id, "height": ledger.height,
@@ -88,22 +119,71 @@ def _ledger(args: argparse.Namespace) -> int:
             except ValueError:
                 print(f"fedledger: TX_ID must be hex, got {args.tx_id!r}", file=sys.stderr)
                 return EXIT_USAGE
-            print(json.dumps(ledger.prove(tx_id), indent=2))
+            print(ledger.prove(tx_id).to_json())
         else:  # export
             for h in range(1, ledger.height + 1):
                 print(json.dumps(_block_json(ledger.block(h))))
     return EXIT_OK
 
 
-def _receipt(args: argparse.Namespace) -> int:
-    from fedledger.ledger import ValidatorSet, verify_receipt
+class _UsageError(Exception):
+    """Bad command-line input: exit 2 with this message."""
 
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-    trusted = None
-    if args.validators:
-        pairs = json.loads(Path(args.validators).read_text())
-        trusted = ValidatorSet({bytes.fromhex(k): s for k, s in pairs})
-    tx = verify_receipt(text, trusted_validators=trusted)
+
+def _trusted_validators(path: str) -> tuple[Any, str | None]:
+    """The validator set in --validators FILE, and the chain id when the file names one."""
+    from fedledger.errors import FedLedgerError
+    from fedledger.ledger import ValidatorSet
+
+    expected = "--validators FILE must hold [[hex key, stake], ...] or what 'fedledger ledger show' prints"
+    try:
+        value = json.loads(_read(path, "validators"))
+    except (ValueError, RecursionError):
+        raise _UsageError(f"{expected}; {path} is not JSON") from None
+    chain_id = None
+    if isinstance(value, dict) and "validators" in value:
+        chain_id = value.get("chain_id")
+        if chain_id is not None and not isinstance(chain_id, str):
+            raise _UsageError(f"{expected}; its chain_id is not text")
+        value = value["validators"]
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
+        raise _UsageError(f"{expected}; got {type(value).__name__}")
+    try:
+        stakes = {}
+        for key, stake in value:
+            if not isinstance(key, str) or type(stake) is not int:
+                raise ValueError
+            stakes[bytes.fromhex(key)] = stake
+        return ValidatorSet(stakes), chain_id
+    except ValueError:
+        raise _UsageError(f"{expected}; an entry is not [hex key, integer stake]") from None
+    except FedLedgerError as exc:
+        raise _UsageError(f"--validators FILE: {exc}") from None
+
+
+def _receipt(args: argparse.Namespace) -> int:
+    from fedledger.ledger import Genesis, verify_receipt
+
+    if args.genesis and args.validators:
+        raise _UsageError("give one trust anchor: --genesis FILE or --validators FILE, not both")
+    chain_id: str | None
+    if args.genesis:
+        genesis = Genesis.from_json(_read(args.genesis, "genesis"))
+        trusted, chain_id = genesis.validators, genesis.chain_id
+        if args.chain_id is not None and args.chain_id != chain_id:
+            raise _UsageError(f"--chain-id {args.chain_id!r} differs from the genesis record's {chain_id!r}")
+    elif args.validators:
+        trusted, named = _trusted_validators(args.validators)
+        if named is not None and args.chain_id is not None and named != args.chain_id:
+            raise _UsageError(f"--chain-id {args.chain_id!r} differs from the validators file's {named!r}")
+        chain_id = args.chain_id or named
+        if chain_id is None:
+            raise _UsageError("--validators with a bare list needs --chain-id ID (the chain the receipt must be of)")
+    else:
+        raise _UsageError("a receipt proves nothing without a trust anchor: give --genesis FILE (what "
+                          "'fedledger ledger genesis' prints) or --validators FILE (the validator set you trust)")
+    text = _read(args.file, "receipt")
+    tx = verify_receipt(text, chain_id=chain_id, trusted_validators=trusted)
     print(f"ok: transaction {tx.id.hex()} ({tx.kind}) is in the ledger {tx.chain_id}")
     return EXIT_OK
 
@@ -124,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _ledger(args) if args.command == "ledger" else _receipt(args)
+    except _UsageError as exc:
+        print(f"fedledger: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except NotFound as exc:
         print(f"fedledger: not found: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
