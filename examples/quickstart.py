@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -58,36 +59,48 @@ def main(path: Path) -> None:
     print(f"{events:,} transactions signed by the sites and committed in {ledger.height} durable blocks "
           f"in {elapsed:.2f} s; log root {head.log_root.hex()[:16]}...")
 
-    # An auditor holding only the receipt (and the validator set it trusts) checks it offline.
+    # An auditor holding only the receipt and its trust anchor (the chain id and the genesis
+    # validators, from `fedledger ledger genesis`) checks it offline.
+    anchor = {"chain_id": "quickstart", "trusted_validators": stakes}
     tx = next(ledger.transactions(sender=hospitals[1].verify_key))
-    receipt = json.dumps(ledger.prove(tx.id))
-    proved = verify_receipt(receipt, trusted_validators=stakes)
+    receipt = ledger.prove(tx.id).to_json()
+    proved = verify_receipt(receipt, **anchor)
     print(f"receipt for {proved.id.hex()[:16]}... by {hospitals[1].name}: verified offline "
           f"({len(receipt):,} bytes of JSON)")
 
     forged = json.loads(receipt)
     forged["log_index"] += 1
     try:
-        verify_receipt(forged, trusted_validators=stakes)
+        verify_receipt(forged, **anchor)
     except InvalidReceipt as exc:
         print(f"forged receipt rejected: {exc}")
 
     ledger.verify()
     print("full audit passed: hash chain, Merkle roots, every signature, quorum, nonces")
+    kept_head = ledger.tree_head()  # keep it where the ledger's host cannot rewrite it
     ledger.close()
 
-    # Someone edits one stored transaction: the audit names the block.
-    db = sqlite3.connect(path)
+    # Someone edits one stored transaction of a copy: the audit names the block.
+    tampered = path.with_name(path.name + ".tampered")
+    shutil.copyfile(path, tampered)
+    db = sqlite3.connect(tampered)
     (data,) = db.execute("SELECT data FROM txs WHERE seq = 321").fetchone()
     db.execute("UPDATE txs SET data = ? WHERE seq = 321", (data[:-1] + bytes([data[-1] ^ 1]),))
     db.commit()
     db.close()
     try:
-        Ledger.open(path).verify()
+        Ledger.open(tampered, read_only=True).verify()
     except TamperedLedger as exc:
         print(f"tampering caught: {exc}")
     else:  # pragma: no cover
         raise SystemExit("a tampered ledger passed the audit: this build is broken")
+    finally:
+        tampered.unlink()
+
+    # Cutting off the newest blocks leaves a file consistent in itself; the head kept elsewhere catches it.
+    with Ledger.open(path, read_only=True) as audit:
+        audit.verify(head=kept_head)
+        print(f"the file still extends the head kept at height {kept_head.height}")
 
 
 if __name__ == "__main__":

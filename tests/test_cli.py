@@ -53,12 +53,12 @@ def test_verify_show_export_prove(ledger_file, tmp_path: Path) -> None:
     (tmp_path / "r.json").write_text(receipt.stdout)
     vals = tmp_path / "vals.json"
     vals.write_text(json.dumps([[k.hex(), s] for k, s in validator_set().to_value()]))
-    ok = run("receipt", "verify", str(tmp_path / "r.json"), "--validators", str(vals))
+    ok = run("receipt", "verify", str(tmp_path / "r.json"), "--validators", str(vals), "--chain-id", CHAIN)
     assert ok.returncode == 0 and txs[2].id.hex() in ok.stdout
     bad = json.loads(receipt.stdout)
     bad["log_index"] += 1
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    failed = run("receipt", "verify", str(tmp_path / "bad.json"))
+    failed = run("receipt", "verify", str(tmp_path / "bad.json"), "--validators", str(vals), "--chain-id", CHAIN)
     assert failed.returncode == 1 and "FAILED" in failed.stderr
 
 

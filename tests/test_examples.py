@@ -20,6 +20,7 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     assert lines[3].startswith("forged receipt rejected")
     assert lines[4].startswith("full audit passed")
     assert lines[5].startswith("tampering caught: ledger tampered at height 1")
+    assert lines[6] == "the file still extends the head kept at height 5"
 
 
 def test_secure_aggregation_example_runs() -> None:

@@ -19,7 +19,7 @@ from fedledger.errors import (
     UnknownKind,
     WrongChain,
 )
-from fedledger.ledger import MAX_PAYLOAD_BYTES
+from fedledger.ledger import MAX_PAYLOAD_BYTES, Receipt
 from ledger_helpers import CHAIN, sites, validator_set, validators
 from reference import rfc9162 as ref
 
@@ -56,7 +56,7 @@ def test_the_issue_example_runs(tmp_path) -> None:
     assert [r.accepted for r in results] == [True]
     block = ledger.commit()
     assert block.height == 1 and block.transactions == (tx,)
-    assert verify_receipt(ledger.prove(tx.id)) == tx
+    assert verify_receipt(ledger.prove(tx.id), chain_id="demo", trusted_validators=ledger.genesis.validators) == tx
     ledger.verify()
     ledger.close()
     reopened = Ledger.open(tmp_path / "consortium.db")
@@ -133,24 +133,23 @@ def test_receipts_verify_offline_and_reject_tampering(ledger: Ledger, people: li
     ledger.submit_many(txs)
     ledger.commit()
     receipt = ledger.prove(txs[4].id)
-    text = json.dumps(receipt)
-    assert verify_receipt(text) == txs[4]
-    assert verify_receipt(receipt, trusted_validators=validator_set(vals)) == txs[4]
-    with pytest.raises(InvalidReceipt, match="do not trust"):
-        verify_receipt(receipt, trusted_validators=validator_set(vals, [1, 1, 1, 1]))
+    text = receipt.to_json()
+    anchor = {"chain_id": CHAIN, "trusted_validators": validator_set(vals)}
+    assert verify_receipt(text, **anchor) == txs[4]
+    assert verify_receipt(receipt, **anchor) == txs[4]
+    assert Receipt.from_json(text) == receipt
+    with pytest.raises(InvalidReceipt, match="did not hand over"):
+        verify_receipt(receipt, chain_id=CHAIN, trusted_validators=validator_set(vals, [1, 1, 1, 1]))
     tampered = []
     for key in ("transaction", "log_index", "inclusion_proof"):
         r = json.loads(text)
         if key == "transaction":
-            r[key] = ledger.prove(txs[5].id)["transaction"]
+            r[key] = ledger.prove(txs[5].id).to_value()["transaction"]
         elif key == "log_index":
             r[key] = r[key] + 1
         else:
             r[key][0] = "00" * 32
         tampered.append(r)
-    r = json.loads(text)
-    r["validators"][0][1] += 100  # more stake than the header names
-    tampered.append(r)
     r = json.loads(text)
     cert = bytearray(bytes.fromhex(r["tree_head"]["certificate"]))
     cert[-1] ^= 1
@@ -158,9 +157,9 @@ def test_receipts_verify_offline_and_reject_tampering(ledger: Ledger, people: li
     tampered.append(r)
     for r in tampered:
         with pytest.raises(InvalidReceipt):
-            verify_receipt(r)
+            verify_receipt(r, **anchor)
     with pytest.raises(InvalidReceipt):
-        verify_receipt("not json")
+        verify_receipt("not json", **anchor)
 
 
 def test_random_proofs_verify_with_crypto_layer_and_reference(ledger: Ledger, people: list[Identity]) -> None:
@@ -183,14 +182,14 @@ def test_random_proofs_verify_with_crypto_layer_and_reference(ledger: Ledger, pe
     assert head.log_root == ref.mth(leaves)
     for tx_bytes in rnd.sample(leaves, 8):
         receipt = ledger.prove(Transaction.from_bytes(tx_bytes).id)
-        proof = [bytes.fromhex(p) for p in receipt["inclusion_proof"]]
-        index = receipt["log_index"]
+        proof = list(receipt.entry.inclusion_proof)
+        index = receipt.entry.log_index
         merkle.verify_inclusion(tx_bytes, index, head.log_size, proof, head.log_root)
         assert ref.verify_inclusion(tx_bytes, index, head.log_size, proof, head.log_root)
     for old in sizes[:-1]:
         c = ledger.prove_consistency(old)
-        proof = [bytes.fromhex(p) for p in c["proof"]]
-        old_root = bytes.fromhex(c["old_root"])
+        proof = list(c.proof)
+        old_root = c.old_root
         assert old_root == ref.mth(leaves[:old])
         merkle.verify_consistency(old, head.log_size, old_root, head.log_root, proof)
         assert ref.verify_consistency(old, head.log_size, old_root, head.log_root, proof)
