@@ -8,7 +8,6 @@ no durability) in the same run. Also verify() time and proof sizes.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -80,8 +79,8 @@ def test_full_audit(benchmark, setup, tmp_path):
     ledger = _ingest(tmp_path / "audit.db", vals, sites, vs, txs, "off")
     benchmark.pedantic(ledger.verify, rounds=3, iterations=1)
     receipt = ledger.prove(txs[12_345].id)
-    benchmark.extra_info["receipt_json_bytes"] = len(json.dumps(receipt))
-    benchmark.extra_info["inclusion_proof_nodes"] = len(receipt["inclusion_proof"])
-    benchmark.extra_info["consistency_proof_nodes"] = len(ledger.prove_consistency(7_777)["proof"])
+    benchmark.extra_info["receipt_json_bytes"] = len(receipt.to_json())
+    benchmark.extra_info["inclusion_proof_nodes"] = len(receipt.entry.inclusion_proof)
+    benchmark.extra_info["consistency_proof_nodes"] = len(ledger.prove_consistency(7_777).proof)
     benchmark.extra_info["seconds_per_1e5_tx"] = benchmark.stats.stats.median * 1e5 / N_TX
     ledger.close()
