@@ -542,3 +542,110 @@ def test_only_fedledger_errors_escape_the_receipt_and_head_parsers() -> None:
             verify_receipt(text[:cut], **anchor())  # type: ignore[arg-type]
     assert hashlib.sha256(text).digest()  # the untouched receipt still verifies
     assert verify_receipt(text, **anchor()) == tx  # type: ignore[arg-type]
+
+
+# -- property-based: proof documents, genesis JSON and CLI input files ---------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fedledger.ledger import Genesis  # noqa: E402
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80),
+                       st.floats(allow_nan=False), st.text(max_size=70), st.sampled_from(["00" * 32, "zz", "ab"]))
+_json = st.recursive(_json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                     max_leaves=12)
+
+
+def _documents() -> dict[str, object]:
+    """One genuine document of each proof kind, made once (hypothesis re-runs the tests)."""
+    if not _DOCS:
+        vals, people = validators(), sites(1)
+        ledger = _ledger(CHAIN, vals, people)
+        for n in range(3):
+            ledger.submit(note(people[0], n))
+            ledger.commit()
+        _DOCS.update(receipt=ledger.prove(note(people[0], 1).id).to_value(),
+                     head=json.loads(ledger.tree_head().to_json()),
+                     consistency=ledger.prove_consistency(1).to_value(),
+                     genesis=json.loads(ledger.genesis.to_json()))
+    return _DOCS
+
+
+_DOCS: dict[str, object] = {}
+_PARSERS = {
+    "receipt": lambda d: verify_receipt(d, **anchor()),  # type: ignore[arg-type]
+    "head": SignedTreeHead.from_json,
+    "consistency": lambda d: verify_consistency(d, **anchor()),  # type: ignore[arg-type]
+    "genesis": lambda d: Genesis.from_json(json.dumps(d)),
+}
+
+
+def _replace(doc: object, path: list[int], value: object) -> object:
+    """``doc`` with the node that ``path`` picks (indices taken modulo each level's size) replaced."""
+    if not path or not isinstance(doc, (dict, list)) or not doc:
+        return value
+    if isinstance(doc, dict):
+        key = sorted(doc)[path[0] % len(doc)]
+        return {**doc, key: _replace(doc[key], path[1:], value)}
+    i = path[0] % len(doc)
+    return doc[:i] + [_replace(doc[i], path[1:], value)] + doc[i + 1:]
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(_PARSERS)), st.lists(st.integers(0, 50), max_size=5), _json)
+def test_proof_documents_with_any_field_replaced_raise_only_our_errors(kind: str, path: list[int],
+                                                                      value: object) -> None:
+    doc = _documents()[kind]
+    mutated = _replace(doc, path, value)
+    try:
+        _PARSERS[kind](mutated)
+    except FedLedgerError:
+        return
+    assert mutated == doc or json.dumps(mutated, sort_keys=True) == json.dumps(doc, sort_keys=True), (
+        "a changed document was accepted")
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(_PARSERS)), st.data())
+def test_proof_documents_truncated_or_bit_flipped_raise_only_our_errors(kind: str, data: st.DataObject) -> None:
+    text = json.dumps(_documents()[kind]).encode()
+    cut = data.draw(st.integers(0, len(text) - 1))
+    flip = data.draw(st.integers(0, len(text) * 8 - 1))
+    flipped = bytearray(text)
+    flipped[flip // 8] ^= 1 << (flip % 8)
+    for candidate in (text[:cut], bytes(flipped)):
+        try:
+            parse = _PARSERS[kind]
+            parse(candidate if kind != "genesis" else json.loads(candidate))  # type: ignore[operator]
+        except FedLedgerError:
+            continue
+        except ValueError:
+            assert kind == "genesis"  # the test's own json.loads of a broken genesis text
+            with pytest.raises(FedLedgerError):
+                Genesis.from_json(candidate)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["receipt", "validators", "genesis", "head"]),
+       st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode())))
+def test_cli_input_files_never_crash(tmp_path: Path, which: str, content: bytes) -> None:
+    path = tmp_path / "ledger.db"
+    if not path.exists():
+        make_file(path, blocks=1)
+    good_receipt, show = tmp_path / "good.json", tmp_path / "show.json"
+    if not good_receipt.exists():
+        good_receipt.write_text(run_cli("ledger", "prove", str(path), note(sites(2)[0], 0).id.hex()).stdout)
+        show.write_text(run_cli("ledger", "show", str(path)).stdout)
+    bad = tmp_path / "input"
+    bad.write_bytes(content)
+    if which == "head":
+        out = run_cli("ledger", "verify", str(path), "--head", str(bad))
+    elif which == "receipt":
+        out = run_cli("receipt", "verify", str(bad), "--validators", str(show))
+    else:
+        out = run_cli("receipt", "verify", str(good_receipt), f"--{which}", str(bad), "--chain-id", CHAIN)
+    assert out.returncode in (1, 2, 3), out.stdout
+    assert "Traceback" not in out.stderr and out.stderr.startswith("fedledger: ")

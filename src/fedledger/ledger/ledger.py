@@ -92,15 +92,17 @@ class Genesis:
             value = json.loads(document)
         except (ValueError, RecursionError) as exc:
             raise EncodingError(f"genesis JSON: not JSON ({type(exc).__name__})") from None
-        if type(value) is not dict or value.get("type") != GENESIS_TYPE or type(value.get("record")) is not str:
+        if type(value) is not dict or set(value) != {"type", "chain_id", "hash", "validators", "record"} \
+                or value["type"] != GENESIS_TYPE or type(value["record"]) is not str:
             raise EncodingError("genesis JSON: expected what `fedledger ledger genesis` prints")
         try:
             record = bytes.fromhex(value["record"])
         except ValueError:
             raise EncodingError("genesis JSON: record is not hex") from None
         genesis = cls.from_bytes(record)
-        if value.get("chain_id") != genesis.chain_id or value.get("hash") != genesis.hash.hex():
-            raise EncodingError("genesis JSON: chain_id or hash disagree with the record")
+        readable = json.loads(genesis.to_json())
+        if any(value[k] != readable[k] for k in ("chain_id", "hash", "validators")):
+            raise EncodingError("genesis JSON: chain_id, hash or validators disagree with the record")
         return genesis
 
     def initial_state(self) -> LedgerState:
