@@ -206,3 +206,40 @@ def test_a_pending_transaction_that_no_longer_applies_is_dropped_with_its_follow
     ledger.submit(Transaction.create(other, kind="note", payload=2, nonce=0, chain_id=CHAIN))
     ledger.commit()
     ledger.verify()
+
+
+def test_state_copy_copies_every_field_and_shares_no_container() -> None:
+    import dataclasses
+
+    from fedledger.ledger.state import LedgerState
+
+    v = validators()
+    ledger = make(v)
+    ledger.commit()
+    state = ledger._state
+    clone = state.copy()
+    for f in dataclasses.fields(LedgerState):
+        original, copied = getattr(state, f.name), getattr(clone, f.name)
+        assert copied == original, f.name
+        if isinstance(original, (dict, set, list)):
+            assert copied is not original, f"{f.name} is shared between a state and its copy"
+    clone.nonces[b"x" * 32] = 5
+    clone.revoked.add(b"y" * 32)
+    assert b"x" * 32 not in state.nonces and b"y" * 32 not in state.revoked
+
+
+def test_block_time_comes_from_the_clock_the_ledger_was_given() -> None:
+    from fedledger.errors import InvalidArgument
+
+    v = validators()
+    now = [1_000]
+    ledger = Ledger.memory(chain_id=CHAIN, validators=validator_set(v), local_validators=v, clock=lambda: now[0])
+    assert ledger.commit().header.time_ms == 1_000
+    now[0] = 500  # a clock that goes back never makes block time go backwards
+    assert ledger.commit().header.time_ms == 1_000
+    now[0] = 2_500
+    assert ledger.commit().header.time_ms == 2_500
+    ledger.verify()
+    broken = Ledger.memory(chain_id=CHAIN, validators=validator_set(v), local_validators=v, clock=lambda: 1.5)  # type: ignore[arg-type,return-value]
+    with pytest.raises(InvalidArgument, match="clock"):
+        broken.commit()

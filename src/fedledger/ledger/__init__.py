@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fedledger.ledger.block import BlockHeader, Certificate, Evidence, Vote
-from fedledger.ledger.ledger import Block, Genesis, Ledger, SubmitResult
+from fedledger.ledger.genesis import Genesis
+from fedledger.ledger.ledger import Block, Ledger, SubmitResult
 from fedledger.ledger.receipt import (
     ConsistencyProof,
     LogEntry,

@@ -9,24 +9,16 @@ validators in other processes arrive as :class:`Vote` messages through :meth:`Le
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
-import numpy as np
-
-from fedledger import encoding
 from fedledger.crypto import merkle, signing
 from fedledger.errors import (
-    EncodingError,
     FedLedgerError,
     InvalidArgument,
     InvalidArgumentType,
-    InvalidProof,
     InvalidSignature,
     InvalidVote,
     NotALedger,
@@ -37,76 +29,19 @@ from fedledger.errors import (
     TamperedLedger,
 )
 from fedledger.identity import Identity, IdentityCard
+from fedledger.ledger import audit
 from fedledger.ledger.block import BlockHeader, Certificate, Vote
+from fedledger.ledger.genesis import Genesis
 from fedledger.ledger.receipt import ConsistencyProof, LogEntry, Receipt, SignedTreeHead
 from fedledger.ledger.state import VALIDATOR_KINDS, LedgerState, next_validators
-from fedledger.ledger.store import META_KEYS, LedgerStore, SQLiteStore, StoredBlock, StoredTx
+from fedledger.ledger.store import LedgerStore, SQLiteStore, StoredBlock, StoredTx, system_clock_ms
 from fedledger.ledger.transaction import Transaction, check_name
 from fedledger.ledger.validators import ValidatorSet
 
 __all__ = ["Block", "Genesis", "Ledger", "SignedTreeHead", "SubmitResult"]
 
-GENESIS_TYPE: Final = "fedledger.genesis/1"
 #: Transactions per block at most; the rest wait for the next commit.
 DEFAULT_MAX_BLOCK_TXS: Final = 10_000
-
-
-@dataclass(frozen=True)
-class Genesis:
-    chain_id: str
-    validators: ValidatorSet
-    members: tuple[IdentityCard, ...]
-
-    def to_bytes(self) -> bytes:
-        return encoding.encode({"type": GENESIS_TYPE, "chain": self.chain_id,
-                                "validators": self.validators.to_value(),
-                                "members": [c.to_bytes() for c in self.members]})
-
-    @property
-    def hash(self) -> bytes:
-        return hashlib.sha256(self.to_bytes()).digest()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Genesis:
-        value = encoding.decode(data)
-        if type(value) is not dict or value.get("type") != GENESIS_TYPE or set(value) != {"type", "chain", "validators", "members"}:
-            raise EncodingError("genesis: not a fedledger genesis record")
-        if type(value["chain"]) is not str:
-            raise EncodingError("genesis: chain must be text")
-        members = value["members"]
-        if type(members) is not list or not all(type(m) is bytes for m in members):
-            raise EncodingError("genesis: members must be identity cards")
-        return cls(value["chain"], ValidatorSet.from_value(value["validators"]),
-                   tuple(IdentityCard.from_bytes(m) for m in members))  # type: ignore[arg-type]
-
-    def to_json(self) -> str:
-        """The genesis record as JSON: readable fields plus the exact ``record`` (hex) they come from."""
-        return json.dumps({"type": GENESIS_TYPE, "chain_id": self.chain_id, "hash": self.hash.hex(),
-                           "validators": [[k.to_bytes().hex(), self.validators.stake(k)] for k in self.validators.keys()],
-                           "record": self.to_bytes().hex()}, indent=2)
-
-    @classmethod
-    def from_json(cls, document: str | bytes) -> Genesis:
-        """Parse :meth:`to_json`'s output (EncodingError if malformed or inconsistent)."""
-        try:
-            value = json.loads(document)
-        except (ValueError, RecursionError) as exc:
-            raise EncodingError(f"genesis JSON: not JSON ({type(exc).__name__})") from None
-        if type(value) is not dict or set(value) != {"type", "chain_id", "hash", "validators", "record"} \
-                or value["type"] != GENESIS_TYPE or type(value["record"]) is not str:
-            raise EncodingError("genesis JSON: expected what `fedledger ledger genesis` prints")
-        try:
-            record = bytes.fromhex(value["record"])
-        except ValueError:
-            raise EncodingError("genesis JSON: record is not hex") from None
-        genesis = cls.from_bytes(record)
-        readable = json.loads(genesis.to_json())
-        if any(value[k] != readable[k] for k in ("chain_id", "hash", "validators")):
-            raise EncodingError("genesis JSON: chain_id, hash or validators disagree with the record")
-        return genesis
-
-    def initial_state(self) -> LedgerState:
-        return LedgerState(self.chain_id, self.validators, {c.verify_key.to_bytes(): c for c in self.members})
 
 
 @dataclass(frozen=True)
@@ -161,8 +96,9 @@ class Ledger:
     """A consortium ledger on a :class:`LedgerStore` (SQLite by default). Use :meth:`open` or :meth:`memory`."""
 
     def __init__(self, store: LedgerStore, genesis: Genesis, local_validators: Sequence[Identity],
-                 max_block_txs: int = DEFAULT_MAX_BLOCK_TXS) -> None:
+                 max_block_txs: int = DEFAULT_MAX_BLOCK_TXS, clock: Callable[[], int] = system_clock_ms) -> None:
         self._store = store
+        self._clock = clock
         self._genesis = genesis
         self._local = {v.verify_key.to_bytes(): v for v in local_validators}
         self._max_block_txs = max_block_txs
@@ -171,11 +107,11 @@ class Ledger:
         self._proposal: _Proposal | None = None
         #: Pending transactions the last proposal or commit dropped (no longer valid), with why.
         self.dropped: list[SubmitResult] = []
-        self._validator_sets: dict[bytes, ValidatorSet] = {}
-        state, tree, head = self._replay(verify_signatures=False)
-        self._state = state
-        self._tree = tree
-        self._head = head  # (StoredBlock, BlockHeader) of the last block, or None
+        replayed = audit.replay(store, genesis, verify_signatures=False)
+        self._validator_sets = replayed.validator_sets
+        self._state = replayed.state
+        self._tree = replayed.tree
+        self._head = replayed.head  # (StoredBlock, BlockHeader) of the last block, or None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -183,7 +119,7 @@ class Ledger:
     def open(cls, path: str | Path, *, chain_id: str | None = None, validators: ValidatorSet | None = None,
              local_validators: Iterable[Identity] = (), members: Iterable[IdentityCard] = (),
              durability: str = "full", max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
-             read_only: bool = False) -> Ledger:
+             read_only: bool = False, clock: Callable[[], int] = system_clock_ms) -> Ledger:
         """Open (or create) the ledger in the SQLite file ``path``.
 
         Creating needs ``chain_id`` and ``validators`` (and the genesis ``members``). Opening an
@@ -195,23 +131,28 @@ class Ledger:
         changes nothing in the file, and refuses every write with :class:`ReadOnlyLedger`; it
         raises :class:`NotFound` for a missing file and :class:`NotALedger` for a file that is
         not a ledger.
+
+        ``clock`` gives block times in milliseconds since the epoch (the system clock by
+        default); the ledger reads no other clock, so a simulation can pass its own.
         """
         return cls._from_store(SQLiteStore(path, durability, read_only=read_only), chain_id, validators,
-                               local_validators, members, max_block_txs)
+                               local_validators, members, max_block_txs, clock)
 
     @classmethod
     def memory(cls, *, chain_id: str, validators: ValidatorSet, local_validators: Iterable[Identity] = (),
-               members: Iterable[IdentityCard] = (), max_block_txs: int = DEFAULT_MAX_BLOCK_TXS) -> Ledger:
+               members: Iterable[IdentityCard] = (), max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
+               clock: Callable[[], int] = system_clock_ms) -> Ledger:
         """A ledger in memory (SQLite ``:memory:``), for tests and simulations."""
         return cls._from_store(SQLiteStore(":memory:", "off"), chain_id, validators, local_validators, members,
-                               max_block_txs)
+                               max_block_txs, clock)
 
     @classmethod
     def _from_store(cls, store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None,
                     local_validators: Iterable[Identity], members: Iterable[IdentityCard],
-                    max_block_txs: int) -> Ledger:
+                    max_block_txs: int, clock: Callable[[], int]) -> Ledger:
         try:
-            return cls._from_open_store(store, chain_id, validators, local_validators, members, max_block_txs)
+            return cls._from_open_store(store, chain_id, validators, local_validators, members, max_block_txs,
+                                        clock)
         except BaseException:
             store.close()
             raise
@@ -219,7 +160,9 @@ class Ledger:
     @classmethod
     def _from_open_store(cls, store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None,
                          local_validators: Iterable[Identity], members: Iterable[IdentityCard],
-                         max_block_txs: int) -> Ledger:
+                         max_block_txs: int, clock: Callable[[], int]) -> Ledger:
+        if not callable(clock):
+            raise InvalidArgumentType("clock", f"expected a callable returning milliseconds, got {type(clock).__name__}")
         local = _as_identity_list(local_validators, "local_validators")
         cards = list(members)
         for i, card in enumerate(cards):
@@ -259,7 +202,7 @@ class Ledger:
                 raise InvalidArgument("validators", "differ from this ledger's genesis validators")
             if cards and tuple(c.to_bytes() for c in cards) != tuple(c.to_bytes() for c in genesis.members):
                 raise InvalidArgument("members", "differ from this ledger's genesis members")
-        return cls(store, genesis, local, max_block_txs)
+        return cls(store, genesis, local, max_block_txs, clock)
 
     def close(self) -> None:
         self._store.close()
@@ -441,7 +384,7 @@ class Ledger:
             chain_id=self.chain_id, height=self.height + 1, prev_hash=prev,
             tx_root=merkle.root(leaves), tx_count=len(included), log_size=base + len(included),
             log_root=self._tree.root, validators_hash=validators.hash(), proposer=proposer,
-            time_ms=max(int(time.time() * 1000), last_time),
+            time_ms=max(self._now_ms(), last_time),
         )
         self._proposal = _Proposal(header, included, leaves, state, validators)
         for key, identity in self._local.items():
@@ -512,6 +455,12 @@ class Ledger:
         if self._proposal is not None:
             self._tree.rollback(self._proposal.header.log_size - len(self._proposal.txs))
             self._proposal = None
+
+    def _now_ms(self) -> int:
+        now = self._clock()
+        if type(now) is not int or now < 0:
+            raise InvalidArgument("clock", f"must return a non-negative int of milliseconds, returned {now!r}")
+        return now
 
     def _writable(self) -> None:
         if getattr(self._store, "read_only", False):
@@ -604,154 +553,9 @@ class Ledger:
         problems = self._store.integrity_problems()
         if problems:
             raise TamperedLedger(0, f"storage integrity check failed: {problems[0]}")
-        state, tree, last = self._replay(verify_signatures=True)
+        replayed = audit.replay(self._store, self._genesis, verify_signatures=True)
+        last = replayed.head
         if (last is None) != (self._head is None) or (last is not None and last[0].hash != self._head[0].hash):  # type: ignore[index]
             raise TamperedLedger(self.height, "the stored chain differs from the one this ledger opened")
         if head is not None:
-            self._verify_against(head, tree)
-
-    def _verify_against(self, head: SignedTreeHead, tree: merkle.MerkleTree) -> None:
-        h = head.header
-        if h.chain_id != self.chain_id:
-            raise InvalidArgument("head", f"is for chain {h.chain_id!r}, this ledger is {self.chain_id!r}")
-        if h.height > self.height:
-            raise TamperedLedger(self.height + 1,
-                                 f"the file ends at height {self.height} ({tree.size} transactions) but a head kept "
-                                 f"elsewhere certifies height {h.height} ({h.log_size} transactions): "
-                                 "the newest blocks were cut off")
-        validators = self._validator_sets.get(h.validators_hash)
-        if validators is None:
-            raise TamperedLedger(h.height, "the head kept elsewhere names a validator set this chain never had")
-        try:
-            head.certificate.verify(h, validators)
-        except FedLedgerError as exc:
-            raise InvalidProof(f"the head kept elsewhere is not certified by its validators: {exc}") from None
-        stored = self._store.block(h.height)
-        if stored is None or stored.hash != h.hash:
-            raise TamperedLedger(h.height, "the stored block differs from the head kept elsewhere (history rewritten)")
-        proof = tree.consistency_proof(h.log_size, tree.size)
-        try:
-            merkle.verify_consistency(h.log_size, tree.size, h.log_root, tree.root, proof)
-        except FedLedgerError as exc:
-            raise TamperedLedger(h.height, f"the log does not extend the head kept elsewhere: {exc}") from None
-
-    def _replay(self, verify_signatures: bool
-                ) -> tuple[LedgerState, merkle.MerkleTree, tuple[StoredBlock, BlockHeader] | None]:
-        """Rebuild the state from genesis, checking every rule on the way.
-
-        Structural rules are checked block by block; the signatures (every certificate's votes,
-        and with ``verify_signatures`` every transaction's) are queued and checked in one native
-        batch at the end. The error reported is the one at the lowest height.
-        """
-        state = self._genesis.initial_state()
-        tree = merkle.MerkleTree()
-        head: tuple[StoredBlock, BlockHeader] | None = None
-        keys: list[bytes] = []
-        messages: list[bytes] = []
-        signatures: list[bytes] = []
-        owners: list[tuple[int, str]] = []
-        structural: TamperedLedger | None = None
-        try:
-            for stored in self._store.blocks():
-                header, cert, rows, txs = self._check_block(stored, state, tree, head)
-                body = Vote.signed_body(header.chain_id, header.height, header.hash)
-                for k, sig in cert.signatures:
-                    keys.append(k)
-                    messages.append(body)
-                    signatures.append(sig)
-                    owners.append((header.height, f"the certificate's vote of {k.hex()[:16]}"))
-                if verify_signatures:
-                    for tx, row in zip(txs, rows):
-                        keys.append(tx.sender.to_bytes())
-                        messages.append(tx.body)
-                        signatures.append(tx.signature)
-                        owners.append((header.height, f"transaction {row.seq}"))
-                head = (stored, header)
-            self._check_accounting(tree.size, 0 if head is None else head[1].height)
-        except TamperedLedger as exc:
-            structural = exc
-        if keys:
-            ok = signing.verify_batch(keys, messages, signatures)
-            if not ok.all():
-                height, what = owners[int(np.flatnonzero(~ok)[0])]
-                if structural is None or height <= structural.height:
-                    raise TamperedLedger(height, f"{what}: signature does not verify")
-        if structural is not None:
-            raise structural
-        return state, tree, head
-
-    def _check_accounting(self, log_size: int, height: int) -> None:
-        """Every row of every table belongs to the certified chain: nothing lies outside a block."""
-        extra_meta = sorted(set(self._store.meta_keys()) - META_KEYS)
-        if extra_meta:
-            raise TamperedLedger(0, f"storage: unexpected meta records {extra_meta}")
-        orphan = self._store.first_tx_outside(log_size, height)
-        if orphan is not None:
-            raise TamperedLedger(max(1, min(orphan.height, height + 1)),
-                                 f"transaction row {orphan.seq} (height {orphan.height}) lies outside every "
-                                 f"certified block (the chain has {height} blocks and {log_size} transactions)")
-        rows = self._store.count("txs")
-        if rows != log_size:
-            raise TamperedLedger(height, f"{rows} transaction rows are stored, the certified blocks hold {log_size}")
-
-    def _check_block(self, stored: StoredBlock, state: LedgerState, tree: merkle.MerkleTree,
-                     parent: tuple[StoredBlock, BlockHeader] | None
-                     ) -> tuple[BlockHeader, Certificate, list[StoredTx], list[Transaction]]:
-        """Every rule of one block except signatures; applies it to ``state`` and ``tree``."""
-        h = stored.height
-        expected = 1 if parent is None else parent[1].height + 1
-        if h != expected:
-            raise TamperedLedger(expected, f"block {expected} is missing (found {h})")
-        try:
-            header = BlockHeader.from_bytes(stored.header)
-            cert = Certificate.from_bytes(stored.certificate)
-        except (EncodingError, FedLedgerError) as exc:
-            raise TamperedLedger(h, f"block record is corrupt: {exc}") from None
-        if header.hash != stored.hash:
-            raise TamperedLedger(h, "stored block hash does not match its header")
-        if header.height != h or header.chain_id != state.chain_id:
-            raise TamperedLedger(h, "header height or chain id is wrong")
-        if header.prev_hash != (self._genesis.hash if parent is None else parent[1].hash):
-            raise TamperedLedger(h, "header does not link to the previous block")
-        if header.validators_hash != state.validators.hash():
-            raise TamperedLedger(h, "header names a validator set other than the one in force")
-        self._validator_sets.setdefault(header.validators_hash, state.validators)
-        if parent is not None and header.time_ms < parent[1].time_ms:
-            raise TamperedLedger(h, "block time goes backwards")
-        signers = [k for k, _ in cert.signatures]
-        if any(k not in state.validators for k in signers):
-            raise TamperedLedger(h, "commit certificate is signed by a non-validator")
-        if not state.validators.is_quorum(signers):
-            raise TamperedLedger(h, "commit certificate holds 2/3 of the stake or less")
-        if header.proposer != state.begin_block():
-            raise TamperedLedger(h, "header names the wrong proposer for this height")
-        rows = self._store.block_txs(h)
-        if len(rows) != header.tx_count:
-            raise TamperedLedger(h, f"block has {len(rows)} transactions, its header says {header.tx_count}")
-        leaves = [row.data for row in rows]
-        if not all(type(leaf) is bytes for leaf in leaves):
-            raise TamperedLedger(h, "a stored transaction is not a byte string")
-        if merkle.root(leaves) != header.tx_root:
-            raise TamperedLedger(h, "transaction root does not match the block's transactions")
-        # The root is certified (checked in the batch at the end of the replay), so the bytes
-        # are the ones the validators accepted: parse them without the canonical re-check.
-        txs = []
-        for j, row in enumerate(rows):
-            if row.seq != tree.size + j:
-                raise TamperedLedger(h, f"transaction sequence number {row.seq} is out of order")
-            try:
-                tx = Transaction.from_authenticated_bytes(row.data)
-            except FedLedgerError as exc:
-                raise TamperedLedger(h, f"transaction {row.seq} is corrupt: {exc}") from None
-            if (tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce) != (row.id, row.kind, row.sender, row.nonce):
-                raise TamperedLedger(h, f"transaction {row.seq}: indexed columns disagree with its bytes")
-            try:
-                state.check(tx)
-            except FedLedgerError as exc:
-                raise TamperedLedger(h, f"transaction {row.seq} breaks the ledger's rules: {exc}") from None
-            state.apply(tx)
-            txs.append(tx)
-        tree.extend(leaves)
-        if tree.size != header.log_size or tree.root != header.log_root:
-            raise TamperedLedger(h, "global log size or root does not match the header")
-        return header, cert, rows, txs
+            audit.check_against_head(self._store, replayed, head)

@@ -22,7 +22,8 @@ governance actions, so an approval can be used once only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields, replace
 from typing import Final, cast
 
 from fedledger import encoding
@@ -65,8 +66,11 @@ class LedgerState:
     gov_epoch: int = 0
 
     def copy(self) -> LedgerState:
-        return LedgerState(self.chain_id, self.validators, dict(self.members), dict(self.priorities),
-                           set(self.revoked), dict(self.nonces), self.gov_epoch)
+        """An independent copy: every field is copied, so a field added later is never dropped.
+
+        Containers are copied one level deep (their items, keys and cards, are immutable).
+        """
+        return replace(self, **{f.name: copy.copy(getattr(self, f.name)) for f in fields(self)})
 
     def begin_block(self) -> bytes:
         """Advance the proposer schedule by one block and return whose turn it is."""

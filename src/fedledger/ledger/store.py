@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no writer lock (documented)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["DURABILITY", "LedgerStore", "SQLiteStore", "StoredBlock", "StoredTx"]
+__all__ = ["DURABILITY", "LedgerStore", "SQLiteStore", "StoredBlock", "StoredTx", "system_clock_ms"]
 
 DURABILITY: Final = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 SCHEMA_VERSION: Final = 1
@@ -56,6 +57,11 @@ CREATE INDEX IF NOT EXISTS txs_by_sender ON txs(sender, seq);
 _SCHEMA_NAMES: Final = frozenset({"meta", "blocks", "txs", "txs_by_id", "txs_by_kind", "txs_by_sender"})
 #: The only keys of the meta table.
 META_KEYS: Final = frozenset({"genesis"})
+
+
+def system_clock_ms() -> int:
+    """The system clock in milliseconds since the epoch: the default clock of a ledger."""
+    return time.time_ns() // 1_000_000
 
 
 def _lock_for_writing(path: str) -> int | None:
