@@ -27,16 +27,31 @@ from fedledger import Identity, Ledger, Transaction, ValidatorSet, verify_receip
 from fedledger.errors import InvalidReceipt, TamperedLedger
 
 
+def identity(keys: Path, name: str) -> Identity:
+    """The identity saved in ``keys``, made on first use (encrypted at rest, mode 0600)."""
+    path = keys / f"{name}.key"
+    if not path.exists():
+        Identity.generate(name).save(path, password=PASSWORD)
+    return Identity.load(path, password=PASSWORD)
+
+
+PASSWORD = "quickstart: use a real secret"
+
+
 def main(path: Path) -> None:
     info = fedledger.build_info()
     print(f"fedledger {info['version']}: {info['openssl']}, GMP {info['gmp']}, libsodium {info.get('libsodium', '?')}, "
           f"OpenMP {'on' if info['openmp'] else 'off'}, {info['num_threads']} threads")
 
-    validators = [Identity.generate(f"validator-{i}") for i in range(4)]
+    # Keys live in files next to the ledger, so a second run reopens the same consortium.
+    keys = path.with_name(path.name + ".keys")
+    keys.mkdir(exist_ok=True)
+    validators = [identity(keys, f"validator-{i}") for i in range(4)]
     stakes = ValidatorSet({v.verify_key: s for v, s in zip(validators, [40, 30, 20, 10])})
-    hospitals = [Identity.generate(name) for name in ("hospital-a", "hospital-b", "research-site")]
+    hospitals = [identity(keys, name) for name in ("hospital-a", "hospital-b", "research-site")]
     ledger = Ledger.open(path, chain_id="quickstart", validators=stakes, local_validators=validators,
                          members=[h.card() for h in hospitals])
+    first_block = ledger.height + 1
 
     # Each access is recorded as a hash of the audit event: the patient data stays at the site.
     t0 = time.perf_counter()
@@ -56,13 +71,14 @@ def main(path: Path) -> None:
         events += len(batch)
     elapsed = time.perf_counter() - t0
     head = ledger.tree_head()
-    print(f"{events:,} transactions signed by the sites and committed in {ledger.height} durable blocks "
-          f"in {elapsed:.2f} s; log root {head.log_root.hex()[:16]}...")
+    print(f"{events:,} transactions signed by the sites and committed in {ledger.height - first_block + 1} "
+          f"durable blocks (blocks {first_block}-{ledger.height}) in {elapsed:.2f} s; "
+          f"log root {head.log_root.hex()[:16]}...")
 
     # An auditor holding only the receipt and its trust anchor (the chain id and the genesis
     # validators, from `fedledger ledger genesis`) checks it offline.
     anchor = {"chain_id": "quickstart", "trusted_validators": stakes}
-    tx = next(ledger.transactions(sender=hospitals[1].verify_key))
+    tx = list(ledger.transactions(sender=hospitals[1].verify_key))[-1]
     receipt = ledger.prove(tx.id).to_json()
     proved = verify_receipt(receipt, **anchor)
     print(f"receipt for {proved.id.hex()[:16]}... by {hospitals[1].name}: verified offline "
@@ -95,7 +111,8 @@ def main(path: Path) -> None:
     else:  # pragma: no cover
         raise SystemExit("a tampered ledger passed the audit: this build is broken")
     finally:
-        tampered.unlink()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tampered}{suffix}").unlink(missing_ok=True)
 
     # Cutting off the newest blocks leaves a file consistent in itself; the head kept elsewhere catches it.
     with Ledger.open(path, read_only=True) as audit:

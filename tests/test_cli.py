@@ -78,3 +78,46 @@ def test_exit_codes_for_tampering_missing_and_bad_input(ledger_file, tmp_path: P
     db.close()
     out = run("ledger", "verify", str(path))
     assert out.returncode == 1 and "height 1" in out.stderr
+
+
+def test_version_and_help_have_no_markup() -> None:
+    from fedledger import __version__
+
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"fedledger {__version__}"
+    for args in ((), ("ledger",), ("ledger", "show"), ("receipt", "verify")):
+        text = run(*args, "--help").stdout
+        assert "``" not in text and ":class:" not in text and ":meth:" not in text
+
+
+def test_show_force_prints_a_tampered_file_marked_unverified(ledger_file, tmp_path: Path) -> None:
+    path, txs = ledger_file
+    db = sqlite3.connect(path)
+    db.execute("UPDATE txs SET nonce = 77 WHERE seq = 0")
+    db.commit()
+    db.close()
+    plain = run("ledger", "show", str(path))
+    assert plain.returncode == 1 and plain.stdout == ""
+    forced = run("ledger", "show", str(path), "--force", "--height", "1")
+    assert forced.returncode == 1
+    shown = json.loads(forced.stdout)
+    assert "nothing below is verified" in shown["UNVERIFIED"] and "indexed columns" in shown["UNVERIFIED"]
+    assert shown["blocks"] == 2 and shown["genesis"]["chain_id"] == CHAIN
+    assert [t["id"] for t in shown["block"]["transactions"]] == [t.id.hex() for t in txs[:4]]
+
+
+def test_prove_says_why_a_refused_or_pending_transaction_has_no_receipt() -> None:
+    from fedledger.errors import NotFound
+
+    vals, people = validators(), sites(1)
+    ledger = Ledger.memory(chain_id=CHAIN, validators=validator_set(vals), local_validators=vals,
+                           members=[p.card() for p in people])
+    refused = Transaction.create(people[0], kind="note", payload=1, nonce=5, chain_id=CHAIN)
+    pending = Transaction.create(people[0], kind="note", payload=2, nonce=0, chain_id=CHAIN)
+    assert [r.accepted for r in ledger.submit_many([refused, pending])] == [False, True]
+    with pytest.raises(NotFound, match="refused: ReplayedTransaction"):
+        ledger.prove(refused.id)
+    with pytest.raises(NotFound, match="pending"):
+        ledger.prove(pending.id)
+    ledger.commit()
+    assert ledger.prove(pending.id).entry.log_index == 0

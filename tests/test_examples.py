@@ -2,28 +2,51 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import fedledger
+
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+# The directory that holds the fedledger under test (installed, or src/ of a checkout).
+PACKAGE_ROOT = str(Path(fedledger.__file__).resolve().parents[1])
 SECAGG = Path(__file__).resolve().parents[1] / "examples" / "secure_aggregation.py"
 
 
-def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(QUICKSTART), str(tmp_path / "q.db")],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert "3,000 transactions signed by the sites and committed in 5 durable blocks" in lines[1]
-    assert "verified offline" in lines[2]
-    assert lines[3].startswith("forged receipt rejected")
-    assert lines[4].startswith("full audit passed")
-    assert lines[5].startswith("tampering caught: ledger tampered at height 1")
-    assert lines[6] == "the file still extends the head kept at height 5"
+def test_quickstart_runs_end_to_end_twice_on_one_file(tmp_path: Path) -> None:
+    for run, blocks in ((1, "1-5"), (2, "6-10")):
+        out = subprocess.run([sys.executable, str(QUICKSTART), str(tmp_path / "q.db")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert f"3,000 transactions signed by the sites and committed in 5 durable blocks (blocks {blocks})" in lines[1]
+        assert "verified offline" in lines[2]
+        assert lines[3].startswith("forged receipt rejected")
+        assert lines[4].startswith("full audit passed")
+        assert lines[5].startswith("tampering caught: ledger tampered at height 1")
+        assert lines[6] == f"the file still extends the head kept at height {5 * run}"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["q.db", "q.db-shm", "q.db-wal", "q.db.keys"] or left == ["q.db", "q.db.keys"]
 
 
-def test_secure_aggregation_example_runs() -> None:
+def test_readme_python_snippets_run_twice_in_one_directory(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert snippets
+    for _ in range(2):
+        for code in snippets:
+            out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                                 timeout=300, env={**os.environ, "PYTHONPATH": PACKAGE_ROOT})
+            assert out.returncode == 0, f"{code}\n{out.stderr}"
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_secure_aggregation_example_runs_twice(run: int) -> None:
     out = subprocess.run([sys.executable, str(SECAGG)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

@@ -1,4 +1,4 @@
-"""The ``fedledger`` command line.
+"""The fedledger command line.
 
     fedledger info                       the native build report, as JSON
     fedledger ledger verify PATH [--head FILE]
@@ -6,7 +6,9 @@
                                          also against a signed tree head kept elsewhere
     fedledger ledger head PATH           the signed tree head (JSON): keep it elsewhere
     fedledger ledger genesis PATH        the genesis record (JSON): an auditor's trust anchor
-    fedledger ledger show PATH [--height H]
+    fedledger ledger show PATH [--height H] [--force]
+                                         --force: what can be read of a file that fails the
+                                         audit, marked unverified (forensics)
     fedledger ledger prove PATH TX_ID    a receipt (JSON) that anyone can check offline
     fedledger ledger export PATH         every block and transaction, as JSON lines
     fedledger receipt verify FILE (--genesis FILE | --validators FILE [--chain-id ID])
@@ -28,8 +30,11 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fedledger._version import __version__
+
     parser = argparse.ArgumentParser(prog="fedledger", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fedledger {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the native build report (kernels, OpenSSL, GMP, OpenMP) as JSON")
     ledger = sub.add_parser("ledger", help="inspect, audit and prove a ledger file")
@@ -45,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     show = lsub.add_parser("show", help="summary, or one block with --height")
     show.add_argument("path")
     show.add_argument("--height", type=int)
+    show.add_argument("--force", action="store_true",
+                      help="if the audit fails, print what can be read anyway, marked unverified")
     prove = lsub.add_parser("prove", help="receipt for a transaction id (hex)")
     prove.add_argument("path")
     prove.add_argument("tx_id")
@@ -91,12 +98,20 @@ def _read(path: str, what: str) -> bytes:
 
 
 def _ledger(args: argparse.Namespace) -> int:
+    from fedledger.errors import TamperedLedger
+
     head = None
     if args.action == "verify" and args.head:
         from fedledger.ledger import SignedTreeHead
 
         head = SignedTreeHead.from_json(_read(args.head, "tree head"))
-    with _open(args.path) as ledger:
+    try:
+        opened = _open(args.path)
+    except TamperedLedger as exc:
+        if args.action == "show" and args.force:
+            return _forensic_show(args.path, args.height, exc)
+        raise
+    with opened as ledger:
         if args.action == "verify":
             ledger.verify(head=head)
             against = f"; matches the head kept at height {head.height}" if head is not None else ""
@@ -124,6 +139,42 @@ def _ledger(args: argparse.Namespace) -> int:
             for h in range(1, ledger.height + 1):
                 print(json.dumps(_block_json(ledger.block(h))))
     return EXIT_OK
+
+
+def _forensic_show(path: str, height: int | None, failure: Exception) -> int:
+    """What can be read of a file that fails the audit: nothing here is verified."""
+    from fedledger.ledger import BlockHeader, Genesis, Transaction
+    from fedledger.ledger.store import SQLiteStore
+
+    def attempt(parse: Any, data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # forensics: report whatever the bytes are
+            return f"unreadable: {type(exc).__name__}: {exc}"
+
+    store = SQLiteStore(path, read_only=True)
+    try:
+        genesis = store.get_meta("genesis")
+        out: dict[str, Any] = {
+            "UNVERIFIED": f"this file fails the audit ({failure}); nothing below is verified",
+            "genesis": None if genesis is None else attempt(lambda b: json.loads(Genesis.from_bytes(b).to_json()),
+                                                            genesis),
+            "blocks": store.count("blocks"), "transaction_rows": store.count("txs"),
+        }
+        if height is not None:
+            stored = store.block(height)
+            out["block"] = None if stored is None else {
+                "height": stored.height, "stored_hash": bytes(stored.hash).hex(),
+                "header": attempt(lambda b: {k: v.hex() if isinstance(v, bytes) else v
+                                             for k, v in BlockHeader.from_bytes(b).__dict__.items()}, stored.header),
+                "transactions": [{"seq": row.seq, "id": bytes(row.id).hex(), "kind": row.kind,
+                                  "parsed": attempt(lambda b: Transaction.from_bytes(b).id.hex(), row.data)}
+                                 for row in store.block_txs(height)],
+            }
+        print(json.dumps(out, indent=2, default=str))
+    finally:
+        store.close()
+    return EXIT_INVALID
 
 
 class _UsageError(Exception):

@@ -9,6 +9,7 @@ validators in other processes arrive as :class:`Vote` messages through :meth:`Le
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ __all__ = ["Block", "Genesis", "Ledger", "SignedTreeHead", "SubmitResult"]
 
 #: Transactions per block at most; the rest wait for the next commit.
 DEFAULT_MAX_BLOCK_TXS: Final = 10_000
+#: How many refused transaction ids a ledger remembers (to say why prove() finds nothing).
+_REMEMBER_REFUSED: Final = 4096
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class Ledger:
         self._proposal: _Proposal | None = None
         #: Pending transactions the last proposal or commit dropped (no longer valid), with why.
         self.dropped: list[SubmitResult] = []
+        #: Why recent transactions were refused or dropped, so that prove() and get() can say so.
+        self._refused: OrderedDict[bytes, str] = OrderedDict()
         replayed = audit.replay(store, genesis, verify_signatures=False)
         self._validator_sets = replayed.validator_sets
         self._state = replayed.state
@@ -284,9 +289,12 @@ class Ledger:
             raise InvalidArgument("tx_id", "must be a 32-byte transaction id")
         row = self._store.tx_by_id(bytes(tx_id))
         if row is None or not (0 <= row.seq < self.log_size and 1 <= row.height <= self.height):
-            pending = any(tx.id == tx_id for tx in self._pending)
-            raise NotFound(f"no finalized transaction {bytes(tx_id).hex()}"
-                           + (" (it is pending: commit a block first)" if pending else ""))
+            why = ""
+            if any(tx.id == tx_id for tx in self._pending):
+                why = " (it is pending: commit a block first)"
+            elif bytes(tx_id) in self._refused:
+                why = f" (it was refused: {self._refused[bytes(tx_id)]})"
+            raise NotFound(f"no finalized transaction {bytes(tx_id).hex()}{why}")
         return row
 
     # -- writing ----------------------------------------------------------------------------
@@ -345,7 +353,16 @@ class Ledger:
                 self._pending.append(tx)
                 self._pending_nonce[sender] = tx.nonce + 1
                 results[i] = SubmitResult(tx.id, True)
+        self._remember_refused(r for r in results if r is not None and not r.accepted)
         return results  # type: ignore[return-value]
+
+    def _remember_refused(self, results: Iterable[SubmitResult]) -> None:
+        for r in results:
+            if r.tx_id is not None:
+                self._refused[r.tx_id] = r.reason
+                self._refused.move_to_end(r.tx_id)
+        while len(self._refused) > _REMEMBER_REFUSED:
+            self._refused.popitem(last=False)
 
     def propose(self) -> BlockHeader:
         """Assemble the next block from pending transactions and collect local validators' votes.
@@ -367,6 +384,7 @@ class Ledger:
                 state.apply(tx)
             except FedLedgerError as exc:
                 self.dropped.append(SubmitResult(tx.id, False, exc))
+                self._remember_refused(self.dropped[-1:])
                 if state.nonces.get(tx.sender.to_bytes()) == tx.nonce + 1:
                     # apply failed half-way: rebuild the copy without this transaction
                     state = self._state.copy()
@@ -477,6 +495,7 @@ class Ledger:
             else:
                 self.dropped.append(SubmitResult(tx.id, False, ReplayedTransaction(
                     f"nonce {tx.nonce}: an earlier pending transaction of this sender was dropped")))
+                self._remember_refused(self.dropped[-1:])
         self._pending = kept
 
     # -- proofs -----------------------------------------------------------------------------
