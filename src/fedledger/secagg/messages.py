@@ -17,7 +17,7 @@ Stages, in order (client -> server unless said otherwise):
    the self-mask seed and of the mask secret key) and the SHA-256 digest of each share.
 4. ``relayed_shares`` (server -> client): :class:`RelayedShares`, the sealed shares for it.
 5. ``masked_input``: :class:`MaskedInput`, the quantized, masked vector (sealed to the
-   server unless the round's config turns that layer off).
+   server unless the round's config turns that layer off) and the client's declared weight.
 6. ``unmask_request`` (server -> client): :class:`UnmaskRequest`, who survived and who dropped.
 7. ``unmask``: :class:`UnmaskResponse`, shares of survivors' seeds and of dropped clients' keys,
    sealed to the server.
@@ -289,7 +289,10 @@ class MaskedInput(Message):
     parameters then the weight; with ``sealed``, those bytes sealed to the server by
     :func:`fedledger.crypto.seal.seal_records`), signed through its vector root (the RFC 9162 root of its
     64 KiB chunks, :func:`fedledger.crypto.masking.vector_root`: the commitment a ledger
-    records); ``complaints`` names dealers whose sealed shares did not open or did not parse.
+    records); ``weight`` is the sample count the client declares, signed in the header (the
+    weight slot of the vector must carry it: the server checks the unmasked slot against the
+    sum of the declared weights); ``complaints`` names dealers whose sealed shares did not
+    open or did not parse.
 
     :meth:`verify` checks the signature and that the data matches the root; parsing checks
     neither. A server that adds the data while hashing it
@@ -298,6 +301,7 @@ class MaskedInput(Message):
     """
 
     data: bytes | memoryview
+    weight: int
     complaints: tuple[str, ...] = ()
     root: bytes = field(default=b"", compare=False)
     sealed: bool = False
@@ -308,7 +312,7 @@ class MaskedInput(Message):
         if self.sealed and not self.root:
             raise SecAggError("a sealed masked input needs the root of its plaintext")
         return {"len": len(self.data), "root": self.root or masking.vector_root(self.data),
-                "bad": list(self.complaints), "sealed": self.sealed}
+                "w": self.weight, "bad": list(self.complaints), "sealed": self.sealed}
 
     def _tail(self) -> bytes | memoryview:
         return self.data
@@ -336,12 +340,18 @@ class MaskedInput(Message):
         sealed = body.get("sealed")
         if type(sealed) is not bool:
             raise EncodingError(f"{cls.STAGE}: field 'sealed' must be bool")
-        return cls(**head, data=tail, complaints=_str_list(body.get("bad"), "bad"), root=root, sealed=sealed)
+        weight = _int(body, "w", cls.STAGE)
+        if not 0 <= weight < 2**63:
+            raise EncodingError(f"{cls.STAGE}: weight {weight} out of range")
+        return cls(**head, data=tail, weight=weight, complaints=_str_list(body.get("bad"), "bad"), root=root,
+                   sealed=sealed)
 
 
 @dataclass(frozen=True, kw_only=True)
 class UnmaskRequest(Message):
-    """Stage 6, server -> client: whose masked inputs arrived, and who dropped after sharing."""
+    """Stage 6, server -> client: whose masked inputs arrived (the inputs in the sum; a
+    client refuses to reveal anything if they are fewer than ``min_survivors``), and who
+    dropped after sharing."""
 
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
