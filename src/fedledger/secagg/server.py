@@ -269,9 +269,9 @@ class SecAggServer:
         if len(live) < self.config.min_survivors:
             self._stage = "failed"
             raise RoundFailed(
-                f"after share_keys: {len(accepted)} clients shared keys, {len(live)} with the threshold "
-                f"{self._threshold} of their neighbourhood, fewer than min_survivors={self.config.min_survivors}; "
-                "the round stops and nothing is revealed"
+                f"after share_keys: only {len(live)} client(s) shared keys with at least the threshold "
+                f"{self._threshold} of their neighbourhood ({len(accepted)} shared), fewer than min_survivors="
+                f"{self.config.min_survivors}; the round stops and nothing is revealed"
             )
         accepted = {c: m for c, m in accepted.items() if c in live}
         self._mark_missing(self._adverts, accepted, "share_keys")
