@@ -107,6 +107,9 @@ class Message:
     signature: bytes = b""
 
     STAGE: ClassVar[str] = ""
+    #: The keys of the body map, exactly: a message with more or fewer is malformed (so a
+    #: message has one encoding, and a field nobody checks cannot ride along signed).
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset()
 
     # -- the body: subclasses --------------------------------------------------------------
     def _body(self) -> dict[str, encoding.Value]:
@@ -190,6 +193,8 @@ class Message:
         assert isinstance(sender, str) and isinstance(receiver, str) and isinstance(body, dict)
         if not 0 <= round_id < 2**63:
             raise EncodingError(f"{cls.STAGE}: round out of range")
+        if set(body) != cls.BODY_KEYS:
+            raise EncodingError(f"{cls.STAGE}: body keys {sorted(body)}, expected {sorted(cls.BODY_KEYS)}")
         header = Header(round_id=round_id, sender=sender, receiver=receiver, signature=sig)
         try:
             msg = cls._parse(header, body, tail)
@@ -218,6 +223,7 @@ class AdvertiseKeys(Message):
     seal_key: bytes
     mask_key: bytes
     STAGE: ClassVar[str] = "advertise_keys"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"c", "s"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"c": self.seal_key, "s": self.mask_key}
@@ -237,6 +243,7 @@ class KeyDirectory(Message):
     adverts: tuple[bytes, ...]
     server_key: bytes
     STAGE: ClassVar[str] = "key_directory"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ids", "adv", "srv"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ids": list(self.participants), "adv": list(self.adverts), "srv": self.server_key}
@@ -259,6 +266,7 @@ class ShareKeys(Message):
     sealed: dict[str, bytes]
     digests: dict[str, bytes]  # holder -> digest of the seed share (32) || digest of the key share (32)
     STAGE: ClassVar[str] = "share_keys"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct", "dg"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ct": dict(self.sealed), "dg": dict(self.digests)}
@@ -274,6 +282,7 @@ class RelayedShares(Message):
 
     sealed: dict[str, bytes]
     STAGE: ClassVar[str] = "relayed_shares"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ct": dict(self.sealed)}
@@ -306,6 +315,7 @@ class MaskedInput(Message):
     root: bytes = field(default=b"", compare=False)
     sealed: bool = False
     STAGE: ClassVar[str] = "masked_input"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"len", "root", "w", "bad", "sealed"})
     _HAS_TAIL: ClassVar[bool] = True
 
     def _body(self) -> dict[str, encoding.Value]:
@@ -356,6 +366,7 @@ class UnmaskRequest(Message):
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
     STAGE: ClassVar[str] = "unmask_request"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"alive", "dropped"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"alive": list(self.survivors), "dropped": list(self.dropped)}
@@ -376,6 +387,7 @@ class UnmaskResponse(Message):
 
     sealed: bytes
     STAGE: ClassVar[str] = "unmask"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ct": self.sealed}
