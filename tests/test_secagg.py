@@ -791,6 +791,25 @@ def test_a_client_pushing_a_coordinate_outside_the_weighted_clip_range_fails_the
         run_round(updates, config, weights=weights, client_class={"c002": cheat})
 
 
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_honest_clients_at_the_clip_pass_the_sum_checks(bits: int, dtype: type, sign: int) -> None:
+    # The checks' bound is tight, and exactly reachable by honest clients: every value far
+    # beyond the clip, every weight at max_weight, the default (largest) scale, no dropout.
+    # A false alarm here would fail honest rounds.
+    n, clip = 5, 0.75
+    updates = {f"c{i}": np.full(300, sign * 5.0, dtype=dtype) for i in range(n)}
+    config = SecAggConfig(neighbors=None, bits=bits, clip=clip, max_weight=7)
+    res = run_round(updates, config, weights={c: 7 for c in updates})
+    assert res.total_weight == 7 * n
+    assert_within_bound(res, updates, clip=clip, weights={c: 7 for c in updates})
+    weights = {c: 1 + i for i, c in enumerate(sorted(updates))}
+    mixed = run_round(updates, config, weights=weights, dropouts={"c1": "masked_input"})
+    assert mixed.total_weight == 1 + 3 + 4 + 5
+    assert_within_bound(mixed, updates, clip=clip, weights=weights)
+
+
 def test_a_client_whose_weight_slot_differs_from_its_declared_weight_fails_the_weight_check() -> None:
     # The review's case: +1000 in the weight slot (and +4 clip on a coordinate, which alone
     # would stay inside the range): the slot no longer sums to the declared weights.

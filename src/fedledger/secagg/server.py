@@ -308,8 +308,8 @@ class SecAggServer:
         # message, sent first, must not shut the genuine one out).
         sealed = self.config.seal_inputs
         size = seal.sealed_records_size(expected) if sealed else expected
-        if not 1 <= msg.weight <= self.config.max_weight:
-            self._reject(sender, f"masked_input: declared weight {msg.weight} is not in [1, max_weight="
+        if type(msg.weight) is not int or not 1 <= msg.weight <= self.config.max_weight:
+            self._reject(sender, f"masked_input: declared weight {msg.weight!r} is not in [1, max_weight="
                                  f"{self.config.max_weight}]")
             return False
         if msg.sealed != sealed:
