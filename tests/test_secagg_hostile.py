@@ -393,3 +393,47 @@ def test_a_signed_masked_input_declaring_an_impossible_weight_is_refused(weight:
     assert "max_weight=5" in rnd.server.rejected["c1"]
     requests = rnd.server.unmask_requests([m for c, m in rnd.genuine.items() if c != "c1"])  # type: ignore[misc]
     assert sorted(requests) == ["c0", "c2", "c3"] and rnd.server.dropped == {"c1": "masked_input"}
+
+
+# -- bad arguments to the public API ----------------------------------------------------------
+
+def _server(**kw: Any) -> secagg.SecAggServer:
+    args: dict[str, Any] = {"identity": IDS["aggregator"], "config": secagg.SecAggConfig(), "clients": NAMES,
+                            "verify_keys": KEYS, "dimension": 3, **kw}
+    return secagg.SecAggServer(**args)
+
+
+_UPDATES: Final = {c: np.zeros(3) for c in NAMES}
+_CFG: Final = secagg.SecAggConfig(neighbors=None)
+
+BAD_CALLS: Final[dict[str, Callable[[], object]]] = {
+    "run_round config": lambda: secagg.run_round(_UPDATES, None),  # type: ignore[arg-type]
+    "run_round updates": lambda: secagg.run_round([np.zeros(3)] * 3, _CFG),  # type: ignore[arg-type]
+    "run_round update dtype": lambda: secagg.run_round({c: np.zeros(3, dtype=np.int64) for c in NAMES}, _CFG),
+    "run_round update objects": lambda: secagg.run_round({c: [None, 1] for c in NAMES}, _CFG),  # type: ignore[misc]
+    "run_round weights": lambda: secagg.run_round(_UPDATES, _CFG, weights=[1, 2]),  # type: ignore[arg-type]
+    "run_round dropouts": lambda: secagg.run_round(_UPDATES, _CFG, ["c1"]),  # type: ignore[arg-type]
+    "run_round identities": lambda: secagg.run_round(_UPDATES, _CFG, identities={"c0": "c0"}),  # type: ignore[dict-item]
+    "server identity": lambda: _server(identity="aggregator"),
+    "server config": lambda: _server(config=None),
+    "server clients": lambda: _server(clients=None),
+    "server client names": lambda: _server(clients=[1, 2, 3]),
+    "server clients as one str": lambda: _server(clients="c0c1c2"),
+    "server verify_keys": lambda: _server(verify_keys=None),
+    "server messages": lambda: _server().key_directories(5),  # type: ignore[arg-type]
+    "server one message": lambda: _server().key_directories(SAMPLES[AdvertiseKeys]),  # type: ignore[arg-type]
+    "client server": lambda: secagg.SecAggClient(IDS["c0"], _CFG, server=3, verify_keys=KEYS),  # type: ignore[arg-type]
+    "client verify_keys": lambda: secagg.SecAggClient(IDS["c0"], _CFG, server="aggregator", verify_keys=None),  # type: ignore[arg-type]
+    "graph ids": lambda: secagg.neighbour_graph([1, 2, 3], 2, b""),  # type: ignore[list-item]
+    "graph ids as one str": lambda: secagg.neighbour_graph("abc", 2, b""),
+    "graph k": lambda: secagg.neighbour_graph(["a", "b"], -1, b""),
+    "graph seed": lambda: secagg.neighbour_graph(["a", "b", "c"], 2, "seed"),  # type: ignore[arg-type]
+    "config degree": lambda: _CFG.degree(0),
+    "config threshold_for": lambda: _CFG.threshold_for(None),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("call", list(BAD_CALLS), ids=str)
+def test_bad_arguments_to_the_public_api_raise_typed_errors(call: str) -> None:
+    with pytest.raises(FedLedgerError):
+        BAD_CALLS[call]()

@@ -16,6 +16,7 @@ from fedledger.errors import (
     EncodingError,
     FedLedgerError,
     InvalidArgument,
+    InvalidArgumentType,
     InvalidKey,
     InvalidSignature,
     QuantizationError,
@@ -64,6 +65,10 @@ class SecAggClient:
             raise SecAggError(f"expected an Identity, got {type(identity).__name__}")
         if not isinstance(config, SecAggConfig):
             raise SecAggError(f"expected a SecAggConfig, got {type(config).__name__}")
+        if type(server) is not str:
+            raise InvalidArgumentType("server", f"expected the server's name as a str, got {type(server).__name__}")
+        if not isinstance(verify_keys, Mapping):
+            raise InvalidArgumentType("verify_keys", f"expected a mapping, got {type(verify_keys).__name__}")
         self.identity = identity
         self.name = identity.name
         self.config = config

@@ -87,6 +87,8 @@ class SecAggConfig:
 
     def degree(self, n: int) -> int:
         """k for n clients: the number of neighbours of each client (n - 1 for the full graph)."""
+        if type(n) is not int or n < 1:
+            raise InvalidArgument("n", f"the number of clients must be an int >= 1, got {n!r}")
         if self.neighbors is None:
             return n - 1
         k = 2 * math.ceil(math.log2(n)) if self.neighbors == "auto" else self.neighbors
@@ -159,6 +161,12 @@ class NeighbourView(Mapping[str, frozenset[str]]):
     asked for: a client needs its own row and its neighbours', not all n."""
 
     def __init__(self, ids: Sequence[str], k: int, seed: bytes) -> None:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or any(type(c) is not str for c in ids):
+            raise InvalidArgumentType("ids", "must be a sequence of str client ids")
+        if type(k) is not int or k < 0:
+            raise InvalidArgument("k", f"must be an int >= 0, got {k!r}")
+        if type(seed) is not bytes:
+            raise InvalidArgumentType("seed", f"expected bytes, got {type(seed).__name__}")
         order = sorted(ids)
         n = len(order)
         if len(set(order)) != n:

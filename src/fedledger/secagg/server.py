@@ -25,6 +25,7 @@ from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import (
     EncodingError,
     FedLedgerError,
+    InvalidArgumentType,
     InvalidProof,
     InvalidSignature,
     RoundFailed,
@@ -90,10 +91,20 @@ class SecAggServer:
     ) -> None:
         if type(dimension) is not int or dimension < 0:
             raise SecAggError(f"dimension must be an int >= 0, got {dimension!r}")
+        if not isinstance(identity, Identity):
+            raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
+        if not isinstance(config, SecAggConfig):
+            raise InvalidArgumentType("config", f"expected a SecAggConfig, got {type(config).__name__}")
+        if isinstance(clients, (str, bytes)) or not isinstance(clients, Iterable):
+            raise InvalidArgumentType("clients", f"expected an iterable of str, got {type(clients).__name__}")
+        if not isinstance(verify_keys, Mapping):
+            raise InvalidArgumentType("verify_keys", f"expected a mapping, got {type(verify_keys).__name__}")
         self.identity = identity
         self.name = identity.name
         self.config = config
         self.clients = frozenset(clients)
+        if any(type(c) is not str for c in self.clients):
+            raise InvalidArgumentType("clients", "every client name must be a str")
         if self.name in self.clients:
             raise SecAggError("the server cannot also be a client")
         self.dimension = dimension
@@ -184,6 +195,12 @@ class SecAggServer:
         if client in self.clients:
             self.rejected.setdefault(client, reason)
 
+    @staticmethod
+    def _messages(messages: object, what: str) -> Iterable[object]:
+        if isinstance(messages, (str, bytes, Message)) or not isinstance(messages, Iterable):
+            raise InvalidArgumentType(what, f"expected an iterable of messages, got {type(messages).__name__}")
+        return messages
+
     def _advance(self, stage: str, new: str) -> None:
         if self._stage != stage:
             raise SecAggError(f"server: cannot run {stage!r} at stage {self._stage!r}")
@@ -196,6 +213,7 @@ class SecAggServer:
     # -- stage 2 ------------------------------------------------------------------------------
     def key_directories(self, adverts: Iterable[AdvertiseKeys]) -> dict[str, KeyDirectory]:
         """Accept the adverts; send each participant its neighbours' adverts."""
+        adverts = self._messages(adverts, "adverts")  # type: ignore[assignment]
         self._advance("advertise_keys", "share_keys")
         seen: set[str] = set()
         for msg in adverts:
@@ -240,6 +258,7 @@ class SecAggServer:
     # -- stage 4 ------------------------------------------------------------------------------
     def relay_shares(self, messages: Iterable[ShareKeys]) -> dict[str, RelayedShares]:
         """Accept each client's sealed shares; give each client those dealt to it."""
+        messages = self._messages(messages, "messages")  # type: ignore[assignment]
         self._advance("share_keys", "masked_input")
         seen: set[str] = set()
         accepted: dict[str, ShareKeys] = {}
@@ -355,8 +374,8 @@ class SecAggServer:
         RoundFailed, before anything is requested, if fewer than ``min_survivors`` masked
         inputs arrived, or if some secret that must be reconstructed has fewer than
         ``threshold`` live holders."""
-        for msg in messages:
-            self.receive_masked_input(msg)
+        for msg in self._messages(messages, "messages"):
+            self.receive_masked_input(msg)  # type: ignore[arg-type]
         self._advance("masked_input", "unmask")
         self._mark_missing(self._u2, self.commitments, "masked_input")
         self._u3 = tuple(sorted(self.commitments))
@@ -404,6 +423,7 @@ class SecAggServer:
     def aggregate(self, messages: Iterable[UnmaskResponse]) -> Aggregate:
         """Check the revealed shares, reconstruct the secrets, remove the masks and return
         the sum. RoundFailed if a secret cannot be reconstructed."""
+        messages = self._messages(messages, "messages")  # type: ignore[assignment]
         self._advance("unmask", "failed")
         survivors = frozenset(self._u3)
         seen: set[str] = set()

@@ -11,7 +11,7 @@ from typing import Any, Final, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument, RoundFailed
+from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument, InvalidArgumentType, RoundFailed
 from fedledger.identity import Identity
 from fedledger.secagg.client import RandomBytes, SecAggClient
 from fedledger.secagg.config import SecAggConfig
@@ -152,6 +152,15 @@ def run_round(
     check); its message adds why clients stopped at that stage, when they did. The server's
     own checks turn every bad client message into a dropout instead.
     """
+    if not isinstance(config, SecAggConfig):
+        raise InvalidArgumentType("config", f"expected a SecAggConfig, got {type(config).__name__}")
+    for what, value in (("updates", updates), ("dropouts", dropouts), ("weights", weights), ("identities", identities),
+                        ("client_class", client_class)):
+        if value is not None and not isinstance(value, Mapping):
+            raise InvalidArgumentType(what, f"expected a mapping, got {type(value).__name__}")
+    for c, ident in (identities or {}).items():
+        if not isinstance(ident, Identity):
+            raise InvalidArgumentType(f"identities[{c!r}]", f"expected an Identity, got {type(ident).__name__}")
     drops = dict(dropouts or {})
     for c, stage in drops.items():
         if c not in updates:
@@ -161,6 +170,9 @@ def run_round(
     ids = sorted(updates)
     if not ids:
         raise InvalidArgument("updates", "no clients")
+    for c, u in updates.items():
+        if np.asarray(u).dtype not in (np.float32, np.float64):
+            raise InvalidArgumentType(f"updates[{c!r}]", f"expected float32 or float64 values, got {np.asarray(u).dtype}")
     dims = {np.asarray(u).shape for u in updates.values()}
     if len(dims) != 1 or len(next(iter(dims))) != 1:
         raise InvalidArgument("updates", "every update must be a 1-D array of the same length")
