@@ -864,6 +864,23 @@ def test_a_shift_inside_the_weighted_clip_range_goes_undetected() -> None:
     assert 4.0 <= sum_bound(config, res.report.weights, 2.0**20)
 
 
+def test_a_complaint_is_recorded_as_the_complainers_word_not_as_proof() -> None:
+    # A client may accuse an honest dealer of shares that did not open: the server records
+    # who said so and carries on; the accused dealer stays in the sum.
+    updates = make_updates(5, 10)
+
+    class Accuse(secagg.SecAggClient):
+        def _stamp(self, msg: Any) -> Any:
+            if isinstance(msg, MaskedInput):
+                msg = replace(msg, complaints=("c000",))
+            return super()._stamp(msg)
+
+    res = run_round(updates, SecAggConfig(neighbors=None), client_class={"c003": Accuse})
+    assert res.report.misbehaving == {"c000": "c003 could not open the shares it dealt"}
+    assert "c000" in res.report.survivors and not res.report.rejected
+    assert_within_bound(res, updates)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(delta=st.integers(0, 2**32 - 1), at=st.integers(0, 4), spare=st.integers(0, 2))
 def test_whatever_a_client_adds_the_returned_sum_stays_in_the_weighted_clip_range(delta: int, at: int, spare: int) -> None:
