@@ -8,7 +8,8 @@ Run it after `pip install .`:
 Twenty sites each hold a model update of 100,000 parameters and a sample count. They run one
 SecAgg+ round (Bonawitz et al. with the sparse neighbour graph of Bell et al.) in this process:
 every message is signed, passed through bytes, and checked; masked vectors and revealed shares
-are sealed to the aggregator (AES-256-GCM). Two sites vanish before sending their masked
+are sealed to the aggregator (AES-256-GCM); each site's sample count is declared in its signed
+message, and the unmasked sum must match those counts and lie within their weighted clip range. Two sites vanish before sending their masked
 update and one before the last stage; the round still completes, and its weighted mean matches
 the plain one over the sites whose updates arrived. Then a vector tampered with in transit is
 caught and left out of the sum.
@@ -62,6 +63,11 @@ def main() -> None:
     tampered = secagg.run_round(updates, config, weights=samples, intercept=flip)
     print(f"tampered update caught: hospital-05 {tampered.report.rejected['hospital-05'].split(': ', 1)[1]}; "
           f"{len(tampered.report.survivors)} updates in the sum")
+
+    # Sample counts are declared in each site's signed message: public to the aggregator and
+    # recorded beside each commitment; the unmasked weight slot had to match their sum.
+    assert report.weights == {s: samples[s] for s in alive} and sum(report.weights.values()) == result.total_weight
+    print(f"declared sample counts recorded for {len(report.weights)} sites, beside their commitments")
 
 
 if __name__ == "__main__":

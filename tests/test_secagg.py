@@ -11,6 +11,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedledger import Identity, encoding, secagg
 from fedledger.crypto import masking, seal, shamir
@@ -85,7 +87,7 @@ def feasible_drops(ids: list[str], config: SecAggConfig, want: int, stages: list
 
 # -- exact sums ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n", [2, 3, 10, 100])
+@pytest.mark.parametrize("n", [3, 4, 10, 100])
 @pytest.mark.parametrize("neighbors", [None, "auto"])
 def test_sum_without_dropouts(n: int, neighbors: object) -> None:
     updates = make_updates(n, 6 if n == 100 else 33, seed=n)
@@ -96,7 +98,7 @@ def test_sum_without_dropouts(n: int, neighbors: object) -> None:
 
 
 @pytest.mark.parametrize("stage", ["advertise_keys", "share_keys", "masked_input", "unmask"])
-@pytest.mark.parametrize("n", [3, 10])
+@pytest.mark.parametrize("n", [4, 10])  # n - t clients drop: at least min_survivors = 3 remain
 def test_dropouts_up_to_n_minus_threshold_at_each_stage(n: int, stage: str) -> None:
     config = SecAggConfig(neighbors=None)
     t = config.threshold_for(n)
@@ -560,7 +562,7 @@ def test_messages_round_trip_and_bind_their_header() -> None:
             changed.verify(ident.verify_key)
     with pytest.raises(EncodingError):
         secagg.ShareKeys.from_bytes(msg.to_bytes())  # another stage
-    m = secagg.MaskedInput(round_id=1, sender="c1", receiver="aggregator", data=b"\x01" * 16).with_root().signed(ident)
+    m = secagg.MaskedInput(round_id=1, sender="c1", receiver="aggregator", data=b"\x01" * 16, weight=1).with_root().signed(ident)
     assert secagg.MaskedInput.from_bytes(m.to_bytes()) == m
     assert m.root == masking.vector_root(b"\x01" * 16)
     raw = bytearray(m.to_bytes())
@@ -729,3 +731,259 @@ def test_server_state_machine_driven_by_hand_streams_inputs_and_ignores_forgerie
     result = server.aggregate([clients[c].unmask(requests[c]) for c in names])
     assert result.survivors == tuple(names) and not server.dropped
     assert np.allclose(result.aggregate, sum(updates.values()), atol=3 / result.scale)
+
+
+# -- what a malicious client can and cannot do to the sum ------------------------------------
+
+class Shift(secagg.SecAggClient):
+    """Adds ``delta`` ring units to coordinate ``at`` of its quantized vector and ``slot`` to
+    its weight slot, under a valid signature: a client that ignores its clip (masks are
+    additive, so changing the masked vector changes its input by the same amount)."""
+
+    delta = 0
+    at = 0
+    slot = 0
+
+    def _stamp(self, msg: Any) -> Any:
+        if isinstance(msg, MaskedInput):
+            bits = self.config.bits
+            ctx = seal.SealContext(sender=self.name, receiver=self.server, round=self.config.round_id,
+                                   purpose="fedledger/secagg/masked-input")
+            plain = seal.unseal_records(self._server_key, msg.data, ctx) if msg.sealed else bytes(msg.data)
+            vec = np.frombuffer(plain, dtype=masking.ring_dtype(bits)).copy()
+            mod = 1 << bits
+            vec[self.at] = (int(vec[self.at]) + self.delta) % mod
+            vec[-1] = (int(vec[-1]) + self.slot) % mod
+            raw = vec.tobytes()
+            data = seal.seal_records(self._server_key, raw, ctx) if msg.sealed else raw
+            msg = replace(msg, data=data, root=masking.vector_root(raw))
+        return super()._stamp(msg)
+
+
+def shifter(delta: int = 0, at: int = 0, slot: int = 0) -> type[secagg.SecAggClient]:
+    return type("Shifter", (Shift,), {"delta": delta, "at": at, "slot": slot})
+
+
+def steps(res_or_scale: float, value: float) -> int:
+    """``value`` in ring units at ``scale``."""
+    return round(value * res_or_scale)
+
+
+def sum_bound(config: SecAggConfig, weights: Mapping[str, int], scale: float) -> float:
+    """The range check's bound, dequantized: sum of (floor(clip * w * scale) + 1) / scale."""
+    return sum(math.floor(config.clip * w * scale) + 1 for w in weights.values()) / scale
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_client_pushing_a_coordinate_outside_the_weighted_clip_range_fails_the_range_check(
+        bits: int, sign: int, sealed: bool) -> None:
+    # 5 clients of weight 2 (max_weight 100: the ring has room past 10 * clip): one adds
+    # 4 * sum(w) * clip to a coordinate; the unmasked coordinate is beyond ±sum(w) * clip.
+    n, clip = 5, 0.5
+    updates = make_updates(n, 12, seed=4, spread=0.4)
+    weights = {c: 2 for c in updates}
+    config = SecAggConfig(neighbors=None, bits=bits, clip=clip, max_weight=100, seal_inputs=sealed)
+    scale = config.scale_for(n)
+    cheat = shifter(delta=sign * steps(scale, 4 * 2 * n * clip), at=7)
+    with pytest.raises(RoundFailed, match="range check: coordinate 7"):
+        run_round(updates, config, weights=weights, client_class={"c002": cheat})
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_honest_clients_at_the_clip_pass_the_sum_checks(bits: int, dtype: type, sign: int) -> None:
+    # The checks' bound is tight, and exactly reachable by honest clients: every value far
+    # beyond the clip, every weight at max_weight, the default (largest) scale, no dropout.
+    # A false alarm here would fail honest rounds.
+    n, clip = 5, 0.75
+    updates = {f"c{i}": np.full(300, sign * 5.0, dtype=dtype) for i in range(n)}
+    config = SecAggConfig(neighbors=None, bits=bits, clip=clip, max_weight=7)
+    res = run_round(updates, config, weights={c: 7 for c in updates})
+    assert res.total_weight == 7 * n
+    assert_within_bound(res, updates, clip=clip, weights={c: 7 for c in updates})
+    weights = {c: 1 + i for i, c in enumerate(sorted(updates))}
+    mixed = run_round(updates, config, weights=weights, dropouts={"c1": "masked_input"})
+    assert mixed.total_weight == 1 + 3 + 4 + 5
+    assert_within_bound(mixed, updates, clip=clip, weights=weights)
+
+
+def test_a_client_whose_weight_slot_differs_from_its_declared_weight_fails_the_weight_check() -> None:
+    # The review's case: +1000 in the weight slot (and +4 clip on a coordinate, which alone
+    # would stay inside the range): the slot no longer sums to the declared weights.
+    updates = make_updates(5, 10, seed=2)
+    config = SecAggConfig(neighbors=None, max_weight=1000)
+    scale = config.scale_for(5)
+    for cheat in (shifter(slot=1000), shifter(slot=-1), shifter(delta=steps(scale, 4.0), slot=1000)):
+        with pytest.raises(RoundFailed, match="weight check"):
+            run_round(updates, config, weights={c: 7 for c in updates}, client_class={"c001": cheat})
+
+
+@pytest.mark.parametrize("declared", [0, 11, 1000])
+def test_a_declared_weight_outside_one_to_max_weight_is_refused_by_the_server(declared: int) -> None:
+    # The client skips its own check and signs any weight; the server refuses the input.
+    updates = make_updates(5, 10, seed=3)
+
+    class Declare(secagg.SecAggClient):
+        def _stamp(self, msg: Any) -> Any:
+            if isinstance(msg, MaskedInput):
+                msg = replace(msg, weight=declared)
+            return super()._stamp(msg)
+
+    res = run_round(updates, SecAggConfig(neighbors=None, max_weight=10), client_class={"c003": Declare})
+    assert_refused(res, updates, "c003", f"declared weight {declared} is not in [1, max_weight=10]")
+    assert "c003" not in res.report.weights
+
+
+def test_declared_weights_are_public_recorded_and_sum_to_the_total() -> None:
+    updates = make_updates(6, 10, seed=8)
+    weights = {c: w for c, w in zip(sorted(updates), [3, 1, 40, 7, 2, 9])}
+    res = run_round(updates, SecAggConfig(neighbors=None, max_weight=50), dropouts={"c002": "masked_input"},
+                    weights=weights)
+    want = {c: w for c, w in weights.items() if c != "c002"}
+    assert res.report.weights == want
+    assert res.total_weight == sum(want.values())
+    assert set(res.report.weights) == set(res.report.commitments) == set(res.report.survivors)
+    assert_within_bound(res, updates, weights=weights)
+
+
+def test_a_shift_inside_the_weighted_clip_range_goes_undetected() -> None:
+    # The limit of the checks, stated as a test: a client adds 4 * clip to one coordinate
+    # (four times its own clip range) and the sum stays inside ±sum(w) * clip; no check can
+    # tell, without per-client range proofs. The sum moves by exactly the shift.
+    n = 6
+    updates = {c: np.zeros(8) for c in make_updates(n, 8)}
+    config = SecAggConfig(neighbors=None, scale=2.0**20)
+    res = run_round(updates, config, client_class={"c000": shifter(delta=steps(2.0**20, 4.0), at=3)})
+    assert res.report.survivors == tuple(sorted(updates)) and not res.report.rejected
+    want = np.zeros(8)
+    want[3] = 4.0
+    assert np.array_equal(res.aggregate, want)
+    assert 4.0 <= sum_bound(config, res.report.weights, 2.0**20)
+
+
+def test_a_complaint_is_recorded_as_the_complainers_word_not_as_proof() -> None:
+    # A client may accuse an honest dealer of shares that did not open: the server records
+    # who said so and carries on; the accused dealer stays in the sum.
+    updates = make_updates(5, 10)
+
+    class Accuse(secagg.SecAggClient):
+        def _stamp(self, msg: Any) -> Any:
+            if isinstance(msg, MaskedInput):
+                msg = replace(msg, complaints=("c000",))
+            return super()._stamp(msg)
+
+    res = run_round(updates, SecAggConfig(neighbors=None), client_class={"c003": Accuse})
+    assert res.report.misbehaving == {"c000": "c003 could not open the shares it dealt"}
+    assert "c000" in res.report.survivors and not res.report.rejected
+    assert_within_bound(res, updates)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(delta=st.integers(0, 2**32 - 1), at=st.integers(0, 4), spare=st.integers(0, 2))
+def test_whatever_a_client_adds_the_returned_sum_stays_in_the_weighted_clip_range(delta: int, at: int, spare: int) -> None:
+    # Any shift, wrapping the ring or not: either the range check fails the round or the sum
+    # it returns is one that clients of those declared weights could have produced.
+    n = 3 + spare
+    updates = make_updates(n, 5, seed=at)
+    config = SecAggConfig(neighbors=None, max_weight=4)
+    weights = {c: 1 + i % 4 for i, c in enumerate(sorted(updates))}
+    try:
+        res = run_round(updates, config, weights=weights, client_class={"c000": shifter(delta=delta, at=at)})
+    except RoundFailed as exc:
+        assert "range check" in str(exc)
+        return
+    assert float(np.max(np.abs(res.aggregate))) <= sum_bound(config, weights, res.scale)
+
+
+# -- the smallest sum --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", ["advertise_keys", "share_keys", "masked_input"])
+def test_a_round_with_fewer_survivors_than_min_survivors_is_refused_by_the_server(stage: str) -> None:
+    # Three clients, threshold 2 of 3: one drops and the threshold alone would let a sum of
+    # two through; min_survivors = 3 stops it before anyone is asked for a share.
+    updates = make_updates(3, 6)
+    sent: list[str] = []
+
+    def spy(st: str, sender: str, receiver: str, data: bytes) -> bytes:
+        sent.append(st)
+        return data
+
+    with pytest.raises(RoundFailed, match=f"after {stage}: only 2 .*min_survivors=3"):
+        run_round(updates, SecAggConfig(neighbors=None), dropouts={"c001": stage}, intercept=spy)
+    assert "unmask_request" not in sent and "unmask" not in sent
+
+
+def test_a_policy_may_raise_min_survivors() -> None:
+    updates = make_updates(6, 6)
+    config = SecAggConfig(neighbors=None, min_survivors=6)
+    with pytest.raises(RoundFailed, match="only 5 masked input.*min_survivors=6"):
+        run_round(updates, config, dropouts={"c004": "masked_input"})
+    assert run_round(updates, config).report.survivors == tuple(sorted(updates))
+
+
+@pytest.mark.parametrize("bad", [2, 1, 0, -3, True, 3.0, "3", None])
+def test_min_survivors_below_three_or_not_an_int_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidArgument, match="min_survivors"):
+        SecAggConfig(min_survivors=bad)  # type: ignore[arg-type]
+
+
+def test_run_round_refuses_fewer_clients_than_min_survivors() -> None:
+    with pytest.raises(InvalidArgument, match="min_survivors"):
+        run_round(make_updates(2, 4), SecAggConfig(neighbors=None))
+
+
+def _three_at_unmask() -> tuple[dict[str, secagg.SecAggClient], Identity]:
+    """Three clients by hand, each with its masked input sent, waiting for the unmask request."""
+    names = ["c0", "c1", "c2"]
+    ids = {c: Identity.generate(c) for c in [*names, "aggregator"]}
+    keys = {c: i.verify_key for c, i in ids.items()}
+    config = SecAggConfig(neighbors=None)
+    server = secagg.SecAggServer(ids["aggregator"], config, clients=names, verify_keys=keys, dimension=3)
+    clients = {c: secagg.SecAggClient(ids[c], config, server="aggregator", verify_keys=keys) for c in names}
+    directories = server.key_directories([clients[c].advertise_keys() for c in names])
+    relayed = server.relay_shares([clients[c].share_keys(directories[c]) for c in names])
+    for c in names:
+        clients[c].masked_input(relayed[c], np.zeros(3))
+    return clients, ids["aggregator"]
+
+
+@pytest.mark.parametrize("survivors,dropped,why", [
+    (("c0", "c1"), ("c2",), "only 2 survivors, fewer than min_survivors=3"),
+    (("c0", "c1"), (), "only 2 survivors, fewer than min_survivors=3"),
+    (("c0", "c1", "ghost"), ("c2",), "non-participants"),
+    (("c0", "c1", "c1"), ("c2",), "repeat names"),
+])
+def test_a_client_refuses_to_unmask_for_fewer_survivors_than_min_survivors(
+        survivors: tuple[str, ...], dropped: tuple[str, ...], why: str) -> None:
+    # A server (signing correctly) asks for shares with a survivor set too small to hide an
+    # input, padded with a stranger or with a repeated name: the client reveals nothing.
+    clients, server = _three_at_unmask()
+    req = secagg.UnmaskRequest(round_id=1, sender="aggregator", receiver="c0", survivors=survivors,
+                               dropped=dropped).signed(server)
+    with pytest.raises(SecAggError, match=why):
+        clients["c0"].unmask(req)
+    assert clients["c0"].stage == "failed"
+
+
+@pytest.mark.parametrize("where", ["client", "server"])
+def test_a_round_that_ends_for_want_of_inputs_says_which_limit_was_hit(where: str) -> None:
+    # Every client's weight is over max_weight: the clients refuse (their own check) or,
+    # skipping it, the server refuses their declared weights. Either way the RoundFailed
+    # names the limit, not just "no masked input".
+    updates = make_updates(4, 5)
+
+    class Declare(secagg.SecAggClient):
+        def _stamp(self, msg: Any) -> Any:
+            if isinstance(msg, MaskedInput):
+                msg = replace(msg, weight=11)
+            return super()._stamp(msg)
+
+    kw: dict[str, Any] = ({"weights": {c: 11 for c in updates}} if where == "client"
+                          else {"client_class": {c: Declare for c in updates}})
+    with pytest.raises(RoundFailed) as info:
+        run_round(updates, SecAggConfig(neighbors=None, max_weight=10), **kw)
+    msg = str(info.value)
+    assert "min_survivors=3" in msg and "max_weight=10" in msg and "c000" in msg, msg

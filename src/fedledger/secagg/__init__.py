@@ -1,12 +1,16 @@
 """Secure aggregation: SecAgg (Bonawitz et al., CCS'17) with the sparse neighbour graph of
 SecAgg+ (Bell et al., CCS'20), as pure state machines plus an in-process driver.
 
-The server learns the sum of the surviving clients' quantized updates and nothing else
-about any one of them, as long as fewer than ``threshold`` of a client's neighbourhood
-collude with it (fewer than 2t - m of its m holders, if the server also lies about who
-dropped: raise the threshold for an untrusted aggregator); dropouts up to the threshold
-never lose the round. Everything on the wire is signed; revealed shares and, by default,
-masked vectors are sealed to the server. See docs/security-secagg.md.
+The server learns the sum of the surviving clients' quantized updates and, of any one of
+them, only its declared weight (sample count, public and recorded), as long as fewer than
+``threshold`` of a client's neighbourhood collude with it (fewer than 2t - m of its m
+holders, if the server also lies about who dropped: raise the threshold for an untrusted
+aggregator); dropouts up to the threshold never lose the round. No honest party helps
+unmask a sum of fewer than ``min_survivors`` (at least 3) inputs. The unmasked sum must
+pass a weight check (its weight slot equals the declared weights' sum) and a range check
+(every coordinate within the declared weights times the clip); a malicious client can
+still move the sum anywhere inside that range. Everything on the wire is signed; revealed
+shares and, by default, masked vectors are sealed to the server. See docs/security-secagg.md.
 
 >>> import numpy as np
 >>> from fedledger import secagg
@@ -21,7 +25,7 @@ masked vectors are sealed to the server. See docs/security-secagg.md.
 from __future__ import annotations
 
 from fedledger.secagg.client import SecAggClient
-from fedledger.secagg.config import SecAggConfig, neighbour_graph
+from fedledger.secagg.config import MIN_SURVIVORS, SecAggConfig, neighbour_graph
 from fedledger.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -37,6 +41,7 @@ from fedledger.secagg.simulate import DROPOUT_STAGES, RoundReport, RoundResult, 
 
 __all__ = [
     "DROPOUT_STAGES",
+    "MIN_SURVIVORS",
     "AdvertiseKeys",
     "Aggregate",
     "KeyDirectory",

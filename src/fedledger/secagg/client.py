@@ -16,6 +16,7 @@ from fedledger.errors import (
     EncodingError,
     FedLedgerError,
     InvalidArgument,
+    InvalidArgumentType,
     InvalidKey,
     InvalidSignature,
     QuantizationError,
@@ -64,6 +65,10 @@ class SecAggClient:
             raise SecAggError(f"expected an Identity, got {type(identity).__name__}")
         if not isinstance(config, SecAggConfig):
             raise SecAggError(f"expected a SecAggConfig, got {type(config).__name__}")
+        if type(server) is not str:
+            raise InvalidArgumentType("server", f"expected the server's name as a str, got {type(server).__name__}")
+        if not isinstance(verify_keys, Mapping):
+            raise InvalidArgumentType("verify_keys", f"expected a mapping, got {type(verify_keys).__name__}")
         self.identity = identity
         self.name = identity.name
         self.config = config
@@ -127,6 +132,8 @@ class SecAggClient:
             raise SecAggError(f"{self.name}: malformed participant list", self.server)
         n = len(ids)
         cfg = self.config
+        if n < cfg.min_survivors:
+            raise SecAggError(f"{self.name}: only {n} participants, fewer than min_survivors={cfg.min_survivors}", self.server)
         self._threshold = cfg.threshold_for(n)
         self._graph = NeighbourView(ids, cfg.degree(n), cfg.seed())
         mine = self._graph[self.name]
@@ -191,7 +198,8 @@ class SecAggClient:
 
         Pairwise masks are added for exactly the neighbours whose shares the server relayed
         (those that completed stage 3). ``weight`` is the sample count, 1 <= weight <=
-        config.max_weight; it travels as the vector's last element.
+        config.max_weight; it is declared in the signed header and travels as the
+        vector's last element too (the server checks the two agree in sum).
         """
         self._accept(relayed, "masked_input", RelayedShares)
         self._stage = "failed"
@@ -240,17 +248,29 @@ class SecAggClient:
         if cfg.seal_inputs:
             data = seal.seal_records(self._server_key, data, C.to_server(self.name, self.server, cfg.round_id, C.INPUT_PURPOSE))
         self._stage = "unmask"
-        msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=data,
+        msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=data, weight=weight,
                           complaints=tuple(complaints), root=root, sealed=cfg.seal_inputs)
         return self._stamp(msg)  # type: ignore[no-any-return]
 
     # -- stage 7 -----------------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Reveal seed shares of survivors and key shares of dropped neighbours, never both
-        for one client, and only if enough of this client's neighbourhood survived."""
+        for one client, only if the survivors (the inputs in the sum) are at least
+        ``min_survivors`` distinct participants, and only if enough of this client's
+        neighbourhood survived."""
         self._accept(request, "unmask", UnmaskRequest)
         self._stage = "failed"
         alive, dropped = set(request.survivors), set(request.dropped)
+        listed = len(request.survivors) + len(request.dropped)
+        if len(alive) + len(dropped) != listed or not (alive | dropped) <= set(self._participants):
+            raise SecAggError(f"{self.name}: the survivor and dropout lists repeat names or name non-participants",
+                              self.server)
+        if len(alive) < self.config.min_survivors:
+            raise SecAggError(
+                f"{self.name}: only {len(alive)} survivors, fewer than min_survivors={self.config.min_survivors}; "
+                "nothing is revealed",
+                self.server,
+            )
         if alive & dropped:
             raise SecAggError(f"{self.name}: {sorted(alive & dropped)} listed as both alive and dropped", self.server)
         if self.name not in alive:

@@ -11,9 +11,12 @@ from typing import Final, Literal, Union
 from fedledger.crypto import masking
 from fedledger.errors import InvalidArgument, InvalidArgumentType
 
-__all__ = ["SecAggConfig", "neighbour_graph"]
+__all__ = ["MIN_SURVIVORS", "SecAggConfig", "neighbour_graph"]
 
 _GRAPH_DOMAIN: Final = b"fedledger/secagg/graph/v1\x00"
+
+#: The floor of :attr:`SecAggConfig.min_survivors`: no configuration can go below it.
+MIN_SURVIVORS: Final = 3
 
 Neighbors = Union[int, None, Literal["auto"]]
 
@@ -31,7 +34,12 @@ class SecAggConfig:
     - ``bits``: the ring Z_(2^bits), 32 or 64; the wire carries bits / 8 bytes per parameter.
     - ``clip``: every parameter is clipped to [-clip, clip] before quantization.
     - ``max_weight``: the largest sample count (weight) a client may declare; 1 means
-      plain sums. The scale leaves room for n * max_weight * clip.
+      plain sums. The scale leaves room for n * max_weight * clip. Each client declares its
+      weight in its signed masked input: weights are public to the aggregator.
+    - ``min_survivors``: the fewest masked inputs a sum may hold, at least
+      :data:`MIN_SURVIVORS` (3); the server will not ask for shares, and a client will not
+      reveal any, for a smaller survivor set (a sum of two is a difference away from each
+      input). A policy may raise it, never lower it.
     - ``scale``: explicit quantization scale; None picks the largest that cannot overflow.
     - ``round_id``: bound into every message, seal and mask key (replays from another round
       are rejected).
@@ -47,6 +55,7 @@ class SecAggConfig:
     bits: int = 32
     clip: float = 1.0
     max_weight: int = 1
+    min_survivors: int = 3
     scale: float | None = None
     round_id: int = 1
     graph_seed: bytes = b""
@@ -63,6 +72,10 @@ class SecAggConfig:
             raise InvalidArgument("clip", f"must be a finite number > 0, got {self.clip!r}")
         if type(self.max_weight) is not int or self.max_weight < 1:
             raise InvalidArgument("max_weight", f"must be an int >= 1, got {self.max_weight!r}")
+        if type(self.min_survivors) is not int or self.min_survivors < MIN_SURVIVORS:
+            raise InvalidArgument(
+                "min_survivors", f"must be an int >= {MIN_SURVIVORS} (it can be raised, never lowered), got {self.min_survivors!r}"
+            )
         if self.scale is not None and not (isinstance(self.scale, float) and math.isfinite(self.scale) and self.scale > 0):
             raise InvalidArgument("scale", f"must be None or a finite float > 0, got {self.scale!r}")
         if type(self.round_id) is not int or not 0 <= self.round_id < 2**63:
@@ -74,6 +87,8 @@ class SecAggConfig:
 
     def degree(self, n: int) -> int:
         """k for n clients: the number of neighbours of each client (n - 1 for the full graph)."""
+        if type(n) is not int or n < 1:
+            raise InvalidArgument("n", f"the number of clients must be an int >= 1, got {n!r}")
         if self.neighbors is None:
             return n - 1
         k = 2 * math.ceil(math.log2(n)) if self.neighbors == "auto" else self.neighbors
@@ -146,6 +161,12 @@ class NeighbourView(Mapping[str, frozenset[str]]):
     asked for: a client needs its own row and its neighbours', not all n."""
 
     def __init__(self, ids: Sequence[str], k: int, seed: bytes) -> None:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or any(type(c) is not str for c in ids):
+            raise InvalidArgumentType("ids", "must be a sequence of str client ids")
+        if type(k) is not int or k < 0:
+            raise InvalidArgument("k", f"must be an int >= 0, got {k!r}")
+        if type(seed) is not bytes:
+            raise InvalidArgumentType("seed", f"expected bytes, got {type(seed).__name__}")
         order = sorted(ids)
         n = len(order)
         if len(set(order)) != n:

@@ -17,7 +17,7 @@ Stages, in order (client -> server unless said otherwise):
    the self-mask seed and of the mask secret key) and the SHA-256 digest of each share.
 4. ``relayed_shares`` (server -> client): :class:`RelayedShares`, the sealed shares for it.
 5. ``masked_input``: :class:`MaskedInput`, the quantized, masked vector (sealed to the
-   server unless the round's config turns that layer off).
+   server unless the round's config turns that layer off) and the client's declared weight.
 6. ``unmask_request`` (server -> client): :class:`UnmaskRequest`, who survived and who dropped.
 7. ``unmask``: :class:`UnmaskResponse`, shares of survivors' seeds and of dropped clients' keys,
    sealed to the server.
@@ -107,6 +107,9 @@ class Message:
     signature: bytes = b""
 
     STAGE: ClassVar[str] = ""
+    #: The keys of the body map, exactly: a message with more or fewer is malformed (so a
+    #: message has one encoding, and a field nobody checks cannot ride along signed).
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset()
 
     # -- the body: subclasses --------------------------------------------------------------
     def _body(self) -> dict[str, encoding.Value]:
@@ -190,6 +193,8 @@ class Message:
         assert isinstance(sender, str) and isinstance(receiver, str) and isinstance(body, dict)
         if not 0 <= round_id < 2**63:
             raise EncodingError(f"{cls.STAGE}: round out of range")
+        if set(body) != cls.BODY_KEYS:
+            raise EncodingError(f"{cls.STAGE}: body keys {sorted(body)}, expected {sorted(cls.BODY_KEYS)}")
         header = Header(round_id=round_id, sender=sender, receiver=receiver, signature=sig)
         try:
             msg = cls._parse(header, body, tail)
@@ -218,6 +223,7 @@ class AdvertiseKeys(Message):
     seal_key: bytes
     mask_key: bytes
     STAGE: ClassVar[str] = "advertise_keys"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"c", "s"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"c": self.seal_key, "s": self.mask_key}
@@ -237,6 +243,7 @@ class KeyDirectory(Message):
     adverts: tuple[bytes, ...]
     server_key: bytes
     STAGE: ClassVar[str] = "key_directory"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ids", "adv", "srv"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ids": list(self.participants), "adv": list(self.adverts), "srv": self.server_key}
@@ -259,6 +266,7 @@ class ShareKeys(Message):
     sealed: dict[str, bytes]
     digests: dict[str, bytes]  # holder -> digest of the seed share (32) || digest of the key share (32)
     STAGE: ClassVar[str] = "share_keys"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct", "dg"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ct": dict(self.sealed), "dg": dict(self.digests)}
@@ -274,6 +282,7 @@ class RelayedShares(Message):
 
     sealed: dict[str, bytes]
     STAGE: ClassVar[str] = "relayed_shares"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ct": dict(self.sealed)}
@@ -289,7 +298,10 @@ class MaskedInput(Message):
     parameters then the weight; with ``sealed``, those bytes sealed to the server by
     :func:`fedledger.crypto.seal.seal_records`), signed through its vector root (the RFC 9162 root of its
     64 KiB chunks, :func:`fedledger.crypto.masking.vector_root`: the commitment a ledger
-    records); ``complaints`` names dealers whose sealed shares did not open or did not parse.
+    records); ``weight`` is the sample count the client declares, signed in the header (the
+    weight slot of the vector must carry it: the server checks the unmasked slot against the
+    sum of the declared weights); ``complaints`` names dealers whose sealed shares did not
+    open or did not parse.
 
     :meth:`verify` checks the signature and that the data matches the root; parsing checks
     neither. A server that adds the data while hashing it
@@ -298,17 +310,19 @@ class MaskedInput(Message):
     """
 
     data: bytes | memoryview
+    weight: int
     complaints: tuple[str, ...] = ()
     root: bytes = field(default=b"", compare=False)
     sealed: bool = False
     STAGE: ClassVar[str] = "masked_input"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"len", "root", "w", "bad", "sealed"})
     _HAS_TAIL: ClassVar[bool] = True
 
     def _body(self) -> dict[str, encoding.Value]:
         if self.sealed and not self.root:
             raise SecAggError("a sealed masked input needs the root of its plaintext")
         return {"len": len(self.data), "root": self.root or masking.vector_root(self.data),
-                "bad": list(self.complaints), "sealed": self.sealed}
+                "w": self.weight, "bad": list(self.complaints), "sealed": self.sealed}
 
     def _tail(self) -> bytes | memoryview:
         return self.data
@@ -336,16 +350,23 @@ class MaskedInput(Message):
         sealed = body.get("sealed")
         if type(sealed) is not bool:
             raise EncodingError(f"{cls.STAGE}: field 'sealed' must be bool")
-        return cls(**head, data=tail, complaints=_str_list(body.get("bad"), "bad"), root=root, sealed=sealed)
+        weight = _int(body, "w", cls.STAGE)
+        if not 0 <= weight < 2**63:
+            raise EncodingError(f"{cls.STAGE}: weight {weight} out of range")
+        return cls(**head, data=tail, weight=weight, complaints=_str_list(body.get("bad"), "bad"), root=root,
+                   sealed=sealed)
 
 
 @dataclass(frozen=True, kw_only=True)
 class UnmaskRequest(Message):
-    """Stage 6, server -> client: whose masked inputs arrived, and who dropped after sharing."""
+    """Stage 6, server -> client: whose masked inputs arrived (the inputs in the sum; a
+    client refuses to reveal anything if they are fewer than ``min_survivors``), and who
+    dropped after sharing."""
 
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
     STAGE: ClassVar[str] = "unmask_request"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"alive", "dropped"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"alive": list(self.survivors), "dropped": list(self.dropped)}
@@ -366,6 +387,7 @@ class UnmaskResponse(Message):
 
     sealed: bytes
     STAGE: ClassVar[str] = "unmask"
+    BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct"})
 
     def _body(self) -> dict[str, encoding.Value]:
         return {"ct": self.sealed}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import math
 import os
 import random
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -24,6 +25,7 @@ from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import (
     EncodingError,
     FedLedgerError,
+    InvalidArgumentType,
     InvalidProof,
     InvalidSignature,
     RoundFailed,
@@ -53,13 +55,16 @@ MAX_SUBSETS: Final = 64
 @dataclass(frozen=True)
 class Aggregate:
     """The unmasked result: the dequantized weighted sum of the survivors' clipped updates,
-    the sum of their weights, and the exact ring sum it came from."""
+    the sum of their weights, the exact ring sum it came from, and ``weights``: each
+    survivor's declared (signed) weight, public to the aggregator and ready for a ledger.
+    Their sum is ``total_weight`` and equals the unmasked weight slot (checked)."""
 
     aggregate: NDArray[np.float64]
     total_weight: int
     ring_sum: NDArray[np.unsignedinteger]
     scale: float
     survivors: tuple[str, ...]
+    weights: Mapping[str, int]
 
 
 class SecAggServer:
@@ -86,10 +91,20 @@ class SecAggServer:
     ) -> None:
         if type(dimension) is not int or dimension < 0:
             raise SecAggError(f"dimension must be an int >= 0, got {dimension!r}")
+        if not isinstance(identity, Identity):
+            raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
+        if not isinstance(config, SecAggConfig):
+            raise InvalidArgumentType("config", f"expected a SecAggConfig, got {type(config).__name__}")
+        if isinstance(clients, (str, bytes)) or not isinstance(clients, Iterable):
+            raise InvalidArgumentType("clients", f"expected an iterable of str, got {type(clients).__name__}")
+        if not isinstance(verify_keys, Mapping):
+            raise InvalidArgumentType("verify_keys", f"expected a mapping, got {type(verify_keys).__name__}")
         self.identity = identity
         self.name = identity.name
         self.config = config
         self.clients = frozenset(clients)
+        if any(type(c) is not str for c in self.clients):
+            raise InvalidArgumentType("clients", "every client name must be a str")
         if self.name in self.clients:
             raise SecAggError("the server cannot also be a client")
         self.dimension = dimension
@@ -104,6 +119,9 @@ class SecAggServer:
         #: client -> the vector root its accepted masked input was signed under: the
         #: commitment to record on a ledger (DESIGN's step 3), in arrival order.
         self.commitments: dict[str, bytes] = {}
+        #: client -> the weight (sample count) its accepted masked input declared, signed:
+        #: public to the aggregator, recorded with the commitment.
+        self.weights: dict[str, int] = {}
         #: client -> the stage at which it went missing (no message, or a rejected one).
         self.dropped: dict[str, str] = {}
         self._round_key = agreement.AgreementKey.from_bytes((random_bytes or os.urandom)(32))
@@ -177,6 +195,12 @@ class SecAggServer:
         if client in self.clients:
             self.rejected.setdefault(client, reason)
 
+    @staticmethod
+    def _messages(messages: object, what: str) -> Iterable[object]:
+        if isinstance(messages, (str, bytes, Message)) or not isinstance(messages, Iterable):
+            raise InvalidArgumentType(what, f"expected an iterable of messages, got {type(messages).__name__}")
+        return messages
+
     def _advance(self, stage: str, new: str) -> None:
         if self._stage != stage:
             raise SecAggError(f"server: cannot run {stage!r} at stage {self._stage!r}")
@@ -189,6 +213,7 @@ class SecAggServer:
     # -- stage 2 ------------------------------------------------------------------------------
     def key_directories(self, adverts: Iterable[AdvertiseKeys]) -> dict[str, KeyDirectory]:
         """Accept the adverts; send each participant its neighbours' adverts."""
+        adverts = self._messages(adverts, "adverts")  # type: ignore[assignment]
         self._advance("advertise_keys", "share_keys")
         seen: set[str] = set()
         for msg in adverts:
@@ -206,9 +231,10 @@ class SecAggServer:
         self._mark_missing(self.clients, self._adverts, "advertise_keys")
         ids = tuple(sorted(self._adverts))
         n = len(ids)
-        if n < 2:
+        if n < self.config.min_survivors:
             self._stage = "failed"
-            raise RoundFailed(f"only {n} client(s) advertised keys; a round needs at least 2")
+            raise RoundFailed(f"after advertise_keys: only {n} client(s) advertised keys, fewer than "
+                              f"min_survivors={self.config.min_survivors}; the round stops and nothing is revealed")
         try:
             self._threshold = self.config.threshold_for(n)
             self.config.scale_for(n)
@@ -232,6 +258,7 @@ class SecAggServer:
     # -- stage 4 ------------------------------------------------------------------------------
     def relay_shares(self, messages: Iterable[ShareKeys]) -> dict[str, RelayedShares]:
         """Accept each client's sealed shares; give each client those dealt to it."""
+        messages = self._messages(messages, "messages")  # type: ignore[assignment]
         self._advance("share_keys", "masked_input")
         seen: set[str] = set()
         accepted: dict[str, ShareKeys] = {}
@@ -258,11 +285,12 @@ class SecAggServer:
             for u in short:
                 self._reject(u, f"share_keys: fewer than the threshold {self._threshold} of its neighbourhood shared keys")
             live -= short
-        if len(live) < 2:
+        if len(live) < self.config.min_survivors:
             self._stage = "failed"
             raise RoundFailed(
-                f"after share_keys: {len(accepted)} clients shared keys, too few for the threshold "
-                f"{self._threshold}; the round stops and nothing is revealed"
+                f"after share_keys: only {len(live)} client(s) shared keys with at least the threshold "
+                f"{self._threshold} of their neighbourhood ({len(accepted)} shared), fewer than min_survivors="
+                f"{self.config.min_survivors}; the round stops and nothing is revealed"
             )
         accepted = {c: m for c, m in accepted.items() if c in live}
         self._mark_missing(self._adverts, accepted, "share_keys")
@@ -299,6 +327,10 @@ class SecAggServer:
         # message, sent first, must not shut the genuine one out).
         sealed = self.config.seal_inputs
         size = seal.sealed_records_size(expected) if sealed else expected
+        if type(msg.weight) is not int or not 1 <= msg.weight <= self.config.max_weight:
+            self._reject(sender, f"masked_input: declared weight {msg.weight!r} is not in [1, max_weight="
+                                 f"{self.config.max_weight}]")
+            return False
         if msg.sealed != sealed:
             self._reject(sender, f"masked_input: {'unsealed' if sealed else 'sealed'}, and this round "
                                  f"{'seals' if sealed else 'does not seal'} inputs")
@@ -328,6 +360,7 @@ class SecAggServer:
             self._reject(sender, "masked_input: the data does not match its signed vector root")
             return False
         self.commitments[sender] = msg.root
+        self.weights[sender] = msg.weight
         self._accepted(sender)
         for dealer in msg.complaints:
             if dealer in self._u2:
@@ -338,14 +371,24 @@ class SecAggServer:
         """Accept ``messages`` (as :meth:`receive_masked_input`), close the stage and ask the
         survivors for shares.
 
-        RoundFailed, before anything is requested, if some secret that must be reconstructed
-        has fewer than ``threshold`` live holders."""
-        for msg in messages:
-            self.receive_masked_input(msg)
+        RoundFailed, before anything is requested, if fewer than ``min_survivors`` masked
+        inputs arrived, or if some secret that must be reconstructed has fewer than
+        ``threshold`` live holders."""
+        for msg in self._messages(messages, "messages"):
+            self.receive_masked_input(msg)  # type: ignore[arg-type]
         self._advance("masked_input", "unmask")
         self._mark_missing(self._u2, self.commitments, "masked_input")
         self._u3 = tuple(sorted(self.commitments))
         self._dropped_after_sharing = tuple(sorted(self._u2 - set(self._u3)))
+        if len(self._u3) < self.config.min_survivors:
+            self._stage = "failed"
+            refused = sorted((c, why) for c, why in self.rejected.items() if why.startswith("masked_input:"))
+            why = "; refused: " + "; ".join(f"{c}: {r}" for c, r in refused[:5]) if refused else ""
+            more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
+            raise RoundFailed(
+                f"after masked_input: only {len(self._u3)} masked input(s) arrived, fewer than min_survivors="
+                f"{self.config.min_survivors}; the round stops and nothing is revealed{why}{more}"
+            )
         self._require_holders(frozenset(self._u3), "masked_input")
         out: dict[str, UnmaskRequest] = {}
         for u in self._u3:
@@ -380,6 +423,7 @@ class SecAggServer:
     def aggregate(self, messages: Iterable[UnmaskResponse]) -> Aggregate:
         """Check the revealed shares, reconstruct the secrets, remove the masks and return
         the sum. RoundFailed if a secret cannot be reconstructed."""
+        messages = self._messages(messages, "messages")  # type: ignore[assignment]
         self._advance("unmask", "failed")
         survivors = frozenset(self._u3)
         seen: set[str] = set()
@@ -430,9 +474,41 @@ class SecAggServer:
         self._sum = None
         masking.accumulate(acc, (), keys, signs)
         scale = self.config.scale_for(len(self._adverts))
+        weights = {c: self.weights[c] for c in self._u3}
+        total = self._check_sum(acc, weights, scale)
         self._stage = "done"
-        total = int(acc[-1:].view(np.int32 if self.config.bits == 32 else np.int64)[0])
-        return Aggregate(masking.dequantize(acc[:-1], scale), total, acc, scale, self._u3)
+        return Aggregate(masking.dequantize(acc[:-1], scale), total, acc, scale, self._u3, weights)
+
+    def _check_sum(self, acc: NDArray[np.unsignedinteger], weights: Mapping[str, int], scale: float) -> int:
+        """The total weight, once the unmasked sum passed the two checks a client cannot
+        dodge without per-client range proofs (RoundFailed naming the check otherwise):
+
+        - weight check: the weight slot equals the sum of the survivors' declared weights;
+        - range check: every coordinate, read as a signed ring element, lies within
+          ±Σ_i (⌊clip · w_i · scale⌋ + 1), the most that honest clients whose clipped values
+          are weighted by their declared weights can produce (the +1 is stochastic rounding).
+        """
+        signed = acc.view(np.int32 if self.config.bits == 32 else np.int64)
+        total = sum(weights.values())
+        slot = int(signed[-1])
+        if slot != total:
+            raise RoundFailed(
+                f"weight check: the unmasked weight slot is {slot}, the survivors declared {total} in all; "
+                "some client's weight slot differs from the weight it signed; the round returns no aggregate"
+            )
+        clip = float(self.config.clip)
+        bound = sum(math.floor(clip * w * scale) + 1 for w in weights.values())
+        values = signed[:-1]
+        if values.size:
+            lo, hi = int(values.min()), int(values.max())
+            if lo < -bound or hi > bound:
+                worst = int(np.argmax(values)) if hi > bound else int(np.argmin(values))
+                raise RoundFailed(
+                    f"range check: coordinate {worst} of the unmasked sum is {int(values[worst]) / scale:.6g}, outside "
+                    f"±{bound / scale:.6g} (the declared weights {total} times clip {clip:g}, plus rounding); "
+                    "some client sent values beyond its clip; the round returns no aggregate"
+                )
+        return total
 
     def _check_response(self, sender: str, seed_shares: dict[str, bytes], key_shares: dict[str, bytes],
                         alive: set[str], dropped: set[str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Final, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument
+from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument, InvalidArgumentType, RoundFailed
 from fedledger.identity import Identity
 from fedledger.secagg.client import RandomBytes, SecAggClient
 from fedledger.secagg.config import SecAggConfig
@@ -50,7 +50,9 @@ class RoundReport:
     it went missing at (no message or a rejected one); ``rejected``: client -> why its
     message was refused; ``misbehaving``: clients caught cheating without stopping the round;
     ``commitments``: client -> the vector root of its masked input in the sum (what a ledger
-    records; see :func:`fedledger.crypto.masking.vector_root`).
+    records; see :func:`fedledger.crypto.masking.vector_root`); ``weights``: client -> the
+    weight (sample count) it declared in its signed masked input, for the inputs in the sum
+    (public to the aggregator; a ledger records it with the commitment).
     """
 
     bytes_up: dict[str, int] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class RoundReport:
     misbehaving: dict[str, str] = field(default_factory=dict)
     survivors: tuple[str, ...] = ()
     commitments: dict[str, bytes] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bytes_up(self) -> int:
@@ -144,9 +147,20 @@ def run_round(
     (sees and may replace or drop every message in transit), ``client_class`` (a client's
     implementation) and ``random_bytes`` (a client's randomness source) exist for tests.
 
-    RoundFailed if the round cannot complete (too many dropouts for the threshold); the
-    server's own checks turn every bad client message into a dropout instead.
+    RoundFailed if the round cannot complete (too many dropouts for the threshold, fewer
+    than ``config.min_survivors`` inputs, or an unmasked sum that fails the weight or range
+    check); its message adds why clients stopped at that stage, when they did. The server's
+    own checks turn every bad client message into a dropout instead.
     """
+    if not isinstance(config, SecAggConfig):
+        raise InvalidArgumentType("config", f"expected a SecAggConfig, got {type(config).__name__}")
+    for what, value in (("updates", updates), ("dropouts", dropouts), ("weights", weights), ("identities", identities),
+                        ("client_class", client_class)):
+        if value is not None and not isinstance(value, Mapping):
+            raise InvalidArgumentType(what, f"expected a mapping, got {type(value).__name__}")
+    for c, ident in (identities or {}).items():
+        if not isinstance(ident, Identity):
+            raise InvalidArgumentType(f"identities[{c!r}]", f"expected an Identity, got {type(ident).__name__}")
     drops = dict(dropouts or {})
     for c, stage in drops.items():
         if c not in updates:
@@ -156,10 +170,15 @@ def run_round(
     ids = sorted(updates)
     if not ids:
         raise InvalidArgument("updates", "no clients")
+    for c, u in updates.items():
+        if np.asarray(u).dtype not in (np.float32, np.float64):
+            raise InvalidArgumentType(f"updates[{c!r}]", f"expected float32 or float64 values, got {np.asarray(u).dtype}")
     dims = {np.asarray(u).shape for u in updates.values()}
     if len(dims) != 1 or len(next(iter(dims))) != 1:
         raise InvalidArgument("updates", "every update must be a 1-D array of the same length")
     dimension = next(iter(dims))[0]
+    if len(ids) < config.min_survivors:
+        raise InvalidArgument("updates", f"{len(ids)} clients, fewer than min_survivors={config.min_survivors}")
     config.threshold_for(len(ids))  # InvalidArgument: no usable threshold for this many clients
     config.scale_for(len(ids))  # QuantizationError: the sum could overflow the ring
     idents = dict(identities or {})
@@ -245,6 +264,13 @@ def run_round(
         t0 = time.perf_counter()
         try:
             return fn()
+        except RoundFailed as exc:
+            stopped = sorted((c, why) for c, why in report.rejected.items() if why.startswith(f"{stage}: the client stopped"))
+            if not stopped:
+                raise
+            listed = "; ".join(f"{c}: {why.split(': ', 1)[1]}" for c, why in stopped[:5])
+            more = f" (and {len(stopped) - 5} more)" if len(stopped) > 5 else ""
+            raise RoundFailed(f"{exc}; clients that stopped at {stage}: {listed}{more}", exc.client) from None
         finally:
             spent = time.perf_counter() - t0 + server_time.get(stage, 0.0)
             report.seconds.setdefault(stage, {})["server"] = spent
@@ -272,4 +298,5 @@ def run_round(
     report.client_seconds = dict(client_time)
     report.survivors = result.survivors
     report.commitments = {c: server.commitments[c] for c in result.survivors}
+    report.weights = dict(result.weights)
     return RoundResult(result.aggregate, result.total_weight, result.scale, report)
