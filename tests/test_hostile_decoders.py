@@ -472,6 +472,23 @@ def test_evidence_from_hostile_value_raises_typed_error() -> None:
         assert only_fedledger_errors(Evidence.from_value, value) is not None
 
 
+def test_identity_file_with_hostile_fields_raises_typed_error(tmp_path: Any) -> None:
+    from fedledger.identity import Identity
+    path = tmp_path / "identity"
+    identity(0).save(path, b"pw")
+    good = encoding.decode(path.read_bytes())
+    assert isinstance(good, dict) and isinstance(good["kdf"], dict)
+    hostile: list[encoding.Value] = [{**good, "kdf": {**good["kdf"], "n": 32768.0}}, {**good, "kdf": [1]},
+                                     {**good, "kdf": {**good["kdf"], "salt": 5}}, {**good, "card": b"x"},
+                                     {**good, "ed25519": "pem"}, {**good, "ed25519": good["x25519"]}]
+    for value in hostile:
+        path.write_bytes(encoding.encode(value))
+        assert only_fedledger_errors(Identity.load, path, b"pw") is not None, value
+    for raw in (b"", DEEP["arrays"], b"\xff", cbor2.dumps(cbor2.CBORTag(1, 0))):
+        path.write_bytes(raw)
+        assert isinstance(only_fedledger_errors(Identity.load, path, b"pw"), EncodingError)
+
+
 # -- keys ---------------------------------------------------------------------------------------
 
 
