@@ -153,8 +153,9 @@ class Transaction:
         """Parse the wire form; MalformedTransaction (or OversizedPayload) if it is not one."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
-        if len(data) > MAX_TRANSACTION_BYTES:
-            raise OversizedPayload(f"transaction is {len(data)} bytes, the limit is {MAX_TRANSACTION_BYTES}")
+        size = data.nbytes if isinstance(data, memoryview) else len(data)  # a cast view's len counts items
+        if size > MAX_TRANSACTION_BYTES:
+            raise OversizedPayload(f"transaction is {size} bytes, the limit is {MAX_TRANSACTION_BYTES}")
         return cls._parse(bytes(data), encoding.decode)
 
     @classmethod
