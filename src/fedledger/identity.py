@@ -133,7 +133,7 @@ class IdentityCard:
         what = "identity card"
         fields = _fields(encoding.decode(data), {"type", "name", "ed25519", "x25519", "sig"}, what)
         if fields["type"] != _CARD_TYPE:
-            raise EncodingError(f"not a {what}: type is {fields['type']!r}")
+            raise EncodingError(f"not a {what}: type is {encoding.short_repr(fields['type'])}")
         name = _field(fields, "name", str, what)
         ed = _field(fields, "ed25519", bytes, what)
         x = _field(fields, "x25519", bytes, what)
@@ -242,10 +242,11 @@ class Identity:
         what = "fedledger identity file"
         fields = _fields(encoding.decode(Path(path).read_bytes()), {"type", "card", "kdf", "ed25519", "x25519"}, what)
         if fields["type"] != _FILE_TYPE:
-            raise EncodingError(f"not a {what}: type is {fields['type']!r}")
+            raise EncodingError(f"not a {what}: type is {encoding.short_repr(fields['type'])}")
         card = IdentityCard.from_bytes(_field(fields, "card", bytes, what))  # type: ignore[arg-type]
         kdf = _fields(fields["kdf"], {"name", "salt", "n", "r", "p"}, what)
-        if kdf["name"] != "scrypt" or any(kdf[k] != v for k, v in _SCRYPT.items()) or type(kdf["salt"]) is not bytes:
+        if (kdf["name"] != "scrypt" or any(type(kdf[k]) is not int or kdf[k] != v for k, v in _SCRYPT.items())
+                or type(kdf["salt"]) is not bytes):
             raise EncodingError(f"not a {what}: unsupported key-derivation parameters")
         pem_password = _harden(password, kdf)
         signing_key = SigningKey.from_pem(_field(fields, "ed25519", bytes, what), pem_password)  # type: ignore[arg-type]

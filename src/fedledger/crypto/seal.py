@@ -148,9 +148,7 @@ def unseal(key: bytes, sealed: bytes, context: SealContext) -> bytes:
     """
     aead = _key(key)
     aad = _context(context)
-    if not isinstance(sealed, (bytes, bytearray, memoryview)):
-        raise InvalidArgumentType("sealed", f"expected bytes, got {type(sealed).__name__}")
-    view = memoryview(sealed).cast("B")
+    view = _flat(sealed, "sealed")  # InvalidArgument(Type) unless contiguous bytes
     if len(view) < OVERHEAD:
         raise SealError("cannot open the sealed message")
     if view[0] != VERSION:

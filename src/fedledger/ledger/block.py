@@ -29,6 +29,10 @@ _HEADER_KEYS: Final = frozenset(
 )
 
 
+#: Heights, counts, sizes and times are below 2**63, as nonces are: they fit a signed 64-bit column.
+_MAX_INT: Final = 2**63
+
+
 def _decode_map(data: bytes, keys: frozenset[str], what: str) -> dict[str, encoding.Value]:
     value = encoding.decode(data)
     if type(value) is not dict or set(value) != keys:
@@ -71,11 +75,13 @@ class BlockHeader:
     @classmethod
     def from_bytes(cls, data: bytes) -> BlockHeader:
         f = _decode_map(data, _HEADER_KEYS, "block header")
-        _require(f["type"] == HEADER_TYPE, f"block header: type is {f['type']!r}")
+        _require(type(f["type"]) is str and f["type"] == HEADER_TYPE,
+                 f"block header: type is {encoding.short_repr(f['type'])}, expected {HEADER_TYPE!r}")
         for name in ("prev", "tx_root", "log_root", "validators", "proposer"):
             _require(type(f[name]) is bytes and len(f[name]) == HASH_SIZE, f"block header: {name} must be 32 bytes")  # type: ignore[arg-type]
         for name in ("height", "tx_count", "log_size", "time"):
-            _require(type(f[name]) is int and f[name] >= 0, f"block header: {name} must be a non-negative integer")  # type: ignore[operator]
+            _require(type(f[name]) is int and 0 <= f[name] < _MAX_INT,  # type: ignore[operator]
+                     f"block header: {name} must be an integer in [0, 2**63)")
         _require(type(f["chain"]) is str, "block header: chain must be text")
         return cls(f["chain"], f["height"], f["prev"], f["tx_root"], f["tx_count"], f["log_size"],  # type: ignore[arg-type]
                    f["log_root"], f["validators"], f["proposer"], f["time"])  # type: ignore[arg-type]
@@ -115,10 +121,11 @@ class Vote:
         if not (type(value) is list and len(value) == 5):
             raise EncodingError("vote: expected [chain, height, block_hash, validator, signature]")
         chain, height, block_hash, validator, sig = value
-        _require(type(chain) is str and type(height) is int and height >= 0, "vote: bad chain or height")
+        _require(type(chain) is str and type(height) is int and 0 <= height < _MAX_INT,
+                 "vote: chain must be text and height an integer in [0, 2**63)")
         _require(type(block_hash) is bytes and len(block_hash) == HASH_SIZE, "vote: block hash must be 32 bytes")
         _require(type(validator) is bytes and len(validator) == signing.PUBLIC_KEY_SIZE, "vote: bad validator key")
-        _require(type(sig) is bytes, "vote: signature must be bytes")
+        _require(type(sig) is bytes and len(sig) == signing.SIGNATURE_SIZE, "vote: signature must be 64 bytes")
         return cls(chain, height, block_hash, VerifyKey(validator), sig)  # type: ignore[arg-type]
 
 
@@ -143,6 +150,9 @@ class Certificate:
             type(p) is list and len(p) == 2 and type(p[0]) is bytes and type(p[1]) is bytes for p in value
         ):
             raise EncodingError("certificate: expected [[key, signature], ...]")
+        for i, p in enumerate(value):
+            _require(len(p[0]) == signing.PUBLIC_KEY_SIZE and len(p[1]) == signing.SIGNATURE_SIZE,  # type: ignore[index, arg-type]
+                     f"certificate: entry {i} must be a 32-byte key and a 64-byte signature")
         pairs = tuple((p[0], p[1]) for p in value)  # type: ignore[index]
         if list(pairs) != sorted(pairs) or len({k for k, _ in pairs}) != len(pairs):
             raise EncodingError("certificate: signers must be distinct and sorted")

@@ -153,8 +153,9 @@ class Transaction:
         """Parse the wire form; MalformedTransaction (or OversizedPayload) if it is not one."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
-        if len(data) > MAX_TRANSACTION_BYTES:
-            raise OversizedPayload(f"transaction is {len(data)} bytes, the limit is {MAX_TRANSACTION_BYTES}")
+        size = data.nbytes if isinstance(data, memoryview) else len(data)  # a cast view's len counts items
+        if size > MAX_TRANSACTION_BYTES:
+            raise OversizedPayload(f"transaction is {size} bytes, the limit is {MAX_TRANSACTION_BYTES}")
         return cls._parse(bytes(data), encoding.decode)
 
     @classmethod
@@ -164,7 +165,9 @@ class Transaction:
         The structure and field types are checked as in :meth:`from_bytes`; the canonical-form
         check is skipped (the bytes are the ones the validators accepted). Ledger replay only.
         """
-        return cls._parse(data, encoding.decode_authenticated)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
+        return cls._parse(data if type(data) is bytes else bytes(data), encoding.decode_authenticated)
 
     @classmethod
     def _parse(cls, data: bytes, decode: Callable[[bytes], encoding.Value]) -> Transaction:
@@ -179,15 +182,28 @@ class Transaction:
     def _from_fields(cls, fields: encoding.Value, body: bytes, signature: bytes, data: bytes) -> Transaction:
         if type(fields) is not dict or set(fields) != _BODY_KEYS:
             raise MalformedTransaction(f"transaction body: expected the keys {sorted(_BODY_KEYS)}")
-        if fields["type"] != TX_TYPE:
-            raise MalformedTransaction(f"transaction body: type is {fields['type']!r}, expected {TX_TYPE!r}")
+        if type(fields["type"]) is not str or fields["type"] != TX_TYPE:
+            raise MalformedTransaction(
+                f"transaction body: type is {encoding.short_repr(fields['type'])}, expected {TX_TYPE!r}")
         chain, kind, sender, nonce = fields["chain"], fields["kind"], fields["sender"], fields["nonce"]
         if type(chain) is not str or type(kind) is not str:
             raise MalformedTransaction("transaction body: chain and kind must be text")
+        try:  # the same rule as Transaction.create, so what parses could have been created
+            check_name(chain, "chain")
+            check_name(kind, "kind")
+        except InvalidArgument as exc:
+            raise MalformedTransaction(f"transaction body: {encoding.short_repr(str(exc), 200)}") from None
         if type(sender) is not bytes or len(sender) != signing.PUBLIC_KEY_SIZE:
             raise MalformedTransaction("transaction body: sender must be a 32-byte Ed25519 key")
         if type(nonce) is not int or not 0 <= nonce < 2**63:
             raise MalformedTransaction("transaction body: nonce must be an integer in [0, 2**63)")
+        if len(signature) != signing.SIGNATURE_SIZE:
+            raise MalformedTransaction(
+                f"transaction: the signature is {len(signature)} bytes, an Ed25519 signature is {signing.SIGNATURE_SIZE}")
+        if len(body) > MAX_PAYLOAD_BYTES:  # the body is canonical: the payload's size is what the rest leaves
+            size = len(body) - len(encoding.encode_decoded({**fields, "payload": None})) + 1
+            if size > MAX_PAYLOAD_BYTES:
+                raise OversizedPayload(f"payload is {size} bytes encoded, the limit is {MAX_PAYLOAD_BYTES}")
         tx = cls(chain, kind, VerifyKey(sender), nonce, fields["payload"], signature, body)
         object.__setattr__(tx, "_wire", data)
         return tx
