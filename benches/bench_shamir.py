@@ -26,7 +26,7 @@ ROUNDS = 30
 
 @pytest.fixture(scope="module", autouse=True)
 def warm() -> None:
-    # Numba kernels compile (or load from cache) on first use: keep that out of the timing.
+    # Keep first-call effects (page faults, allocator warm-up) out of the timing.
     shamir.combine(shamir.split(SECRET, T, N)[:T])
 
 

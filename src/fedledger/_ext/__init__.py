@@ -15,7 +15,7 @@ import importlib
 from types import ModuleType
 
 #: Every compiled kernel module the package ships; build_info() reports each one.
-KERNEL_MODULES: tuple[str, ...] = ("_runtime", "_merkle", "_signing", "_paillier", "_masking", "_seal")
+KERNEL_MODULES: tuple[str, ...] = ("_runtime", "_merkle", "_signing", "_paillier", "_masking", "_seal", "_shamir")
 
 _REBUILD_HINT = (
     "fedledger's native extensions are missing or broken ({name}: {error}). "

@@ -1,4 +1,3 @@
-# Typed interface of the Numba kernels (mypy reads this instead of the decorated module).
 from typing import Final
 
 import numpy as np

@@ -12,7 +12,7 @@ reconstructed and raises :class:`~fedledger.errors.ShareIntegrityError` if it di
 corrupted share never yields a wrong "secret". The nonce is shared along with the secret, so
 fewer than ``threshold`` shares cannot brute-force a low-entropy secret from the commitment.
 
-The kernels are Numba functions (``fedledger._ext._shamir``), compiled on first use.
+The kernels are Cython (``fedledger._ext._shamir``), compiled ahead of time like the others.
 
 >>> from fedledger.crypto import shamir
 >>> shares = shamir.split(b"a 32-byte key for the round....!", threshold=3, n=5)
@@ -30,12 +30,12 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Final, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fedledger._ext import rebuild_error
 from fedledger.crypto._args import as_int as _int
 from fedledger.errors import (
     InsufficientShares,
@@ -57,6 +57,11 @@ __all__ = [
     "split_array",
 ]
 
+try:
+    from fedledger._ext import _shamir as _k
+except ImportError as exc:  # pragma: no cover - exercised by test_build
+    raise rebuild_error("_shamir", exc) from exc
+
 #: The field: GF(2^31 - 1).
 PRIME: Final = 2**31 - 1
 #: Random field elements appended to every secret before sharing (hides the commitment).
@@ -71,17 +76,7 @@ _DOMAIN: Final = b"fedledger/shamir/v1\x00"
 #: Where randomness comes from: a function returning that many uniformly random bytes.
 RandomBytes = Callable[[int], bytes]
 
-_kernel: ModuleType | None = None
 _T = TypeVar("_T", bound="_ShareBase")
-
-
-def _k() -> ModuleType:
-    global _kernel
-    if _kernel is None:
-        from fedledger._ext import _shamir
-
-        _kernel = _shamir
-    return _kernel
 
 
 def _check_params(threshold: object, n: object) -> tuple[int, int]:
@@ -122,7 +117,7 @@ def _deal(limbs: NDArray[np.uint32], threshold: int, n: int, random_bytes: Rando
         coeffs[1:] = _field_elements(random_bytes, (threshold - 1) * m).reshape(threshold - 1, m)
     xs = np.arange(1, n + 1, dtype=np.uint32)
     out = np.empty((n, m), dtype=np.uint32)
-    _k().evaluate(coeffs, xs, out)
+    _k.evaluate(coeffs, xs, out)
     return out
 
 
@@ -133,7 +128,7 @@ def _interpolate(xs: Sequence[int], rows: Sequence[NDArray[np.uint32]]) -> NDArr
     for i, row in enumerate(rows):
         ys[i] = row
     out = np.empty(m, dtype=np.uint32)
-    _k().interpolate0(np.asarray(xs, dtype=np.uint32), ys, out)
+    _k.interpolate0(np.asarray(xs, dtype=np.uint32), ys, out)
     return out
 
 
