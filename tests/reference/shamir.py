@@ -1,4 +1,4 @@
-"""Plain-Python-int Shamir over GF(2^31 - 1): the oracle for the Numba kernels.
+"""Plain-Python-int Shamir over GF(2^31 - 1): the oracle for the native kernels.
 
 Written from the definitions: f(x) = sum_j a_j x^j evaluated term by term with pow(), and
 Lagrange interpolation at 0 with modular inverses from pow(d, -1, p). Slow; tests only.
