@@ -3,43 +3,40 @@
     PYTHONPATH=src python -m pytest benches/bench_secagg.py --benchmark-only \
         --benchmark-json=.benchmarks/secagg.json            # add -k sparse to skip the slow full graph
 
-Flower is driven by /work/shared/peers/flower_secagg_round.py (FLOWER_HARNESS overrides the
-path): its SecAggPlusWorkflow and secaggplus_mod in one process, every message through
-protobuf, clients one after another. It is run in-process with runpy, once per setting
-(Flower's full-graph round takes minutes); its own printed "total" is the peer figure and
-goes into extra_info. fedledger: ``secagg.run_round`` with every message through
-to_bytes/from_bytes, clients one after another too (each client's kernels use the machine's
-threads), fresh identities every round.
+Flower is driven by benches/flower_peer.py (flwr comes with ``pip install '.[bench]'``): its
+SecAggPlusWorkflow (SecAggWorkflow for the full graph) and secaggplus_mod in one process,
+every message through Flower's protobuf serde both ways, clients one after another. It runs
+once per setting (Flower's full-graph round takes minutes); the whole workflow call is the
+peer figure (``total_s``), and extra_info also carries its per-client median and a summary
+line (server, clients, serde, bytes, error). fedledger: ``secagg.run_round`` with every
+message through to_bytes/from_bytes, clients one after another too (each client's kernels
+use the machine's threads), fresh identities every round.
 
-Settings (the issue's): N=100, D=10^6, 3 neighbours, 10% of clients dropping before the
-masked-input stage; and the full graph, N=100, D=10^5, no dropout. Updates are float32
-N(0, 0.05^2), weights 100 (max 1000), like the harness. (Flower's K=3 is two neighbours plus
-the client itself; fedledger's 3 is three neighbours, a little more work.)
+Settings: N=100, D=10^6, 3 neighbours, 10% of clients dropping before the masked-input
+stage; and the full graph, N=100, D=10^5, no dropout. Updates are float32 N(0, 0.05^2), the
+same arrays on both sides, weights 100 (max 1000). (Flower's K=3 is two neighbours plus the
+client itself; fedledger's 3 is three neighbours, a little more work.)
 
 fedledger runs with its defaults: masked vectors committed to by their vector root and sealed
 to the server (AES-256-GCM records), revealed shares sealed. ``_unsealed`` turns off the
-second layer on the masked vectors (``seal_inputs=False``), which Flower's harness does not
-have either. extra_info also carries ``parallel_clients_s``: the server's total plus the
-slowest client's total, what the round would take with every client on its own machine and
-no network time.
+second layer on the masked vectors (``seal_inputs=False``), which Flower does not have
+either. extra_info also carries ``parallel_clients_s``: the server's total plus the slowest
+client's total, what the round would take with every client on its own machine and no
+network time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import re
-import runpy
 import statistics
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedledger import secagg
 
-HARNESS = os.environ.get("FLOWER_HARNESS", "/work/shared/peers/flower_secagg_round.py")
 N = 100
 ROUNDS = int(os.environ.get("SECAGG_BENCH_ROUNDS", "3"))
 
@@ -50,7 +47,7 @@ def updates(n: int, d: int) -> dict[str, np.ndarray]:
 
 
 def drops(ids: list[str], config: secagg.SecAggConfig, frac: float) -> dict[str, str]:
-    """Like the harness: drop a client only if every neighbourhood keeps >= t live holders."""
+    """Like flower_peer: drop a client only if every neighbourhood keeps >= t live holders."""
     n = len(ids)
     graph = secagg.neighbour_graph(ids, config.degree(n), config.seed())
     t = config.threshold_for(n)
@@ -65,19 +62,15 @@ def drops(ids: list[str], config: secagg.SecAggConfig, frac: float) -> dict[str,
     return {c: "masked_input" for c in sorted(chosen)}
 
 
-def run_flower(n: int, d: int, k: int, drop: float) -> dict[str, float]:
-    out = io.StringIO()
-    argv = sys.argv
-    sys.argv = [HARNESS, str(n), str(d), str(k), str(drop)]
-    try:
-        with contextlib.redirect_stdout(out):
-            runpy.run_path(HARNESS, run_name="__main__")
-    finally:
-        sys.argv = argv
-    text = out.getvalue()
-    total = float(re.search(r"total ([0-9.]+) s", text).group(1))  # type: ignore[union-attr]
-    per_client = float(re.search(r"per-client med ([0-9.]+) ms", text).group(1))  # type: ignore[union-attr]
-    return {"total_s": total, "per_client_ms": per_client, "line": text.strip()}  # type: ignore[dict-item]
+def run_flower(ups: dict[str, np.ndarray], k: int, drop: float) -> dict[str, float | str]:
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # pytest's default import mode puts it there; others may not
+        sys.path.insert(0, here)
+    from flower_peer import run_round  # imports flwr, which only the Flower benches need
+
+    res = run_round([ups[c] for c in sorted(ups)], k, drop, weight=100, max_weight=1000)
+    assert res.max_abs_err < 1e-3, res.line()
+    return {"total_s": res.total_s, "per_client_ms": res.per_client_ms, "line": res.line()}
 
 
 def _fedledger(benchmark, n: int, d: int, neighbors: object, frac: float, seal_inputs: bool = True) -> None:  # type: ignore[no-untyped-def]
@@ -112,8 +105,9 @@ def _fedledger(benchmark, n: int, d: int, neighbors: object, frac: float, seal_i
 
 def _flower(benchmark, n: int, d: int, k: int, frac: float) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("flwr")
-    got: list[dict[str, float]] = []
-    benchmark.pedantic(lambda: got.append(run_flower(n, d, k, frac)), rounds=1, iterations=1)
+    ups = updates(n, d)
+    got: list[dict[str, float | str]] = []
+    benchmark.pedantic(lambda: got.append(run_flower(ups, k, frac)), rounds=1, iterations=1)
     benchmark.extra_info.update(got[-1])
 
 
