@@ -732,7 +732,7 @@ def encrypted_numbers_to_json(numbers: Sequence[Any]) -> str:
 def _check_exponent(value: object, argument: str) -> int:
     exponent = _check_int(value, argument)
     if not -MAX_PHE_EXPONENT <= exponent <= MAX_PHE_EXPONENT:
-        raise InvalidArgument(argument, f"{exponent} is outside [-{MAX_PHE_EXPONENT}, {MAX_PHE_EXPONENT}]")
+        raise InvalidArgument(argument, f"{_show(exponent)} is outside [-{MAX_PHE_EXPONENT}, {MAX_PHE_EXPONENT}]")
     return exponent
 
 
@@ -843,25 +843,25 @@ class PackingLayout:
     ) -> tuple[int, int, int, float, int, int, int]:
         key_bits = _check_int(key_bits, "key_bits")
         if not _MIN_TEST_BITS <= key_bits <= MAX_KEY_BITS:
-            raise InvalidArgument("key_bits", f"must be in [{_MIN_TEST_BITS}, {MAX_KEY_BITS}], got {key_bits}")
+            raise InvalidArgument("key_bits", f"must be in [{_MIN_TEST_BITS}, {MAX_KEY_BITS}], got {_show(key_bits)}")
         bits = _check_int(bits, "bits")
         max_summands = _check_int(max_summands, "max_summands")
         count = _check_int(count, "count")
         if not 2 <= bits <= 32:
-            raise InvalidArgument("bits", f"must be in [2, 32], got {bits}")
+            raise InvalidArgument("bits", f"must be in [2, 32], got {_show(bits)}")
         if max_summands < 1:
-            raise InvalidArgument("max_summands", f"must be >= 1, got {max_summands}")
+            raise InvalidArgument("max_summands", f"must be >= 1, got {_show(max_summands)}")
         if isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating)):
             raise InvalidArgumentType("clip", f"expected float, got {type(clip).__name__}")
         clip = float(clip)
         if not (math.isfinite(clip) and clip > 0):
             raise InvalidArgument("clip", f"must be finite and > 0, got {clip}")
         if count < 0:
-            raise InvalidArgument("count", f"must be >= 0, got {count}")
+            raise InvalidArgument("count", f"must be >= 0, got {_show(count)}")
         slot_bits = (max_summands * ((1 << bits) - 1)).bit_length()
         if slot_bits > 63:
             raise InvalidArgument(
-                "max_summands", f"bits={bits} with max_summands={max_summands} needs {slot_bits}-bit slots (max 63)"
+                "max_summands", f"bits={bits} with max_summands={_show(max_summands)} needs {slot_bits}-bit slots (max 63)"
             )
         total = (key_bits - 1) // slot_bits
         if total < 2:
@@ -1054,12 +1054,12 @@ class EncryptedVector:
         k = int(scalar)
         if k < 1:
             raise InvalidArgument(
-                "scalar", f"must be a positive integer (packed slots cannot hold negatives), got {k}"
+                "scalar", f"must be a positive integer (packed slots cannot hold negatives), got {_show(k)}"
             )
         weight = self.weight * k
         if weight > self.layout.max_summands:
             raise PaillierOverflow(
-                f"multiplying a weight-{self.weight} vector by {k} gives weight {weight} > "
+                f"multiplying a weight-{self.weight} vector by {_show(k)} gives weight {_show(weight)} > "
                 f"max_summands={self.layout.max_summands}: the slots would overflow"
             )
         out = np.empty_like(self._data)
@@ -1271,7 +1271,7 @@ def _check_sharing(index: object, threshold: object, trustees: object, argument:
     if not (1 <= t <= n <= MAX_TRUSTEES and 1 <= i <= n):
         raise InvalidArgument(
             argument,
-            f"inconsistent index/threshold/trustees ({i}/{t}/{n}): need 1 <= index <= trustees, "
+            f"inconsistent index/threshold/trustees ({_show(i)}/{_show(t)}/{_show(n)}): need 1 <= index <= trustees, "
             f"1 <= threshold <= trustees <= {MAX_TRUSTEES}",
         )
 
