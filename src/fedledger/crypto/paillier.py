@@ -573,6 +573,7 @@ class PrivateKey:
     # -- decryption ---------------------------------------------------------------------
 
     def _decrypt_rows(self, cts: NDArray[np.uint64]) -> NDArray[np.uint8]:
+        _check_rows(cts, np.uint64, self.public_key._context().L, "ciphertexts")
         out = np.empty((cts.shape[0], self.public_key.n_bytes), dtype=np.uint8)
         _k.decrypt(self._ctx, self.public_key._context(), cts, out, num_threads())
         return out
@@ -1184,6 +1185,9 @@ def sum_vectors(vectors: Iterable[EncryptedVector]) -> EncryptedVector:
         )
     if len(items) == 1:
         return first
+    rows, width = first._data.shape
+    for i, v in enumerate(items):
+        _check_rows(v._data, np.uint64, width, f"vectors[{i}]", rows)
     out = np.empty_like(first._data)
     _k.product(first.public_key._context(), [v._data for v in items], out, num_threads())
     out.flags.writeable = False
