@@ -399,6 +399,8 @@ def _jwk_cases(pk: P.PublicKey, sk: P.PrivateKey) -> list[tuple[str, Callable[[]
         ("encrypt inf", lambda: pk.encrypt(float("inf"))),
         ("encrypt precision str", lambda: pk.encrypt(1.5, "x")),  # type: ignore[arg-type]
         ("encrypt precision tiny", lambda: pk.encrypt(1.5, 1e-320)),
+        ("encrypt precision huge int", lambda: pk.encrypt(1.5, 10**400)),
+        ("encrypt precision nan", lambda: pk.encrypt(1.5, float("nan"))),
         ("scalar giant negative", lambda: pk.encrypt_vector([0.5]) * -(10**5000)),
     ]
 

@@ -307,8 +307,12 @@ class PublicKey:
         if precision is not None:
             if isinstance(precision, bool) or not isinstance(precision, (int, float)):
                 raise InvalidArgumentType("precision", f"expected float or None, got {type(precision).__name__}")
-            if not (math.isfinite(precision) and precision > 0):
-                raise InvalidArgument("precision", f"must be finite and > 0, got {precision}")
+            try:
+                finite = math.isfinite(precision) and precision > 0
+            except OverflowError:  # an int too large for a float
+                finite = False
+            if not finite:
+                raise InvalidArgument("precision", f"must be finite, > 0 and at most a float's range, got {_show(precision)}")
         pub = self.to_phe()
         try:
             encoding = phe.EncodedNumber.encode(pub, value, precision)
