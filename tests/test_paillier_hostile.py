@@ -402,6 +402,9 @@ def _jwk_cases(pk: P.PublicKey, sk: P.PrivateKey) -> list[tuple[str, Callable[[]
         ("encrypt precision huge int", lambda: pk.encrypt(1.5, 10**400)),
         ("encrypt precision nan", lambda: pk.encrypt(1.5, float("nan"))),
         ("scalar giant negative", lambda: pk.encrypt_vector([0.5]) * -(10**5000)),
+        ("sum of a non-sequence", lambda: P.sum_vectors(5)),  # type: ignore[arg-type]
+        ("phe JSON of a non-sequence", lambda: P.encrypted_numbers_to_json(5)),  # type: ignore[arg-type]
+        ("combine a non-sequence", lambda: P.combine_partial_decryptions(pk.encrypt_vector([0.5]), 5)),  # type: ignore[arg-type]
     ]
 
 

@@ -714,6 +714,8 @@ def encrypted_numbers_to_json(numbers: Sequence[Any]) -> str:
     ``{"public_key": {"g": g, "n": n}, "values": [[str(ciphertext), exponent], ...]}``."""
     if isinstance(numbers, EncryptedVector):
         raise InvalidArgumentType("numbers", "a packed EncryptedVector is not a list of phe numbers")
+    if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Iterable):
+        raise InvalidArgumentType("numbers", f"expected a sequence of phe.EncryptedNumber, got {type(numbers).__name__}")
     items = list(numbers)
     if not items:
         raise InvalidArgument("numbers", "must not be empty (the JSON form carries the key)")
@@ -1173,6 +1175,8 @@ def _check_layout(layout: object, public_key: PublicKey, argument: str) -> Packi
 
 def sum_vectors(vectors: Iterable[EncryptedVector]) -> EncryptedVector:
     """Homomorphic sum of one or more vectors (one parallel pass over all of them)."""
+    if isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
+        raise InvalidArgumentType("vectors", f"expected a sequence of EncryptedVector, got {type(vectors).__name__}")
     items = list(vectors)
     if not items:
         raise InvalidArgument("vectors", "need at least one vector")
