@@ -141,7 +141,8 @@ def main() -> None:
     t_enc = (time.perf_counter() - t0) / k
     blobs = [e.to_bytes() for e in encs]
     t0 = time.perf_counter()
-    received = [P.EncryptedVector.from_bytes(b, pk) for b in blobs]
+    layout = P.PackingLayout.create(pk.bits, n, bits=BITS, clip=1.0, max_summands=MAX_SUMMANDS)
+    received = [P.EncryptedVector.from_bytes(b, pk, layout) for b in blobs]
     t_parse = (time.perf_counter() - t0) / k
     t0 = time.perf_counter()
     total = P.sum_vectors(received)

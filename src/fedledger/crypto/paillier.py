@@ -57,6 +57,10 @@ except ImportError as exc:  # pragma: no cover - exercised by test_build
     raise rebuild_error("_paillier", exc) from exc
 
 __all__ = [
+    "MAX_KEY_BITS",
+    "MAX_PHE_EXPONENT",
+    "MAX_PHE_VALUES",
+    "MAX_JSON_CHARS",
     "MIN_KEY_BITS",
     "EncryptedVector",
     "KeyShare",
@@ -77,6 +81,19 @@ __all__ = [
 MIN_KEY_BITS = 2048
 #: Smallest modulus accepted at all (tests use small keys to run fast).
 _MIN_TEST_BITS = 128
+#: Largest modulus accepted from anywhere (keys, JWKs, phe keys, phe JSON, key shares). The
+#: kernel's limit is 16384 bits; 8192 bits already means a 256 MiB fixed-base table.
+MAX_KEY_BITS = 8192
+#: Largest |exponent| of a phe number accepted (phe JSON, decrypt). phe's defaults give
+#: exponents in [-282, 242] for floats and 0 for ints; a product of two stays in [-564, 484].
+#: Decoding costs 16^|exponent|, so the bound also bounds the work.
+MAX_PHE_EXPONENT = 1024
+#: Most numbers accepted in one phe JSON document.
+MAX_PHE_VALUES = 1 << 16
+#: Longest phe JSON text accepted (characters or bytes).
+MAX_JSON_CHARS = 1 << 27
+#: Longest JWK or key share JSON text accepted (an 8192-bit private JWK is about 4 KiB).
+_MAX_KEY_JSON_CHARS = 1 << 16
 #: Domain separation for deriving the DJN base h from n.
 _H_DOMAIN = b"fedledger/paillier/djn-h/v1\x00"
 #: Largest number of trustees for threshold custody (Delta = trustees! grows fast).
@@ -97,14 +114,51 @@ def _b64_int(value: int) -> str:
     return base64.urlsafe_b64encode(_int_bytes(value)).decode("ascii").rstrip("=")
 
 
-def _int_b64(text: object, argument: str) -> int:
+def _int_b64(text: object, argument: str, max_bits: int) -> int:
+    """A base64url big-endian integer of at most ``max_bits`` bits (length checked first)."""
     if not isinstance(text, str) or not text:
-        raise InvalidArgumentType(argument, "expected a base64url string")
+        raise InvalidArgumentType(argument, f"expected a non-empty base64url string, got {_show(text)}")
+    max_bytes = (max_bits + 7) // 8
+    if len(text) > 4 * ((max_bytes + 2) // 3):
+        raise InvalidArgument(argument, f"is {len(text)} characters, longer than any integer of {max_bits} bits")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError):
         raise InvalidArgument(argument, "is not valid base64url") from None
-    return int.from_bytes(raw, "big")
+    value = int.from_bytes(raw, "big")
+    if value.bit_length() > max_bits:
+        raise InvalidArgument(argument, f"has {value.bit_length()} bits, more than {max_bits}")
+    return value
+
+
+def _show(value: object) -> str:
+    """A short description of an untrusted value for an error message (never a deep repr)."""
+    if isinstance(value, (str, bytes)):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    if value is None or isinstance(value, (bool, float)) or (isinstance(value, int) and value.bit_length() < 128):
+        return repr(value)
+    return f"a value of type {type(value).__name__}"
+
+
+def _decimal(value: object, argument: str, max_bits: int) -> int:
+    """A non-negative integer given as a JSON int or a string of decimal digits, at most
+    ``max_bits`` bits; the length is checked before any conversion (no int-str limit hit)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidArgumentType(argument, f"expected an integer or a decimal string, got {_show(value)}")
+    if isinstance(value, int):
+        number = value
+    else:
+        max_digits = max_bits * 30103 // 100000 + 1
+        if not value or len(value) > max_digits or not (value.isascii() and value.isdigit()):
+            raise InvalidArgument(argument, f"expected a decimal string of at most {max_digits} digits, got {_show(value)}")
+        number = 0
+        for i in range(0, len(value), 1000):  # chunks below CPython's int/str conversion limit
+            chunk = value[i : i + 1000]
+            number = number * 10 ** len(chunk) + int(chunk)
+    if number < 0 or number.bit_length() > max_bits:
+        raise InvalidArgument(argument, f"must be in [0, 2^{max_bits}), got {number.bit_length()} bits")
+    return number
 
 
 def _derive_h(n: int) -> int:
@@ -148,6 +202,8 @@ class PublicKey:
                 "(smaller keys only with insecure_for_tests=True, and never below "
                 f"{_MIN_TEST_BITS} bits)",
             )
+        if bits > MAX_KEY_BITS:
+            raise InvalidArgument("n", f"a {bits}-bit modulus is too large: at most {MAX_KEY_BITS} bits")
         self.n = n
         self.nsquare = n * n
         self.bits = bits
@@ -232,10 +288,10 @@ class PublicKey:
     def from_jwk(cls, jwk: dict[str, Any] | str, *, insecure_for_tests: bool = False) -> PublicKey:
         obj = _jwk_object(jwk, "jwk")
         if obj.get("kty") != "DAJ":
-            raise InvalidArgument("jwk", f"kty must be 'DAJ', got {obj.get('kty')!r}")
+            raise InvalidArgument("jwk", f"kty must be 'DAJ', got {_show(obj.get('kty'))}")
         if obj.get("alg") != "PAI-GN1":
-            raise InvalidArgument("jwk", f"alg must be 'PAI-GN1', got {obj.get('alg')!r}")
-        return cls(_int_b64(obj.get("n"), "jwk['n']"), insecure_for_tests=insecure_for_tests)
+            raise InvalidArgument("jwk", f"alg must be 'PAI-GN1', got {_show(obj.get('alg'))}")
+        return cls(_int_b64(obj.get("n"), "jwk['n']", MAX_KEY_BITS), insecure_for_tests=insecure_for_tests)
 
     # -- encryption ---------------------------------------------------------------------
 
@@ -246,11 +302,26 @@ class PublicKey:
         """
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidArgumentType("value", f"expected int or float, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument("value", f"must be finite, got {value}")
+        if precision is not None:
+            if isinstance(precision, bool) or not isinstance(precision, (int, float)):
+                raise InvalidArgumentType("precision", f"expected float or None, got {type(precision).__name__}")
+            try:
+                finite = math.isfinite(precision) and precision > 0
+            except OverflowError:  # an int too large for a float
+                finite = False
+            if not finite:
+                raise InvalidArgument("precision", f"must be finite, > 0 and at most a float's range, got {_show(precision)}")
         pub = self.to_phe()
         try:
             encoding = phe.EncodedNumber.encode(pub, value, precision)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise InvalidArgument("value", str(exc)) from None
+        if not -MAX_PHE_EXPONENT <= encoding.exponent <= MAX_PHE_EXPONENT:
+            raise InvalidArgument(
+                "precision", f"gives exponent {encoding.exponent}, outside [-{MAX_PHE_EXPONENT}, {MAX_PHE_EXPONENT}]"
+            )
         plain = np.frombuffer(encoding.encoding.to_bytes(self.n_bytes, "big"), np.uint8)
         row = self._to_bytes_rows(self._encrypt_rows(plain.reshape(1, -1).copy(), None))
         number = phe.EncryptedNumber(pub, int.from_bytes(row[0].tobytes(), "big"), encoding.exponent)
@@ -307,6 +378,9 @@ class PublicKey:
 
     def _encrypt_rows(self, plain: NDArray[np.uint8], xs: NDArray[np.uint8] | None) -> NDArray[np.uint64]:
         """Encrypt plaintext rows; the result is in the kernel's Montgomery form."""
+        _check_rows(plain, np.uint8, self.n_bytes, "plaintext")
+        if xs is not None:
+            _check_rows(xs, np.uint8, self.x_bytes, "xs", plain.shape[0])
         ctx = self._context(table=True)
         out = np.empty((plain.shape[0], ctx.L), dtype=np.uint64)
         code, row = _k.encrypt(ctx, plain, out, xs, num_threads())
@@ -333,6 +407,7 @@ class PublicKey:
 
     def _to_bytes_rows(self, mont: NDArray[np.uint64]) -> NDArray[np.uint8]:
         """Montgomery-form rows to big-endian ciphertext rows of c_bytes bytes."""
+        _check_rows(mont, np.uint64, self._context().L, "values")
         out = np.empty((mont.shape[0], self.c_bytes), dtype=np.uint8)
         if _k.from_montgomery(self._context(), mont, out, num_threads()) != _k.OK:
             raise MemoryError("out of memory while converting ciphertexts")
@@ -340,6 +415,7 @@ class PublicKey:
 
     def _from_bytes_rows(self, rows: NDArray[np.uint8], argument: str) -> NDArray[np.uint64]:
         """Validate big-endian ciphertext rows and convert them to Montgomery form."""
+        _check_rows(rows, np.uint8, self.c_bytes, argument)
         ctx = self._context()
         code, row = _k.validate(ctx, rows, num_threads())
         if code != _k.OK:
@@ -361,17 +437,50 @@ class PublicKey:
         return c
 
 
+def _check_rows(
+    arr: object, dtype: type[np.generic], width: int, argument: str, rows: int | None = None
+) -> None:
+    """The kernels read ``width`` elements of every row they are given: refuse anything but a
+    C-contiguous 2-D array of exactly that width (and of ``rows`` rows when given)."""
+    if not isinstance(arr, np.ndarray) or arr.dtype != dtype:
+        raise InvalidArgumentType(argument, f"expected a {np.dtype(dtype).name} array, got {type(arr).__name__}")
+    if arr.ndim != 2 or arr.shape[1] != width or (rows is not None and arr.shape[0] != rows):
+        want = f"({rows if rows is not None else 'rows'}, {width})"
+        raise InvalidArgument(argument, f"expected shape {want}, got {arr.shape}")
+    if not arr.flags.c_contiguous:
+        raise InvalidArgument(argument, "must be C-contiguous")
+
+
 def _public_key_from_n(n: int) -> PublicKey:
     """Unpickle a PublicKey (its size was accepted when it was created)."""
     return PublicKey(n, insecure_for_tests=True)
 
 
+def _load_json(text: object, argument: str, max_chars: int) -> Any:
+    """json.loads of untrusted text: bounded length, and every failure (bad UTF-8, syntax,
+    over-long integers, nesting deeper than the parser's recursion) an InvalidArgument."""
+    if isinstance(text, (bytearray, memoryview)):
+        text = bytes(text)
+    if not isinstance(text, (str, bytes)):
+        raise InvalidArgumentType(argument, f"expected JSON text (str or bytes), got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise InvalidArgument(argument, f"is {len(text)} long, more than the {max_chars} accepted")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument(argument, f"is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidArgument(argument, "is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and ints past CPython's digit limit
+        raise InvalidArgument(argument, f"is not valid JSON: {str(exc)[:200]}") from None
+
+
 def _jwk_object(jwk: object, argument: str) -> dict[str, Any]:
     if isinstance(jwk, str):
-        try:
-            jwk = json.loads(jwk)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(argument, f"is not JSON: {exc}") from None
+        jwk = _load_json(jwk, argument, _MAX_KEY_JSON_CHARS)
     if not isinstance(jwk, dict):
         raise InvalidArgumentType(argument, f"expected a JWK dict or JSON text, got {type(jwk).__name__}")
     return jwk
@@ -454,17 +563,21 @@ class PrivateKey:
     def from_jwk(cls, jwk: dict[str, Any] | str, *, insecure_for_tests: bool = False) -> PrivateKey:
         obj = _jwk_object(jwk, "jwk")
         if obj.get("kty") != "DAJ":
-            raise InvalidArgument("jwk", f"kty must be 'DAJ', got {obj.get('kty')!r}")
-        if "decrypt" not in (obj.get("key_ops") or []):
-            raise InvalidArgument("jwk", "key_ops must contain 'decrypt'")
+            raise InvalidArgument("jwk", f"kty must be 'DAJ', got {_show(obj.get('kty'))}")
+        ops = obj.get("key_ops")
+        if not isinstance(ops, list):
+            raise InvalidArgumentType("jwk['key_ops']", f"expected a list of strings, got {_show(ops)}")
+        if "decrypt" not in ops:
+            raise InvalidArgument("jwk['key_ops']", "must contain 'decrypt'")
         if "pub" not in obj:
             raise InvalidArgument("jwk", "missing 'pub' (the public JWK)")
         pub = PublicKey.from_jwk(obj["pub"], insecure_for_tests=insecure_for_tests)
-        return cls(pub, _int_b64(obj.get("p"), "jwk['p']"), _int_b64(obj.get("q"), "jwk['q']"))
+        return cls(pub, _int_b64(obj.get("p"), "jwk['p']", MAX_KEY_BITS), _int_b64(obj.get("q"), "jwk['q']", MAX_KEY_BITS))
 
     # -- decryption ---------------------------------------------------------------------
 
     def _decrypt_rows(self, cts: NDArray[np.uint64]) -> NDArray[np.uint8]:
+        _check_rows(cts, np.uint64, self.public_key._context().L, "ciphertexts")
         out = np.empty((cts.shape[0], self.public_key.n_bytes), dtype=np.uint8)
         _k.decrypt(self._ctx, self.public_key._context(), cts, out, num_threads())
         return out
@@ -485,8 +598,9 @@ class PrivateKey:
             raise InvalidArgumentType(
                 "encrypted_number", f"expected phe.EncryptedNumber, got {type(encrypted_number).__name__}"
             )
-        if encrypted_number.public_key.n != self.public_key.n:
+        if getattr(encrypted_number.public_key, "n", None) != self.public_key.n:
             raise KeyMismatch("encrypted_number was encrypted under a different public key")
+        _check_exponent(encrypted_number.exponent, "encrypted_number.exponent")
         m = self.raw_decrypt(encrypted_number.ciphertext(be_secure=False))
         try:
             value: int | float = phe.EncodedNumber(self.public_key.to_phe(), m, encrypted_number.exponent).decode()
@@ -566,6 +680,8 @@ def generate_keypair(
             f"{bits}-bit keys are too small: at least {MIN_KEY_BITS} "
             "(smaller only with insecure_for_tests=True)",
         )
+    if bits > MAX_KEY_BITS:
+        raise InvalidArgument("bits", f"{bits}-bit keys are too large: at most {MAX_KEY_BITS}")
     while True:
         p = int.from_bytes(_k.random_prime(bits // 2, safe_primes), "big")
         q = int.from_bytes(_k.random_prime(bits // 2, safe_primes), "big")
@@ -598,6 +714,8 @@ def encrypted_numbers_to_json(numbers: Sequence[Any]) -> str:
     ``{"public_key": {"g": g, "n": n}, "values": [[str(ciphertext), exponent], ...]}``."""
     if isinstance(numbers, EncryptedVector):
         raise InvalidArgumentType("numbers", "a packed EncryptedVector is not a list of phe numbers")
+    if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Iterable):
+        raise InvalidArgumentType("numbers", f"expected a sequence of phe.EncryptedNumber, got {type(numbers).__name__}")
     items = list(numbers)
     if not items:
         raise InvalidArgument("numbers", "must not be empty (the JSON form carries the key)")
@@ -618,31 +736,44 @@ def encrypted_numbers_to_json(numbers: Sequence[Any]) -> str:
     )
 
 
+def _check_exponent(value: object, argument: str) -> int:
+    exponent = _check_int(value, argument)
+    if not -MAX_PHE_EXPONENT <= exponent <= MAX_PHE_EXPONENT:
+        raise InvalidArgument(argument, f"{_show(exponent)} is outside [-{MAX_PHE_EXPONENT}, {MAX_PHE_EXPONENT}]")
+    return exponent
+
+
 def encrypted_numbers_from_json(
     text: str | bytes, *, insecure_for_tests: bool = False
 ) -> tuple[PublicKey, list[Any]]:
-    """Read phe's documented JSON form; every ciphertext is validated."""
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("text", f"is not JSON: {exc}") from None
+    """Read phe's documented JSON form; every ciphertext is validated.
+
+    Bounded: at most :data:`MAX_JSON_CHARS` of text, :data:`MAX_PHE_VALUES` numbers, keys
+    of at most :data:`MAX_KEY_BITS` bits and exponents within +-:data:`MAX_PHE_EXPONENT`.
+    """
+    obj = _load_json(text, "text", MAX_JSON_CHARS)
     if not isinstance(obj, dict) or "public_key" not in obj or "values" not in obj:
         raise InvalidArgument("text", "expected an object with 'public_key' and 'values'")
-    try:
-        n = int(obj["public_key"]["n"])
-    except (KeyError, TypeError, ValueError):
-        raise InvalidArgument("text", "public_key.n is missing or not an integer") from None
+    key = obj["public_key"]
+    if not isinstance(key, dict) or "n" not in key:
+        raise InvalidArgument("text['public_key']", "expected an object with 'n'")
+    n = _decimal(key["n"], "text['public_key']['n']", MAX_KEY_BITS)
     pk = PublicKey(n, insecure_for_tests=insecure_for_tests)
-    g = obj["public_key"].get("g", n + 1)
-    if int(g) != n + 1:
-        raise InvalidArgument("text", "public_key.g must be n + 1")
+    if "g" in key and _decimal(key["g"], "text['public_key']['g']", MAX_KEY_BITS + 1) != n + 1:
+        raise InvalidArgument("text['public_key']['g']", "must be n + 1")
+    values = obj["values"]
+    if not isinstance(values, list):
+        raise InvalidArgumentType("text['values']", f"expected a list, got {type(values).__name__}")
+    if len(values) > MAX_PHE_VALUES:
+        raise InvalidArgument("text['values']", f"holds {len(values)} numbers, more than {MAX_PHE_VALUES}")
     out = []
-    for i, item in enumerate(obj["values"]):
-        try:
-            ct, exp = int(item[0]), int(item[1])
-        except (TypeError, ValueError, IndexError):
-            raise InvalidArgument(f"values[{i}]", "expected [ciphertext string, exponent]") from None
-        c = pk._check_ciphertext_int(ct, f"values[{i}]")
+    for i, item in enumerate(values):
+        where = f"values[{i}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise InvalidArgument(where, "expected [ciphertext string, exponent]")
+        ct = _decimal(item[0], f"{where}[0]", 2 * MAX_KEY_BITS)
+        exp = _check_exponent(item[1], f"{where}[1]")
+        c = pk._check_ciphertext_int(ct, where)
         out.append(phe.EncryptedNumber(pk.to_phe(), c, exp))
     return pk, out
 
@@ -697,31 +828,52 @@ class PackingLayout:
     slot_bits: int
     slots: int
 
+    def __post_init__(self) -> None:
+        # A directly constructed layout must not carry a slot geometry that would make the
+        # pack/unpack kernels read or write past a plaintext row: re-derive it and compare.
+        want = PackingLayout._derive(self.key_bits, self.count, self.bits, self.clip, self.max_summands)
+        for name, expected in zip(_LAYOUT_FIELDS, want):
+            got = getattr(self, name)
+            if type(got) is not type(expected) or got != expected:
+                raise LayoutMismatch(
+                    f"PackingLayout: {name}={_show(got)} does not match the layout derived from its "
+                    f"parameters ({name}={expected}); use PackingLayout.create"
+                )
+
     @classmethod
     def create(cls, key_bits: int, count: int, *, bits: int, clip: float, max_summands: int) -> PackingLayout:
+        return cls(*cls._derive(key_bits, count, bits, clip, max_summands))
+
+    @staticmethod
+    def _derive(
+        key_bits: object, count: object, bits: object, clip: object, max_summands: object
+    ) -> tuple[int, int, int, float, int, int, int]:
+        key_bits = _check_int(key_bits, "key_bits")
+        if not _MIN_TEST_BITS <= key_bits <= MAX_KEY_BITS:
+            raise InvalidArgument("key_bits", f"must be in [{_MIN_TEST_BITS}, {MAX_KEY_BITS}], got {_show(key_bits)}")
         bits = _check_int(bits, "bits")
         max_summands = _check_int(max_summands, "max_summands")
         count = _check_int(count, "count")
         if not 2 <= bits <= 32:
-            raise InvalidArgument("bits", f"must be in [2, 32], got {bits}")
+            raise InvalidArgument("bits", f"must be in [2, 32], got {_show(bits)}")
         if max_summands < 1:
-            raise InvalidArgument("max_summands", f"must be >= 1, got {max_summands}")
+            raise InvalidArgument("max_summands", f"must be >= 1, got {_show(max_summands)}")
         if isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating)):
             raise InvalidArgumentType("clip", f"expected float, got {type(clip).__name__}")
         clip = float(clip)
         if not (math.isfinite(clip) and clip > 0):
             raise InvalidArgument("clip", f"must be finite and > 0, got {clip}")
         if count < 0:
-            raise InvalidArgument("count", f"must be >= 0, got {count}")
+            raise InvalidArgument("count", f"must be >= 0, got {_show(count)}")
         slot_bits = (max_summands * ((1 << bits) - 1)).bit_length()
         if slot_bits > 63:
             raise InvalidArgument(
-                "max_summands", f"bits={bits} with max_summands={max_summands} needs {slot_bits}-bit slots (max 63)"
+                "max_summands", f"bits={bits} with max_summands={_show(max_summands)} needs {slot_bits}-bit slots (max 63)"
             )
         total = (key_bits - 1) // slot_bits
         if total < 2:
             raise InvalidArgument("bits", f"a {key_bits}-bit key cannot hold two {slot_bits}-bit slots")
-        return cls(key_bits, count, bits, clip, max_summands, slot_bits, total - 1)
+        return (key_bits, count, bits, clip, max_summands, slot_bits, total - 1)
 
     @property
     def qmax(self) -> int:
@@ -760,11 +912,14 @@ class PackingLayout:
             )
 
     def _compatible(self, other: PackingLayout) -> str | None:
-        for name in ("key_bits", "count", "bits", "clip", "max_summands", "slot_bits", "slots"):
+        for name in _LAYOUT_FIELDS:
             a, b = getattr(self, name), getattr(other, name)
             if a != b:
                 return f"{name} differs ({a} vs {b})"
         return None
+
+
+_LAYOUT_FIELDS = ("key_bits", "count", "bits", "clip", "max_summands", "slot_bits", "slots")
 
 
 def _unpack_checked(plain: NDArray[np.uint8], layout: PackingLayout, weight: int) -> NDArray[np.int64]:
@@ -860,7 +1015,7 @@ class EncryptedVector:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickle through the validated byte form.
-        return (EncryptedVector.from_bytes, (self.to_bytes(), self.public_key))
+        return (EncryptedVector.from_bytes, (self.to_bytes(), self.public_key, self.layout))
 
     def __repr__(self) -> str:
         return (
@@ -906,12 +1061,12 @@ class EncryptedVector:
         k = int(scalar)
         if k < 1:
             raise InvalidArgument(
-                "scalar", f"must be a positive integer (packed slots cannot hold negatives), got {k}"
+                "scalar", f"must be a positive integer (packed slots cannot hold negatives), got {_show(k)}"
             )
         weight = self.weight * k
         if weight > self.layout.max_summands:
             raise PaillierOverflow(
-                f"multiplying a weight-{self.weight} vector by {k} gives weight {weight} > "
+                f"multiplying a weight-{self.weight} vector by {_show(k)} gives weight {_show(weight)} > "
                 f"max_summands={self.layout.max_summands}: the slots would overflow"
             )
         out = np.empty_like(self._data)
@@ -942,10 +1097,18 @@ class EncryptedVector:
         return header + n_raw + self.ciphertexts.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, public_key: PublicKey) -> EncryptedVector:
-        """Parse :meth:`to_bytes` output, checking the key, the layout and every ciphertext."""
+    def from_bytes(cls, data: bytes, public_key: PublicKey, layout: PackingLayout) -> EncryptedVector:
+        """Parse :meth:`to_bytes` output, checking the key, the layout and every ciphertext.
+
+        ``layout`` is the packing the receiver expects (from the round's parameters, e.g.
+        ``PackingLayout.create(public_key.bits, count, bits=16, clip=1.0, max_summands=100)``):
+        the header must repeat it exactly (``LayoutMismatch`` otherwise). The wire never
+        chooses a layout, so a tampered ``clip``, ``bits``, ``max_summands`` or ``count``
+        cannot rescale or reinterpret the decrypted values.
+        """
         if not isinstance(public_key, PublicKey):
             raise InvalidArgumentType("public_key", f"expected PublicKey, got {type(public_key).__name__}")
+        _check_layout(layout, public_key, "layout")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
         raw = bytes(data)
@@ -954,19 +1117,24 @@ class EncryptedVector:
         magic, version, bits, clip, max_summands, count, slot_bits, slots, weight, nlen = _HEADER.unpack_from(raw)
         if magic != _MAGIC or version != _VERSION:
             raise InvalidArgument("data", "not a fedledger packed Paillier vector (bad magic or version)")
+        header = {"bits": bits, "clip": clip, "max_summands": max_summands, "count": count,
+                  "slot_bits": slot_bits, "slots": slots}
+        for name, value in header.items():
+            if value != getattr(layout, name):  # NaN clip differs too
+                raise LayoutMismatch(
+                    f"data: the header says {name}={value}, the expected layout has {name}={getattr(layout, name)}"
+                )
+        if nlen != public_key.n_bytes:
+            raise KeyMismatch(f"data: the header's modulus is {nlen} bytes, this key's {public_key.n_bytes}")
         off = _HEADER.size
+        if len(raw) < off + nlen:
+            raise InvalidArgument("data", f"too short for the modulus ({len(raw)} bytes)")
         n = int.from_bytes(raw[off : off + nlen], "big")
         off += nlen
         if n != public_key.n:
             raise KeyMismatch("the serialised vector is under a different public key")
-        layout = PackingLayout.create(public_key.bits, count, bits=bits, clip=clip, max_summands=max_summands)
-        if (layout.slot_bits, layout.slots) != (slot_bits, slots):
-            raise LayoutMismatch(
-                f"serialised slot layout ({slot_bits}-bit x {slots}) does not match the one derived "
-                f"from its parameters ({layout.slot_bits}-bit x {layout.slots})"
-            )
-        if not 1 <= weight <= max_summands:
-            raise InvalidArgument("data", f"weight {weight} is outside [1, max_summands={max_summands}]")
+        if not 1 <= weight <= layout.max_summands:
+            raise InvalidArgument("data", f"weight {weight} is outside [1, max_summands={layout.max_summands}]")
         rows, width = layout.num_ciphertexts, public_key.c_bytes
         if len(raw) - off != rows * width:
             raise InvalidArgument(
@@ -980,12 +1148,16 @@ class EncryptedVector:
         cls, public_key: PublicKey, layout: PackingLayout, weight: int, ciphertexts: NDArray[np.uint8]
     ) -> EncryptedVector:
         """Wrap a (num_ciphertexts, bytes of n^2) uint8 array, validating every row."""
-        if not isinstance(layout, PackingLayout) or layout.key_bits != public_key.bits:
-            raise LayoutMismatch("layout does not belong to this key size")
+        if not isinstance(public_key, PublicKey):
+            raise InvalidArgumentType("public_key", f"expected PublicKey, got {type(public_key).__name__}")
+        _check_layout(layout, public_key, "layout")
         weight = _check_int(weight, "weight")
         if not 1 <= weight <= layout.max_summands:
             raise InvalidArgument("weight", f"must be in [1, {layout.max_summands}], got {weight}")
-        arr = np.ascontiguousarray(ciphertexts, dtype=np.uint8)
+        try:
+            arr = np.ascontiguousarray(ciphertexts, dtype=np.uint8)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgumentType("ciphertexts", "expected a uint8 array") from None
         if arr.shape != (layout.num_ciphertexts, public_key.c_bytes):
             raise InvalidArgument(
                 "ciphertexts", f"expected shape {(layout.num_ciphertexts, public_key.c_bytes)}, got {arr.shape}"
@@ -993,8 +1165,18 @@ class EncryptedVector:
         return cls(public_key, layout, weight, public_key._from_bytes_rows(arr, "ciphertexts"), _trusted=True)
 
 
+def _check_layout(layout: object, public_key: PublicKey, argument: str) -> PackingLayout:
+    if not isinstance(layout, PackingLayout):
+        raise InvalidArgumentType(argument, f"expected PackingLayout, got {type(layout).__name__}")
+    if layout.key_bits != public_key.bits:
+        raise LayoutMismatch(f"{argument} is for {layout.key_bits}-bit keys, this key has {public_key.bits} bits")
+    return layout
+
+
 def sum_vectors(vectors: Iterable[EncryptedVector]) -> EncryptedVector:
     """Homomorphic sum of one or more vectors (one parallel pass over all of them)."""
+    if isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
+        raise InvalidArgumentType("vectors", f"expected a sequence of EncryptedVector, got {type(vectors).__name__}")
     items = list(vectors)
     if not items:
         raise InvalidArgument("vectors", "need at least one vector")
@@ -1011,6 +1193,9 @@ def sum_vectors(vectors: Iterable[EncryptedVector]) -> EncryptedVector:
         )
     if len(items) == 1:
         return first
+    rows, width = first._data.shape
+    for i, v in enumerate(items):
+        _check_rows(v._data, np.uint64, width, f"vectors[{i}]", rows)
     out = np.empty_like(first._data)
     _k.product(first.public_key._context(), [v._data for v in items], out, num_threads())
     out.flags.writeable = False
@@ -1030,6 +1215,14 @@ class KeyShare:
     share: int
     threshold: int
     trustees: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.public_key, PublicKey):
+            raise InvalidArgumentType("public_key", f"expected PublicKey, got {type(self.public_key).__name__}")
+        _check_sharing(self.index, self.threshold, self.trustees, "KeyShare")
+        share = _check_int(self.share, "share")
+        if not 0 <= share < self.public_key.nsquare:
+            raise InvalidArgument("share", "must be in [0, n^2)")
 
     def __repr__(self) -> str:
         return f"KeyShare(index={self.index}, threshold={self.threshold}, trustees={self.trustees})"
@@ -1053,16 +1246,17 @@ class KeyShare:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, insecure_for_tests: bool = False) -> KeyShare:
-        obj = _jwk_object(text if isinstance(text, str) else text.decode("utf-8"), "text")
+        obj = _load_json(text, "text", _MAX_KEY_JSON_CHARS)
+        if not isinstance(obj, dict):
+            raise InvalidArgumentType("text", f"expected a JSON object, got {type(obj).__name__}")
         if obj.get("kty") != "fedledger-paillier-share":
-            raise InvalidArgument("text", f"kty must be 'fedledger-paillier-share', got {obj.get('kty')!r}")
-        pk = PublicKey(_int_b64(obj.get("n"), "text['n']"), insecure_for_tests=insecure_for_tests)
+            raise InvalidArgument("text", f"kty must be 'fedledger-paillier-share', got {_show(obj.get('kty'))}")
+        pk = PublicKey(_int_b64(obj.get("n"), "text['n']", MAX_KEY_BITS), insecure_for_tests=insecure_for_tests)
         index = _check_int(obj.get("index"), "text['index']")
         threshold = _check_int(obj.get("threshold"), "text['threshold']")
         trustees = _check_int(obj.get("trustees"), "text['trustees']")
-        if not (1 <= threshold <= trustees <= MAX_TRUSTEES and 1 <= index <= trustees):
-            raise InvalidArgument("text", f"inconsistent index/threshold/trustees ({index}/{threshold}/{trustees})")
-        share = _int_b64(obj.get("share"), "text['share']")
+        _check_sharing(index, threshold, trustees, "text")
+        share = _int_b64(obj.get("share"), "text['share']", 2 * MAX_KEY_BITS)
         if share >= pk.nsquare:
             raise InvalidArgument("text['share']", "is larger than any share of this key")
         return cls(pk, index, share, threshold, trustees)
@@ -1082,6 +1276,18 @@ class KeyShare:
         return PartialDecryption(self.index, self.threshold, self.trustees, _digest(vector), out)
 
 
+def _check_sharing(index: object, threshold: object, trustees: object, argument: str) -> None:
+    i = _check_int(index, f"{argument}.index")
+    t = _check_int(threshold, f"{argument}.threshold")
+    n = _check_int(trustees, f"{argument}.trustees")
+    if not (1 <= t <= n <= MAX_TRUSTEES and 1 <= i <= n):
+        raise InvalidArgument(
+            argument,
+            f"inconsistent index/threshold/trustees ({_show(i)}/{_show(t)}/{_show(n)}): need 1 <= index <= trustees, "
+            f"1 <= threshold <= trustees <= {MAX_TRUSTEES}",
+        )
+
+
 def _digest(vector: EncryptedVector) -> bytes:
     h = hashlib.sha256(vector.public_key.fingerprint())
     h.update(struct.pack(">QQ", vector.layout.count, vector.weight))
@@ -1099,12 +1305,23 @@ class PartialDecryption:
     vector_digest: bytes
     values: NDArray[np.uint64]  # Montgomery form, like EncryptedVector's storage
 
+    def __post_init__(self) -> None:
+        _check_sharing(self.index, self.threshold, self.trustees, "PartialDecryption")
+        if not isinstance(self.vector_digest, bytes) or len(self.vector_digest) != 32:
+            raise InvalidArgument("vector_digest", "expected 32 bytes (a SHA-256 digest)")
+        if not isinstance(self.values, np.ndarray) or self.values.dtype != np.uint64 or self.values.ndim != 2:
+            raise InvalidArgumentType("values", "expected a 2-D uint64 array (Montgomery rows)")
+        if not self.values.flags.c_contiguous:
+            raise InvalidArgument("values", "must be C-contiguous")
+
     def __repr__(self) -> str:
         return f"PartialDecryption(index={self.index}, rows={self.values.shape[0]})"
 
     def to_bytes(self, public_key: PublicKey) -> bytes:
         """Header (magic, version, index, threshold, trustees, vector digest) and the
         big-endian partial values (one per ciphertext, bytes of n^2 each)."""
+        if not isinstance(public_key, PublicKey):
+            raise InvalidArgumentType("public_key", f"expected PublicKey, got {type(public_key).__name__}")
         rows = public_key._to_bytes_rows(self.values)
         header = _PARTIAL_HEADER.pack(
             _PARTIAL_MAGIC, _VERSION, self.index, self.threshold, self.trustees, self.vector_digest,
@@ -1113,8 +1330,20 @@ class PartialDecryption:
         return header + rows.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, public_key: PublicKey) -> PartialDecryption:
-        """Parse :meth:`to_bytes` output; every value must be a unit mod n^2."""
+    def from_bytes(
+        cls, data: bytes, public_key: PublicKey, *, vector: EncryptedVector | None = None
+    ) -> PartialDecryption:
+        """Parse :meth:`to_bytes` output; every value must be a unit mod n^2.
+
+        With ``vector``, the partial must be of that vector: same digest and one value per
+        ciphertext (:func:`combine_partial_decryptions` checks both again in any case).
+        """
+        if not isinstance(public_key, PublicKey):
+            raise InvalidArgumentType("public_key", f"expected PublicKey, got {type(public_key).__name__}")
+        if vector is not None and not isinstance(vector, EncryptedVector):
+            raise InvalidArgumentType("vector", f"expected EncryptedVector or None, got {type(vector).__name__}")
+        if vector is not None and vector.public_key != public_key:
+            raise KeyMismatch("vector is encrypted under a different public key")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
         raw = bytes(data)
@@ -1125,8 +1354,14 @@ class PartialDecryption:
             raise InvalidArgument("data", "not a fedledger partial decryption (bad magic or version)")
         if width != public_key.c_bytes:
             raise KeyMismatch(f"values are {width} bytes wide, this key's ciphertexts {public_key.c_bytes}")
-        if not (1 <= threshold <= trustees <= MAX_TRUSTEES and 1 <= index <= trustees):
-            raise InvalidArgument("data", f"inconsistent index/threshold/trustees ({index}/{threshold}/{trustees})")
+        _check_sharing(index, threshold, trustees, "data")
+        if vector is not None:
+            if not hmac.compare_digest(digest, _digest(vector)):
+                raise InvalidArgument("data", "is a partial decryption of a different vector")
+            if rows != vector.num_ciphertexts:
+                raise InvalidArgument(
+                    "data", f"holds {rows} values, the vector has {vector.num_ciphertexts} ciphertexts"
+                )
         body = raw[_PARTIAL_HEADER.size :]
         if len(body) != rows * width:
             raise InvalidArgument("data", f"expected {rows} values of {width} bytes, got {len(body)} bytes")
@@ -1135,28 +1370,51 @@ class PartialDecryption:
 
 
 def combine_partial_decryptions(
-    vector: EncryptedVector, partials: Sequence[PartialDecryption], *, quantized: bool = False
+    vector: EncryptedVector,
+    partials: Sequence[PartialDecryption],
+    *,
+    quantized: bool = False,
+    threshold: int | None = None,
+    trustees: int | None = None,
 ) -> NDArray[np.float64] | NDArray[np.int64]:
     """Decrypt ``vector`` from at least ``threshold`` partial decryptions of it.
 
     Returns what :meth:`PrivateKey.decrypt_vector` (or, with ``quantized=True``,
     :meth:`PrivateKey.decrypt_quantized`) would. A wrong or mismatched partial is detected
     (DecryptionError) but not attributed: there are no zero-knowledge proofs.
+
+    ``threshold`` and ``trustees``, when given (the sharing's parameters, known to the
+    caller), must match every partial's; otherwise the first partial's are used. Every
+    partial must hold exactly one value per ciphertext of ``vector``.
     """
     if not isinstance(vector, EncryptedVector):
         raise InvalidArgumentType("vector", f"expected EncryptedVector, got {type(vector).__name__}")
+    if isinstance(partials, (str, bytes)) or not isinstance(partials, Iterable):
+        raise InvalidArgumentType("partials", f"expected a sequence of PartialDecryption, got {type(partials).__name__}")
     items = list(partials)
     if not items:
         raise InvalidArgument("partials", "need at least one partial decryption")
     digest = _digest(vector)
+    shape = vector._data.shape
     by_index: dict[int, PartialDecryption] = {}
     for i, part in enumerate(items):
         if not isinstance(part, PartialDecryption):
             raise InvalidArgumentType(f"partials[{i}]", f"expected PartialDecryption, got {type(part).__name__}")
-        if (part.threshold, part.trustees) != (items[0].threshold, items[0].trustees):
-            raise InvalidArgument(f"partials[{i}]", "comes from a different sharing (threshold/trustees differ)")
+        want = (
+            threshold if threshold is not None else items[0].threshold,
+            trustees if trustees is not None else items[0].trustees,
+        )
+        if (part.threshold, part.trustees) != want:
+            raise InvalidArgument(
+                f"partials[{i}]",
+                f"comes from a different sharing (threshold/trustees {part.threshold}/{part.trustees}, "
+                f"expected {want[0]}/{want[1]})",
+            )
         if not hmac.compare_digest(part.vector_digest, digest):
             raise InvalidArgument(f"partials[{i}]", "is a partial decryption of a different vector")
+        # The kernel reads every partial for every row of the vector: the shape must match
+        # exactly, whatever the digest says.
+        _check_rows(part.values, np.uint64, shape[1], f"partials[{i}].values", shape[0])
         by_index.setdefault(part.index, part)
     t, l = items[0].threshold, items[0].trustees
     if len(by_index) < t:
