@@ -377,3 +377,21 @@ def test_native_hkdf_refuses_an_empty_info_without_crashing() -> None:
     assert out[2].tobytes() == _native_hkdf(bytes(32), b"s", b"B", 32)
     with pytest.raises(InvalidArgument, match="info"):
         masking._hkdf_many(np.zeros((1, 32), np.uint8), b"", [b""], 32)
+
+
+def test_masking_arguments_of_the_wrong_type_or_size_are_typed_errors() -> None:
+    from fedledger.crypto.agreement import AgreementKey
+    from fedledger.errors import InvalidArgument, InvalidArgumentType
+
+    peer = AgreementKey.generate().public_key.to_bytes()
+    with pytest.raises(InvalidArgumentType):
+        masking.pairwise_seeds(AgreementKey.generate(), [peer], context=b"c", length=3.5)  # type: ignore[arg-type]
+    for length in (10**5000, -1, 2**40):
+        with pytest.raises(InvalidArgument):
+            masking.expand(b"k" * masking.KEY_SIZE, length)
+    out = np.zeros(3, np.uint32)
+    for scale in ("x", float("nan"), float("inf"), None):
+        with pytest.raises(InvalidArgument):
+            masking.quantize(np.zeros(3), out, scale=scale, clip=1.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        masking.quantize(np.zeros(3), out, scale=1.0, clip=1.0, weight=1.5)  # type: ignore[arg-type]

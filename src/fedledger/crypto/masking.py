@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 
 from fedledger._ext import rebuild_error
 from fedledger.crypto import merkle
+from fedledger.crypto._args import as_finite_float, as_int, int_repr
 from fedledger.crypto._threads import num_threads
 from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, pairwise_info
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, InvalidProof, QuantizationError
@@ -77,6 +78,9 @@ RING_BITS: Final = (32, 64)
 _MASK_INFO: Final = b"fedledger/secagg/mask-key/v1\x00"
 #: OpenSSL 3.0's HKDF keeps at most 1024 bytes of info.
 _MAX_INFO: Final = 1024
+#: Ring elements in one mask or vector at most (2^36: 256 GiB of 32-bit elements), so a
+#: hostile length is a typed error rather than an allocation failure.
+MAX_VECTOR_LENGTH: Final = 2**36
 #: The least useful resolution: a client of weight 1 at the clip value is this many steps.
 MIN_LEVELS: Final = 256
 #: float64 holds integers exactly up to 2^53: the scaled value stays below that.
@@ -108,6 +112,7 @@ def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes,
     index, if a peer value is of low order (the shared secret is all zeros)."""
     if not isinstance(own, AgreementKey):
         raise InvalidArgumentType("own", f"expected AgreementKey, got {type(own).__name__}")
+    length = as_int(length, "length")
     raw = [AgreementPublicKey(p).to_bytes() for p in peers]
     if not raw:
         return []
@@ -125,7 +130,7 @@ def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes,
 def _hkdf_many(ikm: NDArray[np.uint8], salt: bytes, infos: Sequence[bytes], length: int) -> list[bytes]:
     """[HKDF-SHA256(ikm[i], salt, infos[i], length)], natively (OpenSSL's HKDF) in parallel."""
     if not 1 <= length <= 255 * 32:
-        raise InvalidArgument("length", f"must be in [1, {255 * 32}], got {length}")
+        raise InvalidArgument("length", f"must be in [1, {255 * 32}], got {int_repr(length)}")
     if any(not 0 < len(info) <= _MAX_INFO for info in infos):
         # empty: OpenSSL 3.0's HKDF mishandles an empty info on a reused context
         raise InvalidArgument("info", f"must be 1 to {_MAX_INFO} bytes")
@@ -200,8 +205,9 @@ def expand(key: bytes, length: int, bits: int = 32) -> RingArray:
     dtype = ring_dtype(bits)
     if type(key) is not bytes or len(key) != KEY_SIZE:
         raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
-    if type(length) is not int or length < 0:
-        raise InvalidArgument("length", f"must be an int >= 0, got {length!r}")
+    length = as_int(length, "length")
+    if not 0 <= length <= MAX_VECTOR_LENGTH:
+        raise InvalidArgument("length", f"must be in [0, 2**36], got {int_repr(length)}")
     out = np.empty(length, dtype=dtype)
     if length:
         rc = _k.keystream(np.frombuffer(key, dtype=np.uint8), out.view(np.uint8), 0)
@@ -374,6 +380,8 @@ def quantize(
     """
     xs = _float_vector(x)
     view, width = _ring(out)
+    scale, clip = as_finite_float(scale, "scale"), as_finite_float(clip, "clip")
+    weight = as_int(weight, "weight")
     if out.shape[0] < xs.shape[0]:
         raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
     rk = os.urandom(KEY_SIZE) if key is None else key

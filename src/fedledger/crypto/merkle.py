@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from fedledger._ext import rebuild_error
 from fedledger.crypto._args import as_bytes as _bytes
-from fedledger.crypto._args import as_int
+from fedledger.crypto._args import as_int, int_repr
 from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidProof
 
@@ -62,9 +62,9 @@ def _index(value: object, argument: str) -> int:
     """A non-negative int below 2**63 (bools rejected), or a typed error naming the argument."""
     value = as_int(value, argument)
     if value < 0:
-        raise InvalidArgument(argument, f"must be >= 0, got {value}")
+        raise InvalidArgument(argument, f"must be >= 0, got {int_repr(value)}")
     if value > _MAX_SIZE:
-        raise InvalidArgument(argument, f"must be < 2**63, got {value}")
+        raise InvalidArgument(argument, f"must be < 2**63, got {int_repr(value)}")
     return value
 
 
