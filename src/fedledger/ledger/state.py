@@ -150,10 +150,6 @@ def register_kind(kind: str, handler: KindHandler) -> None:
     _KINDS[kind] = handler
 
 
-def known_kinds() -> list[str]:
-    return sorted(_KINDS)
-
-
 def _nothing(state: LedgerState, tx: Transaction) -> None:
     return None
 
