@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import fedledger
 from fedledger import encoding
 from fedledger.errors import (
     FedLedgerError,
@@ -46,12 +48,14 @@ from fedledger.ledger import (
 )
 from ledger_helpers import CHAIN, identity, sites, validator_set, validators
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# The directory holding the fedledger under test (installed, or src/ of a built checkout).
+SRC = str(Path(fedledger.__file__).resolve().parents[1])
+ENV = {**os.environ, "PYTHONPATH": SRC}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedledger", *args], capture_output=True, text=True,
-                          env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}, timeout=120)
+    return subprocess.run([sys.executable, "-m", "fedledger", *args], capture_output=True, text=True, env=ENV,
+                          timeout=120)
 
 
 def note(who: Identity, nonce: int, chain: str = CHAIN) -> Transaction:
@@ -154,7 +158,7 @@ def test_a_second_writer_gets_a_typed_error_and_readers_still_work(tmp_path: Pat
                 print("locked")
             with Ledger.open({str(path)!r}, read_only=True) as r:
                 print(r.height)
-        """)], capture_output=True, text=True, env={"PYTHONPATH": SRC}, timeout=60)
+        """)], capture_output=True, text=True, env=ENV, timeout=60)
         assert child.stdout.split() == ["locked", "1"], child.stderr
         writer.submit(note(sites(2)[0], 1))
         writer.commit()
