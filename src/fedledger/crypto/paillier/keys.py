@@ -27,8 +27,18 @@ from fedledger.crypto.paillier._common import (
     _check_rows,
     _int_bytes,
 )
-from fedledger.crypto.paillier.packing import PackingLayout, _float_vector, _int_vector, _unpack_checked
-from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidCiphertext, KeyMismatch
+from fedledger.crypto.paillier.packing import (
+    PackingLayout,
+    _float_vector,
+    _int_vector,
+    _unpack_checked,
+)
+from fedledger.errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    InvalidCiphertext,
+    KeyMismatch,
+)
 
 try:
     from fedledger._ext import _paillier as _k
