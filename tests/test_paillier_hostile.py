@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedledger.crypto import paillier as P
+from fedledger.crypto.paillier import interop
 from fedledger.errors import (
     FedLedgerError,
     InvalidArgument,
@@ -299,11 +300,11 @@ def test_value_count_and_text_length_are_bounded(
 ) -> None:
     pk, _ = keys
     one = [str(pk.encrypt(1).ciphertext()), 0]
-    monkeypatch.setattr(P, "MAX_PHE_VALUES", 3)
+    monkeypatch.setattr(interop, "MAX_PHE_VALUES", 3)
     P.encrypted_numbers_from_json(_phe_json(pk, [one] * 3), insecure_for_tests=True)
     with pytest.raises(InvalidArgument, match="more than 3"):
         P.encrypted_numbers_from_json(_phe_json(pk, [one] * 4), insecure_for_tests=True)
-    monkeypatch.setattr(P, "MAX_JSON_CHARS", 1000)
+    monkeypatch.setattr(interop, "MAX_JSON_CHARS", 1000)
     with pytest.raises(InvalidArgument, match="more than the 1000"):
         P.encrypted_numbers_from_json(_phe_json(pk, [one] * 3) + " " * 1000, insecure_for_tests=True)
     with pytest.raises(InvalidArgument, match="more than"):

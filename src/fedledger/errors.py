@@ -28,6 +28,7 @@ __all__ = [
     "LayoutMismatch",
     "LedgerLocked",
     "MalformedTransaction",
+    "MissingDependency",
     "NotALedger",
     "NotFound",
     "OversizedPayload",
@@ -236,3 +237,14 @@ class SecAggError(FedLedgerError):
 class RoundFailed(SecAggError):
     """The secure-aggregation round cannot complete: too many dropouts for the threshold, or a
     secret that cannot be reconstructed. Nothing about the sum is revealed."""
+
+
+# -- optional dependencies ---------------------------------------------------------------------
+
+class MissingDependency(FedLedgerError, ImportError):
+    """A call needs an optional package that is not installed. ``name`` is the package,
+    ``extra`` the fedledger extra that installs it (``pip install 'fedledger[extra]'``)."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(f"{package} is needed for {purpose}: pip install 'fedledger[{extra}]'", name=package)
+        self.extra = extra
