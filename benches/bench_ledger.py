@@ -26,17 +26,26 @@ def setup():
     vals = [Identity.generate(f"validator-{i}") for i in range(4)]
     sites = [Identity.generate(f"hospital-{i}") for i in range(N_SITES)]
     payload = {"model": "x" * 120, "round": 1, "hash": b"\x01" * 32}  # ~200 bytes encoded
-    txs = [Transaction.create(sites[i % N_SITES], kind="note", payload=payload, nonce=i // N_SITES, chain_id=CHAIN)
-           for i in range(N_TX)]
+    txs = [
+        Transaction.create(sites[i % N_SITES], kind="note", payload=payload, nonce=i // N_SITES, chain_id=CHAIN)
+        for i in range(N_TX)
+    ]
     vs = ValidatorSet({v.verify_key: s for v, s in zip(vals, [40, 30, 20, 10])})
     return vals, sites, vs, txs
 
 
 def _ingest(path: Path, vals, sites, vs, txs, durability: str) -> Ledger:
-    ledger = Ledger.open(path, chain_id=CHAIN, validators=vs, local_validators=vals,
-                         members=[s.card() for s in sites], durability=durability, max_block_txs=PER_BLOCK)
+    ledger = Ledger.open(
+        path,
+        chain_id=CHAIN,
+        validators=vs,
+        local_validators=vals,
+        members=[s.card() for s in sites],
+        durability=durability,
+        max_block_txs=PER_BLOCK,
+    )
     for start in range(0, len(txs), PER_BLOCK):
-        results = ledger.submit_many(txs[start:start + PER_BLOCK])
+        results = ledger.submit_many(txs[start : start + PER_BLOCK])
         assert results[-1].accepted
         ledger.commit()
     return ledger

@@ -65,6 +65,7 @@ def pymerkle_root(leaves: list[bytes]) -> bytes:
 
 # --- root of 10^6 32-byte leaves -------------------------------------------------------------
 
+
 @pytest.mark.benchmark(group="root-1e6")
 def test_root_fedledger_list(benchmark, leaves_1m, expected_root_1m):
     assert benchmark(merkle.root, leaves_1m) == expected_root_1m
@@ -89,6 +90,7 @@ def test_root_pymerkle(benchmark, leaves_1m, expected_root_1m):
 
 
 # --- inclusion proofs at 10^6 -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trees_1m(leaves_1m):
@@ -147,6 +149,7 @@ def test_verify_pymerkle(benchmark, trees_1m, leaves_1m):
 
 
 # --- appending 10^5 leaves one by one ---------------------------------------------------------
+
 
 @pytest.mark.benchmark(group="append-1e5")
 def test_append_fedledger(benchmark):

@@ -91,7 +91,9 @@ def test_add_phe_integer_encodings(benchmark: Any, keys: Any) -> None:
 
 def test_decrypt_fedledger(benchmark: Any, keys: Any) -> None:
     pk, sk, _, _ = keys
-    a = pk.encrypt_vector(np.random.default_rng(3).uniform(-1, 1, _ours_count(pk)), bits=BITS, max_summands=MAX_SUMMANDS)
+    a = pk.encrypt_vector(
+        np.random.default_rng(3).uniform(-1, 1, _ours_count(pk)), bits=BITS, max_summands=MAX_SUMMANDS
+    )
     benchmark.pedantic(lambda: sk.decrypt_vector(a), rounds=3, iterations=1)
     _per_element(benchmark, len(a))
 

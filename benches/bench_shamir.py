@@ -12,7 +12,6 @@ commitment.
 
 from __future__ import annotations
 
-
 import pytest
 
 from fedledger.crypto import shamir

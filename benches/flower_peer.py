@@ -40,12 +40,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.compat.common import recorddict_compat as compat
-from flwr.client.mod import secaggplus_mod
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=no-name-in-module
 from flwr.server import LegacyContext, ServerConfig, SimpleClientManager
 from flwr.server.compat.grid_client_proxy import GridClientProxy
@@ -100,9 +100,7 @@ class _Client:
         self.node_id = node_id
         self.update = update
         self.weight = weight
-        self.context = Context(
-            run_id=RUN_ID, node_id=node_id, node_config={}, state=RecordDict(), run_config={}
-        )
+        self.context = Context(run_id=RUN_ID, node_id=node_id, node_config={}, state=RecordDict(), run_config={})
 
     def _train(self, msg: Message, context: Context) -> Message:
         fitres = FitRes(
@@ -168,9 +166,7 @@ class InProcessGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self.replies.pop(i) for i in message_ids if i in self.replies]
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         # Every live client has answered by the time push_messages returns: one pull suffices.
         return self.pull_messages(self.push_messages(messages))
 
@@ -272,15 +268,11 @@ def run_round(
         )
 
     with _server_identity(), _seeded(seed):
-        strategy = FedAvg(
-            fraction_fit=1.0, min_fit_clients=n, min_available_clients=n, fraction_evaluate=0.0
-        )
+        strategy = FedAvg(fraction_fit=1.0, min_fit_clients=n, min_available_clients=n, fraction_evaluate=0.0)
         manager = SimpleClientManager()
         for c in clients:
             manager.register(GridClientProxy(c.node_id, grid, RUN_ID))
-        base = Context(
-            run_id=RUN_ID, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={}
-        )
+        base = Context(run_id=RUN_ID, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={})
         context = LegacyContext(
             context=base, config=ServerConfig(num_rounds=1), strategy=strategy, client_manager=manager
         )
@@ -293,9 +285,7 @@ def run_round(
         workflow(grid, context)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
 
-    params = compat.arrayrecord_to_parameters(
-        context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
-    )
+    params = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
     got = parameters_to_ndarrays(params)[0]
     alive = [c for c in clients if c.node_id not in grid.dropped]
     ref = sum(c.update.astype(np.float64) for c in alive) / len(alive)  # equal weights

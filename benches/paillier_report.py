@@ -57,7 +57,9 @@ def main() -> None:
     ap.add_argument("--params", type=int, default=1_000_000)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--phe-elements", type=int, default=24)
-    ap.add_argument("--ciphertexts", type=int, default=96, help="fedledger ciphertexts per encryption/decryption timing")
+    ap.add_argument(
+        "--ciphertexts", type=int, default=96, help="fedledger ciphertexts per encryption/decryption timing"
+    )
     ap.add_argument("--add-ciphertexts", type=int, default=2048, help="fedledger ciphertexts per addition timing")
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
@@ -69,7 +71,9 @@ def main() -> None:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    print(f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.python_implementation()} {platform.python_version()}")
+    print(
+        f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.python_implementation()} {platform.python_version()}"
+    )
     print(f"fedledger {info['version']}: GMP {info['gmp']}, OpenMP {info['openmp']}, threads {info['num_threads']}")
     print(f"phe {phe.__version__ if hasattr(phe, '__version__') else '?'} with gmpy2: {phe.util.HAVE_GMP}")
 
@@ -104,14 +108,22 @@ def main() -> None:
     qa = [ppk.encrypt(int(v * 32767)) for v in xp]
     qb = [ppk.encrypt(int(v * 32767)) for v in yp]
     cases = [
-        ("encryption", lambda: pk.encrypt_vector(x, bits=BITS, max_summands=MAX_SUMMANDS), n_ours,
-         lambda: [ppk.encrypt(v) for v in xp], args.reps),
-        ("homomorphic addition", lambda: big_a + big_b, n_add,
-         lambda: [u + v for u, v in zip(pa, pb)], args.reps * 4),
-        ("homomorphic addition (phe with integer encodings)", lambda: big_a + big_b, n_add,
-         lambda: [u + v for u, v in zip(qa, qb)], args.reps * 4),
-        ("decryption", lambda: sk.decrypt_vector(ea), n_ours,
-         lambda: [psk.decrypt(v) for v in pa], args.reps),
+        (
+            "encryption",
+            lambda: pk.encrypt_vector(x, bits=BITS, max_summands=MAX_SUMMANDS),
+            n_ours,
+            lambda: [ppk.encrypt(v) for v in xp],
+            args.reps,
+        ),
+        ("homomorphic addition", lambda: big_a + big_b, n_add, lambda: [u + v for u, v in zip(pa, pb)], args.reps * 4),
+        (
+            "homomorphic addition (phe with integer encodings)",
+            lambda: big_a + big_b,
+            n_add,
+            lambda: [u + v for u, v in zip(qa, qb)],
+            args.reps * 4,
+        ),
+        ("decryption", lambda: sk.decrypt_vector(ea), n_ours, lambda: [psk.decrypt(v) for v in pa], args.reps),
     ]
     for name, f_ours, count, f_phe, reps in cases:
         t_ours, t_phe, ratio = paired(f_ours, f_phe, reps)
@@ -124,7 +136,9 @@ def main() -> None:
     }
 
     print()
-    print("| operation (per element) | phe + gmpy2 | fedledger | speed-up (ratio of medians) | median of paired ratios | target |")
+    print(
+        "| operation (per element) | phe + gmpy2 | fedledger | speed-up (ratio of medians) | median of paired ratios | target |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, tp, to, pr in rows:
         print(f"| {name} | {tp * 1e6:,.2f} µs | {to * 1e6:,.4f} µs | {tp / to:,.0f}x | {pr:,.0f}x | {targets[name]}x |")
@@ -154,11 +168,15 @@ def main() -> None:
     assert np.array_equal(out, expect)
     print("| step | time | bytes |")
     print("| --- | ---: | ---: |")
-    print(f"| client encrypt (per client) | {t_enc:.2f} s | {len(blobs[0]):,} per client ({encs[0].num_ciphertexts:,} ciphertexts) |")
+    print(
+        f"| client encrypt (per client) | {t_enc:.2f} s | {len(blobs[0]):,} per client ({encs[0].num_ciphertexts:,} ciphertexts) |"
+    )
     print(f"| server parse + validate (per client) | {t_parse:.2f} s | |")
     print(f"| server sum of {k} | {t_sum:.2f} s | {total.nbytes:,} result |")
     print(f"| decrypt | {t_dec:.2f} s | plaintext {n * 8:,} (float64) |")
-    print(f"| phe (estimated from the per-element times above) | {n * rows[0][1] / 3600:.1f} h to encrypt one client | {n * pk.c_bytes:,} per client as raw 4096-bit ciphertexts (~{n * pk.c_bytes / 2**20:.0f} MiB) |")
+    print(
+        f"| phe (estimated from the per-element times above) | {n * rows[0][1] / 3600:.1f} h to encrypt one client | {n * pk.c_bytes:,} per client as raw 4096-bit ciphertexts (~{n * pk.c_bytes / 2**20:.0f} MiB) |"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Print a markdown table (median, ops/s, ratio to fedledger) from pytest-benchmark JSON files.
 
-    python benches/report.py .benchmarks/merkle.json [more.json ...]
+python benches/report.py .benchmarks/merkle.json [more.json ...]
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ def main(paths: list[str]) -> None:
         for b in data["benchmarks"]:
             groups[b["group"]].append((b["name"], b["stats"]["median"], b["stats"]["rounds"]))
     if machine:
-        print(f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, "
-              f"{machine.get('cpu', {}).get('count', '?')} cores, Python {machine.get('python_version')}\n")
+        print(
+            f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, "
+            f"{machine.get('cpu', {}).get('count', '?')} cores, Python {machine.get('python_version')}\n"
+        )
     print("| group | bench | median | rounds | ratio (peer / fedledger) |")
     print("| --- | --- | --- | --- | --- |")
     for group, rows in groups.items():

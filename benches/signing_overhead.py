@@ -59,7 +59,9 @@ def main(reps: int) -> None:
         for threads in (1, 2):
             fedledger.set_num_threads(threads)
             rows.append((f"verify_batch t={threads}", *timed(lambda: signing.verify_batch(vks, msgs, sigs))))
-            rows.append((f"bare kernel  t={threads}", *timed(lambda: _k.verify_batch(keys, tmsgs, tsigs, out, threads))))
+            rows.append(
+                (f"bare kernel  t={threads}", *timed(lambda t=threads: _k.verify_batch(keys, tmsgs, tsigs, out, t)))
+            )
             assert (out == _k.VALID).all()
         rows.append(("cryptography loop", *timed(loop)))
     for name, wall, load_ in rows:

@@ -40,8 +40,10 @@ PASSWORD = "quickstart: use a real secret"
 
 def main(path: Path) -> None:
     info = fedledger.build_info()
-    print(f"fedledger {info['version']}: {info['openssl']}, GMP {info['gmp']}, libsodium {info.get('libsodium', '?')}, "
-          f"OpenMP {'on' if info['openmp'] else 'off'}, {info['num_threads']} threads")
+    print(
+        f"fedledger {info['version']}: {info['openssl']}, GMP {info['gmp']}, libsodium {info.get('libsodium', '?')}, "
+        f"OpenMP {'on' if info['openmp'] else 'off'}, {info['num_threads']} threads"
+    )
 
     # Keys live in files next to the ledger, so a second run reopens the same consortium.
     keys = path.with_name(path.name + ".keys")
@@ -49,8 +51,13 @@ def main(path: Path) -> None:
     validators = [identity(keys, f"validator-{i}") for i in range(4)]
     stakes = ValidatorSet({v.verify_key: s for v, s in zip(validators, [40, 30, 20, 10])})
     hospitals = [identity(keys, name) for name in ("hospital-a", "hospital-b", "research-site")]
-    ledger = Ledger.open(path, chain_id="quickstart", validators=stakes, local_validators=validators,
-                         members=[h.card() for h in hospitals])
+    ledger = Ledger.open(
+        path,
+        chain_id="quickstart",
+        validators=stakes,
+        local_validators=validators,
+        members=[h.card() for h in hospitals],
+    )
     first_block = ledger.height + 1
 
     # Each access is recorded as a hash of the audit event: the patient data stays at the site.
@@ -63,17 +70,22 @@ def main(path: Path) -> None:
             for i in range(200):
                 event = {"site": h.name, "action": "read", "record": f"patient-{block}-{i}"}
                 digest = hashlib.sha256(json.dumps(event, sort_keys=True).encode()).digest()
-                batch.append(Transaction.create(h, kind="note", payload={"access": digest}, nonce=nonce + i,
-                                                chain_id="quickstart"))
+                batch.append(
+                    Transaction.create(
+                        h, kind="note", payload={"access": digest}, nonce=nonce + i, chain_id="quickstart"
+                    )
+                )
         results = ledger.submit_many(batch)
         assert all(r.accepted for r in results)
         ledger.commit()
         events += len(batch)
     elapsed = time.perf_counter() - t0
     head = ledger.tree_head()
-    print(f"{events:,} transactions signed by the sites and committed in {ledger.height - first_block + 1} "
-          f"durable blocks (blocks {first_block}-{ledger.height}) in {elapsed:.2f} s; "
-          f"log root {head.log_root.hex()[:16]}...")
+    print(
+        f"{events:,} transactions signed by the sites and committed in {ledger.height - first_block + 1} "
+        f"durable blocks (blocks {first_block}-{ledger.height}) in {elapsed:.2f} s; "
+        f"log root {head.log_root.hex()[:16]}..."
+    )
 
     # An auditor holding only the receipt and its trust anchor (the chain id and the genesis
     # validators, from `fedledger ledger genesis`) checks it offline.
@@ -81,8 +93,10 @@ def main(path: Path) -> None:
     tx = list(ledger.transactions(sender=hospitals[1].verify_key))[-1]
     receipt = ledger.prove(tx.id).to_json()
     proved = verify_receipt(receipt, **anchor)
-    print(f"receipt for {proved.id.hex()[:16]}... by {hospitals[1].name}: verified offline "
-          f"({len(receipt):,} bytes of JSON)")
+    print(
+        f"receipt for {proved.id.hex()[:16]}... by {hospitals[1].name}: verified offline "
+        f"({len(receipt):,} bytes of JSON)"
+    )
 
     forged = json.loads(receipt)
     forged["log_index"] += 1

@@ -22,17 +22,33 @@ TIME_LIMIT = 2.0
 
 def identity(i: int) -> Identity:
     """A deterministic identity (fixed seeds), so encodings are the same on every run."""
-    return Identity(f"hospital-{i}", SigningKey.from_bytes(bytes([i + 1]) * 32),
-                    AgreementKey.from_bytes(bytes([i + 101]) * 32))
+    return Identity(
+        f"hospital-{i}", SigningKey.from_bytes(bytes([i + 1]) * 32), AgreementKey.from_bytes(bytes([i + 101]) * 32)
+    )
 
 
 def samples() -> dict[str, bytes]:
     """One valid canonical encoding of each core format."""
     alice, bob = identity(0), identity(1)
-    tx = Transaction.create(alice, kind="model.update", nonce=7, chain_id="consortium-1",
-                            payload={"round": 3, "digest": bytes(range(32)), "weights": [1, -2, 3.5, None, True]})
-    header = BlockHeader("consortium-1", 5, bytes(32), bytes(range(32)), 1, 9, bytes([7]) * 32,
-                         bytes([8]) * 32, alice.verify_key.to_bytes(), 1_700_000_000_000)
+    tx = Transaction.create(
+        alice,
+        kind="model.update",
+        nonce=7,
+        chain_id="consortium-1",
+        payload={"round": 3, "digest": bytes(range(32)), "weights": [1, -2, 3.5, None, True]},
+    )
+    header = BlockHeader(
+        "consortium-1",
+        5,
+        bytes(32),
+        bytes(range(32)),
+        1,
+        9,
+        bytes([7]) * 32,
+        bytes([8]) * 32,
+        alice.verify_key.to_bytes(),
+        1_700_000_000_000,
+    )
     votes = [Vote.create(alice, header), Vote.create(bob, header)]
     return {
         "transaction": tx.to_bytes(),

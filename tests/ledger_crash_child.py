@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import sys
 
-from fedledger import Ledger, Transaction
 from ledger_helpers import CHAIN, sites, validator_set, validators
+
+from fedledger import Ledger, Transaction
 
 
 def main(path: str) -> None:
     vals = validators()
     people = sites(2)
-    ledger = Ledger.open(path, chain_id=CHAIN, validators=validator_set(vals), local_validators=vals,
-                         members=[p.card() for p in people], durability="full")
+    ledger = Ledger.open(
+        path,
+        chain_id=CHAIN,
+        validators=validator_set(vals),
+        local_validators=vals,
+        members=[p.card() for p in people],
+        durability="full",
+    )
     print("ready", ledger.height, flush=True)
     while True:
         batch = []
         for p in people:
             n = ledger.next_nonce(p)
-            batch += [Transaction.create(p, kind="note", payload={"h": ledger.height, "i": i}, nonce=n + i,
-                                         chain_id=CHAIN) for i in range(5)]
+            batch += [
+                Transaction.create(p, kind="note", payload={"h": ledger.height, "i": i}, nonce=n + i, chain_id=CHAIN)
+                for i in range(5)
+            ]
         assert all(r.accepted for r in ledger.submit_many(batch))
         block = ledger.commit()
         sys.stdout.write(f"committed {block.height}\n")  # one write: a kill leaves no half line

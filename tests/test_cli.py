@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from ledger_helpers import CHAIN, sites, validator_set, validators
 
 from fedledger import Ledger, Transaction
-from ledger_helpers import CHAIN, sites, validator_set, validators
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -22,9 +22,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def ledger_file(tmp_path: Path) -> tuple[Path, list[Transaction]]:
     path = tmp_path / "l.db"
     vals, people = validators(), sites(2)
-    txs = [Transaction.create(p, kind="note", payload={"i": i}, nonce=i, chain_id=CHAIN) for i in range(3) for p in people]
-    with Ledger.open(path, chain_id=CHAIN, validators=validator_set(vals), local_validators=vals,
-                     members=[p.card() for p in people]) as ledger:
+    txs = [
+        Transaction.create(p, kind="note", payload={"i": i}, nonce=i, chain_id=CHAIN) for i in range(3) for p in people
+    ]
+    with Ledger.open(
+        path, chain_id=CHAIN, validators=validator_set(vals), local_validators=vals, members=[p.card() for p in people]
+    ) as ledger:
         ledger.submit_many(txs[:4])
         ledger.commit()
         ledger.submit_many(txs[4:])
@@ -110,8 +113,9 @@ def test_prove_says_why_a_refused_or_pending_transaction_has_no_receipt() -> Non
     from fedledger.errors import NotFound
 
     vals, people = validators(), sites(1)
-    ledger = Ledger.memory(chain_id=CHAIN, validators=validator_set(vals), local_validators=vals,
-                           members=[p.card() for p in people])
+    ledger = Ledger.memory(
+        chain_id=CHAIN, validators=validator_set(vals), local_validators=vals, members=[p.card() for p in people]
+    )
     refused = Transaction.create(people[0], kind="note", payload=1, nonce=5, chain_id=CHAIN)
     pending = Transaction.create(people[0], kind="note", payload=2, nonce=0, chain_id=CHAIN)
     assert [r.accepted for r in ledger.submit_many([refused, pending])] == [False, True]

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ["fedledger", "fedledger.crypto.merkle", "fedledger.crypto.shamir", "fedledger.crypto.masking", "fedledger.secagg"]
+MODULES = [
+    "fedledger",
+    "fedledger.crypto.merkle",
+    "fedledger.crypto.shamir",
+    "fedledger.crypto.masking",
+    "fedledger.secagg",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -38,10 +44,25 @@ def test_every_test_that_the_security_docs_cite_exists() -> None:
 
 def test_docs_speak_of_the_repository_alone() -> None:
     """No issue numbers, process words or paths outside the repository in what users read."""
-    pages = [*DOCS.glob("*.md"), DOCS.parent / "README.md", DOCS.parent / "CHANGELOG.md",
-             TESTS / "vectors" / "README.md"]
-    forbidden = [r"\bissue\s*#?\d", r"\(issue\b", r"\bissue's\b", r"#\d{2,}", r"/work/", r"/root/", r"\.\./shared",
-                 r"\bthe lead\b", r"\bnot met\b", r"\bsession's\b", r"\bprevious session\b"]
+    pages = [
+        *DOCS.glob("*.md"),
+        DOCS.parent / "README.md",
+        DOCS.parent / "CHANGELOG.md",
+        TESTS / "vectors" / "README.md",
+    ]
+    forbidden = [
+        r"\bissue\s*#?\d",
+        r"\(issue\b",
+        r"\bissue's\b",
+        r"#\d{2,}",
+        r"/work/",
+        r"/root/",
+        r"\.\./shared",
+        r"\bthe lead\b",
+        r"\bnot met\b",
+        r"\bsession's\b",
+        r"\bprevious session\b",
+    ]
     for page in pages:
         text = page.read_text()
         for pattern in forbidden:

@@ -11,10 +11,10 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import cbor_ref
 
 from fedledger import encoding
 from fedledger.errors import EncodingError
-from reference import cbor_ref
 
 scalars = (
     st.none()
@@ -167,9 +167,11 @@ def test_decode_of_random_bytes_is_strict(data: bytes) -> None:
 bad_scalars = st.sampled_from([float("nan"), 2**64, -(2**64) - 1, bytearray(b"x"), {1}, 1.5j, True.__class__])
 anything = st.recursive(
     scalars | bad_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.lists(children, max_size=4).map(tuple)
-    | st.dictionaries(st.text(max_size=5) | st.integers(0, 3), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=5) | st.integers(0, 3), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

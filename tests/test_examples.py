@@ -20,8 +20,9 @@ SECAGG = Path(__file__).resolve().parents[1] / "examples" / "secure_aggregation.
 
 def test_quickstart_runs_end_to_end_twice_on_one_file(tmp_path: Path) -> None:
     for run, blocks in ((1, "1-5"), (2, "6-10")):
-        out = subprocess.run([sys.executable, str(QUICKSTART), str(tmp_path / "q.db")],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, str(QUICKSTART), str(tmp_path / "q.db")], capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr
         lines = out.stdout.splitlines()
         assert f"3,000 transactions signed by the sites and committed in 5 durable blocks (blocks {blocks})" in lines[1]
@@ -40,8 +41,14 @@ def test_readme_python_snippets_run_twice_in_one_directory(tmp_path: Path) -> No
     assert snippets
     for _ in range(2):
         for code in snippets:
-            out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                                 timeout=300, env={**os.environ, "PYTHONPATH": PACKAGE_ROOT})
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+            )
             assert out.returncode == 0, f"{code}\n{out.stderr}"
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from hostile import identity, only_fedledger_errors, replace_field, samples
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,7 +34,6 @@ from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument, Mal
 from fedledger.identity import IdentityCard
 from fedledger.ledger.block import BlockHeader, Certificate, Evidence, Vote
 from fedledger.ledger.transaction import MAX_TRANSACTION_BYTES, Transaction, wire_frame
-from hostile import identity, only_fedledger_errors, replace_field, samples
 
 SAMPLES = samples()
 TX = Transaction.from_bytes(SAMPLES["transaction"])
@@ -41,16 +41,26 @@ TX_BODY = encoding.decode(TX.body)
 
 #: Every decoder of bytes, by the name of the sample it parses.
 DECODERS: dict[str, list[Callable[[bytes], object]]] = {
-    "transaction": [Transaction.from_bytes, Transaction.from_authenticated_bytes, encoding.decode,
-                    encoding.decode_authenticated],
+    "transaction": [
+        Transaction.from_bytes,
+        Transaction.from_authenticated_bytes,
+        encoding.decode,
+        encoding.decode_authenticated,
+    ],
     "header": [BlockHeader.from_bytes, encoding.decode, encoding.decode_authenticated],
     "vote": [Vote.from_bytes, encoding.decode],
     "certificate": [Certificate.from_bytes, encoding.decode],
     "card": [IdentityCard.from_bytes, encoding.decode],
 }
 ALL_DECODERS: list[Callable[[bytes], object]] = [
-    encoding.decode, encoding.decode_authenticated, Transaction.from_bytes, Transaction.from_authenticated_bytes,
-    BlockHeader.from_bytes, Vote.from_bytes, Certificate.from_bytes, IdentityCard.from_bytes,
+    encoding.decode,
+    encoding.decode_authenticated,
+    Transaction.from_bytes,
+    Transaction.from_authenticated_bytes,
+    BlockHeader.from_bytes,
+    Vote.from_bytes,
+    Certificate.from_bytes,
+    IdentityCard.from_bytes,
 ]
 CASES = [(name, fn) for name, fns in DECODERS.items() for fn in fns]
 CASE_IDS = [f"{name}-{fn.__qualname__}" for name, fn in CASES]
@@ -65,15 +75,39 @@ def _nested(depth: int) -> encoding.Value:
 
 #: Values of every other type, out of range, huge or deep, to put in place of one field.
 WRONG_VALUES: list[encoding.Value] = [
-    None, True, False, 0, -1, 2**63, 2**64 - 1, -(2**64), 1.5, float("inf"), -0.0,
-    "", "x" * 300, "\n\x00", "\u202e", b"", b"\x00" * 31, b"\xff" * 33, b"\x00" * 65,
-    [], [b"\x00" * 32, b"\x00" * 64], {}, {"type": "fedledger.tx/1"},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    2**64 - 1,
+    -(2**64),
+    1.5,
+    float("inf"),
+    -0.0,
+    "",
+    "x" * 300,
+    "\n\x00",
+    "\u202e",
+    b"",
+    b"\x00" * 31,
+    b"\xff" * 33,
+    b"\x00" * 65,
+    [],
+    [b"\x00" * 32, b"\x00" * 64],
+    {},
+    {"type": "fedledger.tx/1"},
     _nested(60),
 ]
 
 model_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**64), max_value=2**64 - 1)
-    | st.floats(allow_nan=False) | st.text(max_size=20) | st.binary(max_size=70)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=70)
 )
 model_values = st.recursive(
     model_scalars,
@@ -238,7 +272,9 @@ def test_certificate_checks_key_and_signature_sizes() -> None:
 def test_header_integers_are_bounded() -> None:
     value, _ = _fields("header")
     for key in ("height", "tx_count", "log_size", "time"):
-        assert isinstance(only_fedledger_errors(BlockHeader.from_bytes, replace_field(value, key, 2**63)), EncodingError)
+        assert isinstance(
+            only_fedledger_errors(BlockHeader.from_bytes, replace_field(value, key, 2**63)), EncodingError
+        )
 
 
 # -- giant declared lengths ---------------------------------------------------------------------
@@ -255,8 +291,13 @@ def test_giant_declared_length_is_rejected_cheaply(major: int) -> None:
     tracemalloc.start()
     try:
         for n in GIANT:
-            for data in (_head(major, n), _head(major, n) + b"\x00" * 64, b"\x81" + _head(major, n),
-                         b"\x82" + _head(major, n) + b"\x00", bytes([major << 5 | 26]) + min(n, 2**32 - 1).to_bytes(4, "big")):
+            for data in (
+                _head(major, n),
+                _head(major, n) + b"\x00" * 64,
+                b"\x81" + _head(major, n),
+                b"\x82" + _head(major, n) + b"\x00",
+                bytes([major << 5 | 26]) + min(n, 2**32 - 1).to_bytes(4, "big"),
+            ):
                 for fn in ALL_DECODERS:
                     assert only_fedledger_errors(fn, data) is not None
         assert tracemalloc.get_traced_memory()[1] < 64 << 20
@@ -274,6 +315,7 @@ def test_oversized_payload_is_rejected_as_at_creation() -> None:
     """A wire transaction under the size limit whose payload is over MAX_PAYLOAD_BYTES."""
     from fedledger.errors import OversizedPayload
     from fedledger.ledger.transaction import MAX_PAYLOAD_BYTES
+
     for size in (MAX_PAYLOAD_BYTES - 5, MAX_PAYLOAD_BYTES - 4, MAX_PAYLOAD_BYTES - 3, MAX_PAYLOAD_BYTES + 500):
         payload = b"\x00" * size
         wire = _tx_with("payload", payload)
@@ -285,6 +327,7 @@ def test_oversized_payload_is_rejected_as_at_creation() -> None:
 
 def test_oversized_transaction_is_rejected_before_decoding() -> None:
     from fedledger.errors import OversizedPayload
+
     big = wire_frame(b"\x00" * MAX_TRANSACTION_BYTES, TX.signature)
     big += bytes(-len(big) % 8)
     for view in (big, memoryview(big).cast("Q")):  # a cast view's len() counts 8-byte items
@@ -370,7 +413,9 @@ def test_invalid_utf8_text_raises_encoding_error() -> None:
 def test_invalid_utf8_in_a_text_field_raises_typed_error(name: str) -> None:
     """Replace the bytes of a text field (same length, so the framing stays valid)."""
     data = SAMPLES[name]
-    text = {"transaction": b"consortium-1", "header": b"consortium-1", "vote": b"consortium-1", "card": b"hospital-0"}[name]
+    text = {"transaction": b"consortium-1", "header": b"consortium-1", "vote": b"consortium-1", "card": b"hospital-0"}[
+        name
+    ]
     assert text in data
     for bad in BAD_UTF8:
         mutated = data.replace(text, (bad * len(text))[: len(text)], 1)
@@ -388,14 +433,43 @@ def test_lone_surrogate_is_rejected_by_encode() -> None:
 
 T = cbor2.CBORTag
 HOSTILE_TAGS = [
-    T(0, "not a date"), T(0, 5), T(1, 2**64 - 1), T(1, float("inf")), T(1, "x"),
-    T(2, b"\xff" * 5000), T(3, b"\xff" * 5000), T(2, "x"),
-    T(4, [2**64 - 1, 1]), T(4, ["a", 1]), T(5, [2**64 - 1, 1]), T(5, [-(2**64), 1]),
-    T(25, 5), T(256, T(25, 100)), T(28, [T(29, 0)]), T(29, 2**64 - 1), T(28, T(28, 1)),
-    T(30, [1, 0]), T(30, ["a"]), T(35, "("), T(35, "(a+)+$"), T(35, 1), T(36, "Content-Type: x\n\nbody"),
-    T(37, b"x"), T(52, [1, 2, 3]), T(54, b"x" * 100), T(100, 2**64 - 1), T(1004, "x"),
-    T(258, [[1]]), T(258, 5), T(260, b"xxxxx"), T(261, {b"x": 1}), T(43000, [1, 2]), T(43000, "x"),
-    T(55799, 1), T(99999, 1), T(2**64 - 1, [1]),
+    T(0, "not a date"),
+    T(0, 5),
+    T(1, 2**64 - 1),
+    T(1, float("inf")),
+    T(1, "x"),
+    T(2, b"\xff" * 5000),
+    T(3, b"\xff" * 5000),
+    T(2, "x"),
+    T(4, [2**64 - 1, 1]),
+    T(4, ["a", 1]),
+    T(5, [2**64 - 1, 1]),
+    T(5, [-(2**64), 1]),
+    T(25, 5),
+    T(256, T(25, 100)),
+    T(28, [T(29, 0)]),
+    T(29, 2**64 - 1),
+    T(28, T(28, 1)),
+    T(30, [1, 0]),
+    T(30, ["a"]),
+    T(35, "("),
+    T(35, "(a+)+$"),
+    T(35, 1),
+    T(36, "Content-Type: x\n\nbody"),
+    T(37, b"x"),
+    T(52, [1, 2, 3]),
+    T(54, b"x" * 100),
+    T(100, 2**64 - 1),
+    T(1004, "x"),
+    T(258, [[1]]),
+    T(258, 5),
+    T(260, b"xxxxx"),
+    T(261, {b"x": 1}),
+    T(43000, [1, 2]),
+    T(43000, "x"),
+    T(55799, 1),
+    T(99999, 1),
+    T(2**64 - 1, [1]),
 ]
 
 
@@ -417,8 +491,22 @@ def test_tag_in_a_transaction_field_is_malformed(tagged: cbor2.CBORTag) -> None:
             assert isinstance(only_fedledger_errors(parse, wire_frame(body, TX.signature)), MalformedTransaction)
 
 
-OUTSIDE_MODEL = [b"\xf7", b"\xf0", b"\xf8\xff", b"\xf9\x7e\x00", b"\xa1\x01\x02", b"\xa1\x41a\x02", b"\xa1\x80\x02",
-                 b"\xa1\xa0\x02", b"\xa1\xf6\x02", b"\xa2\x61a\x01\x61a\x02", b"\x9f\xff", b"\x5f\xff", b"\xff", b"\x1c"]
+OUTSIDE_MODEL = [
+    b"\xf7",
+    b"\xf0",
+    b"\xf8\xff",
+    b"\xf9\x7e\x00",
+    b"\xa1\x01\x02",
+    b"\xa1\x41a\x02",
+    b"\xa1\x80\x02",
+    b"\xa1\xa0\x02",
+    b"\xa1\xf6\x02",
+    b"\xa2\x61a\x01\x61a\x02",
+    b"\x9f\xff",
+    b"\x5f\xff",
+    b"\xff",
+    b"\x1c",
+]
 
 
 @pytest.mark.parametrize("data", OUTSIDE_MODEL, ids=lambda d: d.hex())
@@ -469,20 +557,33 @@ def test_bytes_like_arguments_are_accepted(fn: Callable[[object], object]) -> No
 
 def test_evidence_from_hostile_value_raises_typed_error() -> None:
     vote = SAMPLES["vote"]
-    for value in (None, [], {"first": vote}, {"first": vote, "second": 5}, {"first": "x", "second": vote},
-                  {"first": vote, "second": b"\x81" * 1000}, {"first": vote, "second": vote, "x": 1}):
+    for value in (
+        None,
+        [],
+        {"first": vote},
+        {"first": vote, "second": 5},
+        {"first": "x", "second": vote},
+        {"first": vote, "second": b"\x81" * 1000},
+        {"first": vote, "second": vote, "x": 1},
+    ):
         assert only_fedledger_errors(Evidence.from_value, value) is not None
 
 
 def test_identity_file_with_hostile_fields_raises_typed_error(tmp_path: Any) -> None:
     from fedledger.identity import Identity
+
     path = tmp_path / "identity"
     identity(0).save(path, b"pw")
     good = encoding.decode(path.read_bytes())
     assert isinstance(good, dict) and isinstance(good["kdf"], dict)
-    hostile: list[encoding.Value] = [{**good, "kdf": {**good["kdf"], "n": 32768.0}}, {**good, "kdf": [1]},
-                                     {**good, "kdf": {**good["kdf"], "salt": 5}}, {**good, "card": b"x"},
-                                     {**good, "ed25519": "pem"}, {**good, "ed25519": good["x25519"]}]
+    hostile: list[encoding.Value] = [
+        {**good, "kdf": {**good["kdf"], "n": 32768.0}},
+        {**good, "kdf": [1]},
+        {**good, "kdf": {**good["kdf"], "salt": 5}},
+        {**good, "card": b"x"},
+        {**good, "ed25519": "pem"},
+        {**good, "ed25519": good["x25519"]},
+    ]
     for value in hostile:
         path.write_bytes(encoding.encode(value))
         assert only_fedledger_errors(Identity.load, path, b"pw") is not None, value
@@ -504,10 +605,16 @@ def test_public_keys_from_bytes_of_every_length() -> None:
             assert isinstance(only_fedledger_errors(cls2.from_bytes, value), InvalidArgument)
 
 
-PEMS = [b"", b"garbage", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-        b"-----BEGIN PUBLIC KEY-----\n" + b"A" * 100_000 + b"\n-----END PUBLIC KEY-----\n",
-        b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
-        b"-----BEGIN PRIVATE KEY-----\n\xff\xfe\n-----END PRIVATE KEY-----\n", "text", None]
+PEMS = [
+    b"",
+    b"garbage",
+    b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    b"-----BEGIN PUBLIC KEY-----\n" + b"A" * 100_000 + b"\n-----END PUBLIC KEY-----\n",
+    b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    b"-----BEGIN PRIVATE KEY-----\n\xff\xfe\n-----END PRIVATE KEY-----\n",
+    "text",
+    None,
+]
 
 
 def test_pem_decoders_raise_typed_error() -> None:
@@ -588,12 +695,24 @@ def verify_receipt(document: object) -> object:
     """The receipt check with a trust anchor, so that parsing (not the missing anchor) is exercised."""
     return _verify_receipt(document, chain_id="c", trusted_validators=ValidatorSet({GOOD_KEY: 1}))  # type: ignore[arg-type]
 
+
 GOOD_KEY = identity(0).verify_key.to_bytes()
 
 
 def test_validator_set_from_value_rejects_hostile_lists() -> None:
-    for value in (None, {}, [], [[GOOD_KEY]], [[GOOD_KEY, 1, 2]], [[GOOD_KEY, "1"]], [[GOOD_KEY, -1]],
-                  [[GOOD_KEY, 2**64 - 1]], [[GOOD_KEY, 1.0]], [[b"\x01" * 31, 1]], [[GOOD_KEY, 0]]):
+    for value in (
+        None,
+        {},
+        [],
+        [[GOOD_KEY]],
+        [[GOOD_KEY, 1, 2]],
+        [[GOOD_KEY, "1"]],
+        [[GOOD_KEY, -1]],
+        [[GOOD_KEY, 2**64 - 1]],
+        [[GOOD_KEY, 1.0]],
+        [[b"\x01" * 31, 1]],
+        [[GOOD_KEY, 0]],
+    ):
         assert only_fedledger_errors(ValidatorSet.from_value, value) is not None
 
 
@@ -611,8 +730,7 @@ def test_validator_set_from_value_duplicate_key_is_rejected() -> None:
 
 
 def _genesis_value() -> dict[str, encoding.Value]:
-    return {"type": "fedledger.genesis/1", "chain": "c", "validators": [[GOOD_KEY, 1]],
-            "members": [SAMPLES["card"]]}
+    return {"type": "fedledger.genesis/1", "chain": "c", "validators": [[GOOD_KEY, 1]], "members": [SAMPLES["card"]]}
 
 
 def test_genesis_from_hostile_fields_raises_typed_error() -> None:

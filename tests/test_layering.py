@@ -21,11 +21,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fedledger"
 
 # Floors, lowest first; a module may import its own floor and the ones below.
 FLOORS: dict[str, int] = {
-    "_ext": 1, "errors": 1, "_version": 1,
-    "crypto": 2, "encoding": 2,
+    "_ext": 1,
+    "errors": 1,
+    "_version": 1,
+    "crypto": 2,
+    "encoding": 2,
     "identity": 3,
-    "ledger": 4, "secagg": 4,
-    "__init__": 7, "__main__": 7,
+    "ledger": 4,
+    "secagg": 4,
+    "__init__": 7,
+    "__main__": 7,
 }
 ALLOWED: dict[str, set[str]] = {
     "_ext": {"_ext"},
@@ -81,8 +86,11 @@ def layer_violations(root: Path) -> list[str]:
         rel = path.relative_to(root.parent).with_suffix("")
         module = ".".join(rel.parts)
         package = module if path.stem == "__init__" else module.rsplit(".", 1)[0]
-        own = _part(module.removesuffix(".__init__")) if rel.parts[-1] == "__init__" and len(rel.parts) > 2 \
+        own = (
+            _part(module.removesuffix(".__init__"))
+            if rel.parts[-1] == "__init__" and len(rel.parts) > 2
             else _part(module)
+        )
         if own is None or own not in FLOORS:
             problems.append(f"{rel}: not in a known layer ({own})")
             continue
@@ -106,33 +114,45 @@ def test_the_package_keeps_its_layers() -> None:
 
 def _fake_tree(tmp_path: Path, files: dict[str, str]) -> Path:
     root = tmp_path / "fedledger"
-    for name, body in {"__init__.py": "", "crypto/__init__.py": "", "_ext/__init__.py": "",
-                       "ledger/__init__.py": "", "secagg/__init__.py": "", **files}.items():
+    for name, body in {
+        "__init__.py": "",
+        "crypto/__init__.py": "",
+        "_ext/__init__.py": "",
+        "ledger/__init__.py": "",
+        "secagg/__init__.py": "",
+        **files,
+    }.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(body)
     return root
 
 
-@pytest.mark.parametrize("files, rule", [
-    ({"crypto/merkle.py": "from fedledger.ledger import Ledger\n"}, "crypto may import only"),
-    ({"crypto/merkle.py": "def f():\n    import fedledger.identity\n"}, "crypto may import only"),
-    ({"crypto/merkle.py": "from .. import encoding\n"}, "crypto may import only"),
-    ({"_ext/_k.pyx": "from fedledger.crypto._args cimport check\n"}, "_ext may import only"),
-    ({"_ext/_k.pyx": "cdef int x = 1\nfrom fedledger.errors import InvalidProof\n"}, "_ext may import only"),
-    ({"ledger/state.py": "from fedledger.secagg import server\n"}, "ledger may import only"),
-    ({"secagg/server.py": "from fedledger import ledger\n"}, "secagg may import only"),
-    ({"identity.py": "from fedledger.ledger import Transaction\n"}, "upward"),
-    ({"encoding.py": "import fedledger.secagg.client\n"}, "upward"),
-])
+@pytest.mark.parametrize(
+    "files, rule",
+    [
+        ({"crypto/merkle.py": "from fedledger.ledger import Ledger\n"}, "crypto may import only"),
+        ({"crypto/merkle.py": "def f():\n    import fedledger.identity\n"}, "crypto may import only"),
+        ({"crypto/merkle.py": "from .. import encoding\n"}, "crypto may import only"),
+        ({"_ext/_k.pyx": "from fedledger.crypto._args cimport check\n"}, "_ext may import only"),
+        ({"_ext/_k.pyx": "cdef int x = 1\nfrom fedledger.errors import InvalidProof\n"}, "_ext may import only"),
+        ({"ledger/state.py": "from fedledger.secagg import server\n"}, "ledger may import only"),
+        ({"secagg/server.py": "from fedledger import ledger\n"}, "secagg may import only"),
+        ({"identity.py": "from fedledger.ledger import Transaction\n"}, "upward"),
+        ({"encoding.py": "import fedledger.secagg.client\n"}, "upward"),
+    ],
+)
 def test_a_deliberate_upward_import_fails(tmp_path: Path, files: dict[str, str], rule: str) -> None:
     problems = layer_violations(_fake_tree(tmp_path, files))
     assert len(problems) == 1 and rule in problems[0], problems
 
 
 def test_downward_imports_pass_in_a_fake_tree(tmp_path: Path) -> None:
-    root = _fake_tree(tmp_path, {
-        "crypto/merkle.py": "from fedledger._ext import _merkle\nfrom fedledger.errors import InvalidProof\n",
-        "ledger/state.py": "from fedledger.crypto import merkle\nfrom fedledger import encoding, identity\n",
-        "_ext/_k.pyx": "from fedledger._ext._common cimport x\nimport numpy as np\n",
-    })
+    root = _fake_tree(
+        tmp_path,
+        {
+            "crypto/merkle.py": "from fedledger._ext import _merkle\nfrom fedledger.errors import InvalidProof\n",
+            "ledger/state.py": "from fedledger.crypto import merkle\nfrom fedledger import encoding, identity\n",
+            "_ext/_k.pyx": "from fedledger._ext._common cimport x\nimport numpy as np\n",
+        },
+    )
     assert layer_violations(root) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from ledger_helpers import CHAIN, sites, validator_set, validators
+from reference import rfc9162 as ref
 
 from fedledger import Identity, Ledger, Transaction, ValidatorSet, verify_receipt
 from fedledger.crypto import merkle
@@ -20,8 +22,6 @@ from fedledger.errors import (
     WrongChain,
 )
 from fedledger.ledger import MAX_PAYLOAD_BYTES, Receipt
-from ledger_helpers import CHAIN, sites, validator_set, validators
-from reference import rfc9162 as ref
 
 
 @pytest.fixture
@@ -36,21 +36,27 @@ def people() -> list[Identity]:
 
 @pytest.fixture
 def ledger(vals: list[Identity], people: list[Identity]) -> Ledger:
-    return Ledger.memory(chain_id=CHAIN, validators=validator_set(vals), local_validators=vals,
-                         members=[p.card() for p in people])
+    return Ledger.memory(
+        chain_id=CHAIN, validators=validator_set(vals), local_validators=vals, members=[p.card() for p in people]
+    )
 
 
 def note(who: Identity, nonce: int, payload: object = None, chain: str = CHAIN, kind: str = "note") -> Transaction:
-    return Transaction.create(who, kind=kind, payload={"n": nonce} if payload is None else payload,
-                              nonce=nonce, chain_id=chain)
+    return Transaction.create(
+        who, kind=kind, payload={"n": nonce} if payload is None else payload, nonce=nonce, chain_id=chain
+    )
 
 
 def test_the_issue_example_runs(tmp_path) -> None:
     vals = [Identity.generate(f"validator-{i}") for i in range(4)]
     site = Identity.generate("hospital-a")
-    ledger = Ledger.open(tmp_path / "consortium.db", chain_id="demo",
-                         validators=ValidatorSet({v.verify_key: s for v, s in zip(vals, [40, 30, 20, 10])}),
-                         local_validators=vals, members=[site.card()])
+    ledger = Ledger.open(
+        tmp_path / "consortium.db",
+        chain_id="demo",
+        validators=ValidatorSet({v.verify_key: s for v, s in zip(vals, [40, 30, 20, 10])}),
+        local_validators=vals,
+        members=[site.card()],
+    )
     tx = Transaction.create(site, kind="note", payload={"x": 1}, nonce=0, chain_id="demo")
     results = ledger.submit_many([tx])
     assert [r.accepted for r in results] == [True]
@@ -67,24 +73,40 @@ def test_the_issue_example_runs(tmp_path) -> None:
 def test_submit_many_reports_each_item_and_the_rest_lands(ledger: Ledger, people: list[Identity]) -> None:
     a, b, c = people
     good0, good1 = note(a, 0), note(a, 1)
-    forged = Transaction(good0.chain_id, good0.kind, b.verify_key, 0, good0.payload, good0.signature,
-                         Transaction.body_for(CHAIN, "note", b.verify_key, 0, good0.payload))
+    forged = Transaction(
+        good0.chain_id,
+        good0.kind,
+        b.verify_key,
+        0,
+        good0.payload,
+        good0.signature,
+        Transaction.body_for(CHAIN, "note", b.verify_key, 0, good0.payload),
+    )
     outsider = Identity.generate("not-a-member")
     batch = [
         good0,
-        good0,                                    # a duplicate: replayed
-        forged,                                   # someone else's signature
-        note(b, 0, kind="no.such.kind"),          # unknown kind
-        note(b, 0, chain="another-chain"),        # wrong chain
-        note(c, 5),                               # not the sender's next nonce
-        note(outsider, 0),                        # not a member
+        good0,  # a duplicate: replayed
+        forged,  # someone else's signature
+        note(b, 0, kind="no.such.kind"),  # unknown kind
+        note(b, 0, chain="another-chain"),  # wrong chain
+        note(c, 5),  # not the sender's next nonce
+        note(outsider, 0),  # not a member
         good1,
         note(b, 0),
     ]
     results = ledger.submit_many(batch)
     errors = [type(r.error) if r.error else None for r in results]
-    assert errors == [None, ReplayedTransaction, InvalidSignature, UnknownKind, WrongChain,
-                      ReplayedTransaction, UnauthorizedSender, None, None]
+    assert errors == [
+        None,
+        ReplayedTransaction,
+        InvalidSignature,
+        UnknownKind,
+        WrongChain,
+        ReplayedTransaction,
+        UnauthorizedSender,
+        None,
+        None,
+    ]
     assert all(r.reason for r in results)
     assert "nonce 5" in str(results[5].error) and "next nonce (0)" in str(results[5].error)
     block = ledger.commit()
@@ -196,8 +218,12 @@ def test_random_proofs_verify_with_crypto_layer_and_reference(ledger: Ledger, pe
 
 
 def test_errors_are_typed(ledger: Ledger) -> None:
-    for bad in (lambda: ledger.block("1"), lambda: ledger.get("x"), lambda: ledger.prove_consistency(-1),
-                lambda: ledger.submit("tx")):
+    for bad in (
+        lambda: ledger.block("1"),
+        lambda: ledger.get("x"),
+        lambda: ledger.prove_consistency(-1),
+        lambda: ledger.submit("tx"),
+    ):
         with pytest.raises(FedLedgerError):
             bad()
 

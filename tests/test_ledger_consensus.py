@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 
 import pytest
+from ledger_helpers import CHAIN, identity, sites, validator_set, validators
 
 from fedledger import Identity, Ledger, Transaction
 from fedledger.errors import (
@@ -16,22 +17,29 @@ from fedledger.errors import (
     UnauthorizedSender,
 )
 from fedledger.ledger import BlockHeader, Evidence, GovernanceProposal, Vote
-from ledger_helpers import CHAIN, identity, sites, validator_set, validators
 
 
-def make(local: list[Identity], stakes: list[int] | None = None, members: list[Identity] | None = None,
-         vals: list[Identity] | None = None) -> Ledger:
+def make(
+    local: list[Identity],
+    stakes: list[int] | None = None,
+    members: list[Identity] | None = None,
+    vals: list[Identity] | None = None,
+) -> Ledger:
     vals = validators() if vals is None else vals
     members = sites(2) if members is None else members
-    return Ledger.memory(chain_id=CHAIN, validators=validator_set(vals, stakes), local_validators=local,
-                         members=[m.card() for m in members])
+    return Ledger.memory(
+        chain_id=CHAIN,
+        validators=validator_set(vals, stakes),
+        local_validators=local,
+        members=[m.card() for m in members],
+    )
 
 
 def test_blocks_finalize_with_more_than_two_thirds_of_stake_only() -> None:
     v = validators()  # stakes 40, 30, 20, 10
-    assert make([v[0], v[1]]).commit().height == 1                 # 70 > 66.7
-    assert make([v[0], v[2], v[3]]).commit().height == 1           # 70
-    for local in ([v[0], v[2]], [v[1], v[2], v[3]], [v[0]], []):    # 60, 60, 40, 0
+    assert make([v[0], v[1]]).commit().height == 1  # 70 > 66.7
+    assert make([v[0], v[2], v[3]]).commit().height == 1  # 70
+    for local in ([v[0], v[2]], [v[1], v[2], v[3]], [v[0]], []):  # 60, 60, 40, 0
         ledger = make(local)
         with pytest.raises(QuorumNotReached, match="more than 2/3"):
             ledger.commit()
@@ -50,7 +58,7 @@ def test_exactly_two_thirds_is_not_a_quorum() -> None:
 
 def test_remote_votes_complete_a_quorum_and_outsiders_cannot_vote() -> None:
     v = validators()
-    ledger = make([v[0], v[2]])                                     # 60: not enough alone
+    ledger = make([v[0], v[2]])  # 60: not enough alone
     header = ledger.propose()
     outsider = Identity.generate("validator-impostor")
     with pytest.raises(InvalidVote, match="not a validator"):
@@ -112,13 +120,20 @@ def test_bogus_evidence_is_rejected() -> None:
     header = ledger.propose()
     same = Evidence(Vote.create(v[1], header), Vote.create(v[1], header))
     two_people = Evidence(Vote.create(v[1], header), Vote.create(v[2], BlockHeader(**{**header.__dict__, "height": 9})))
-    for i, ev in enumerate((same, two_people)):
+    for ev in (same, two_people):
         tx = Transaction.create(reporter, kind="evidence", payload=ev.to_value(), nonce=0, chain_id=CHAIN)
         assert not ledger.submit_many([tx])[0].accepted
 
 
-def _governance(ledger: Ledger, action: str, params: dict, approvers: list[Identity], sender: Identity, nonce: int,
-                epoch: int | None = None) -> Transaction:
+def _governance(
+    ledger: Ledger,
+    action: str,
+    params: dict,
+    approvers: list[Identity],
+    sender: Identity,
+    nonce: int,
+    epoch: int | None = None,
+) -> Transaction:
     proposal = GovernanceProposal(CHAIN, ledger.governance_epoch if epoch is None else epoch, action, params)
     payload = proposal.payload([proposal.approve(v) for v in approvers])
     return Transaction.create(sender, kind=action, payload=payload, nonce=nonce, chain_id=CHAIN)
@@ -130,7 +145,7 @@ def test_validator_set_changes_only_with_a_quorum_of_approvals() -> None:
     ledger = make(v, members=[admin])
     newcomer = identity("validator-new")
     stakes = [[x.verify_key.to_bytes(), s] for x, s in zip(v + [newcomer], [40, 30, 20, 10, 25])]
-    weak = _governance(ledger, "gov.validators", {"stakes": stakes}, [v[0], v[2]], admin, 0)   # 60
+    weak = _governance(ledger, "gov.validators", {"stakes": stakes}, [v[0], v[2]], admin, 0)  # 60
     with pytest.raises(InvalidGovernance, match="not more than 2/3"):
         ledger.submit(weak)
     stale = _governance(ledger, "gov.validators", {"stakes": stakes}, v, admin, 0, epoch=5)
@@ -153,8 +168,9 @@ def test_revoked_identity_cannot_transact_and_added_member_can() -> None:
     admin, bad = sites(2)
     ledger = make(v, members=[admin, bad])
     ledger.submit(Transaction.create(bad, kind="note", payload=1, nonce=0, chain_id=CHAIN))
-    ledger.submit(_governance(ledger, "gov.member.revoke", {"key": bad.verify_key.to_bytes(), "reason": "breach"},
-                              v, admin, 0))
+    ledger.submit(
+        _governance(ledger, "gov.member.revoke", {"key": bad.verify_key.to_bytes(), "reason": "breach"}, v, admin, 0)
+    )
     ledger.commit()
     assert ledger.is_revoked(bad.verify_key)
     with pytest.raises(UnauthorizedSender, match="revoked"):

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from ledger_helpers import CHAIN, sites, validator_set, validators
 
 from fedledger import Ledger, Transaction
 from fedledger.errors import FedLedgerError
-from ledger_helpers import CHAIN, sites, validator_set, validators
 
 HERE = Path(__file__).parent
 KILLS = 50
@@ -27,8 +27,9 @@ def test_sigkill_at_random_instants_never_loses_a_committed_block(tmp_path: Path
     committed: list[int] = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     for kill in range(KILLS):
-        child = subprocess.Popen([sys.executable, str(HERE / "ledger_crash_child.py"), str(path)],
-                                 stdout=subprocess.PIPE, text=True, env=env)
+        child = subprocess.Popen(
+            [sys.executable, str(HERE / "ledger_crash_child.py"), str(path)], stdout=subprocess.PIPE, text=True, env=env
+        )
         assert child.stdout is not None
         first = child.stdout.readline()
         assert first.startswith("ready"), first
@@ -64,11 +65,20 @@ def test_flipped_bytes_in_the_file_are_reported_or_change_nothing(tmp_path: Path
     original = tmp_path / "ledger.db"
     vals = validators()
     people = sites(2)
-    with Ledger.open(original, chain_id=CHAIN, validators=validator_set(vals), local_validators=vals,
-                     members=[p.card() for p in people]) as ledger:
+    with Ledger.open(
+        original,
+        chain_id=CHAIN,
+        validators=validator_set(vals),
+        local_validators=vals,
+        members=[p.card() for p in people],
+    ) as ledger:
         for h in range(4):
-            ledger.submit_many([Transaction.create(p, kind="note", payload={"h": h, "data": "x" * 40}, nonce=h,
-                                                   chain_id=CHAIN) for p in people])
+            ledger.submit_many(
+                [
+                    Transaction.create(p, kind="note", payload={"h": h, "data": "x" * 40}, nonce=h, chain_id=CHAIN)
+                    for p in people
+                ]
+            )
             ledger.commit()
         expected = _content(ledger)
     assert not Path(str(original) + "-wal").exists() or Path(str(original) + "-wal").stat().st_size == 0

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from ledger_helpers import CHAIN, identity, sites, validator_set, validators
 
 import fedledger
 from fedledger import encoding
@@ -46,7 +47,6 @@ from fedledger.ledger import (
     verify_consistency,
     verify_receipt,
 )
-from ledger_helpers import CHAIN, identity, sites, validator_set, validators
 
 # The directory holding the fedledger under test (installed, or src/ of a built checkout).
 SRC = str(Path(fedledger.__file__).resolve().parents[1])
@@ -54,8 +54,9 @@ ENV = {**os.environ, "PYTHONPATH": SRC}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedledger", *args], capture_output=True, text=True, env=ENV,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fedledger", *args], capture_output=True, text=True, env=ENV, timeout=120
+    )
 
 
 def note(who: Identity, nonce: int, chain: str = CHAIN) -> Transaction:
@@ -65,8 +66,9 @@ def note(who: Identity, nonce: int, chain: str = CHAIN) -> Transaction:
 def make_file(path: Path, blocks: int = 3, per_block: int = 2) -> list[Transaction]:
     vals, people = validators(), sites(2)
     txs: list[Transaction] = []
-    with Ledger.open(path, chain_id=CHAIN, validators=validator_set(vals), local_validators=vals,
-                     members=[p.card() for p in people]) as ledger:
+    with Ledger.open(
+        path, chain_id=CHAIN, validators=validator_set(vals), local_validators=vals, members=[p.card() for p in people]
+    ) as ledger:
         for b in range(blocks):
             batch = [note(p, b * per_block // 2 + i) for p in people for i in range(per_block // 2)]
             assert all(r.accepted for r in ledger.submit_many(batch))
@@ -85,12 +87,15 @@ def file_state(path: Path) -> tuple[bytes, ...]:
 
 # -- rows outside certified blocks ------------------------------------------------------------
 
+
 def _insert_orphan(path: Path, height: int, seq: int) -> Transaction:
     outsider = Identity.generate("not-a-member")
     tx = Transaction.create(outsider, kind="note", payload={"consent": "granted"}, nonce=0, chain_id=CHAIN)
     db = sqlite3.connect(path)
-    db.execute("INSERT INTO txs(seq, height, id, kind, sender, nonce, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-               (seq, height, tx.id, tx.kind, tx.sender.to_bytes(), 0, tx.to_bytes()))
+    db.execute(
+        "INSERT INTO txs(seq, height, id, kind, sender, nonce, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, height, tx.id, tx.kind, tx.sender.to_bytes(), 0, tx.to_bytes()),
+    )
     db.commit()
     db.close()
     return tx
@@ -142,6 +147,7 @@ def test_every_table_and_meta_record_is_accounted_for(tmp_path: Path) -> None:
 
 # -- one writer, audits that never write --------------------------------------------------------
 
+
 def test_a_second_writer_gets_a_typed_error_and_readers_still_work(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     make_file(path, blocks=1)
@@ -149,7 +155,11 @@ def test_a_second_writer_gets_a_typed_error_and_readers_still_work(tmp_path: Pat
     with Ledger.open(path, local_validators=vals) as writer:
         with pytest.raises(LedgerLocked):
             Ledger.open(path)
-        child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
             from fedledger.ledger import Ledger
             from fedledger.errors import LedgerLocked
             try:
@@ -158,7 +168,13 @@ def test_a_second_writer_gets_a_typed_error_and_readers_still_work(tmp_path: Pat
                 print("locked")
             with Ledger.open({str(path)!r}, read_only=True) as r:
                 print(r.height)
-        """)], capture_output=True, text=True, env=ENV, timeout=60)
+        """),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+        )
         assert child.stdout.split() == ["locked", "1"], child.stderr
         writer.submit(note(sites(2)[0], 1))
         writer.commit()
@@ -207,6 +223,7 @@ def test_the_audit_changes_nothing_in_the_file(tmp_path: Path) -> None:
 
 
 # -- truncation and a head kept elsewhere -------------------------------------------------------
+
 
 def _truncate(path: Path, height: int) -> None:
     db = sqlite3.connect(path)
@@ -280,9 +297,11 @@ def test_consistency_proofs_have_an_offline_checker(tmp_path: Path) -> None:
 
 # -- receipts need a trust anchor ---------------------------------------------------------------
 
+
 def _ledger(chain: str, vals: list[Identity], people: list[Identity]) -> Ledger:
-    return Ledger.memory(chain_id=chain, validators=validator_set(vals), local_validators=vals,
-                         members=[p.card() for p in people])
+    return Ledger.memory(
+        chain_id=chain, validators=validator_set(vals), local_validators=vals, members=[p.card() for p in people]
+    )
 
 
 def test_receipts_without_a_trust_anchor_are_refused(tmp_path: Path) -> None:
@@ -324,19 +343,25 @@ def test_receipts_from_a_forged_chain_or_another_chain_fail() -> None:
 
 
 def _hand_over(ledger: Ledger, approvers: list[Identity], new: ValidatorSet, admin: Identity) -> None:
-    proposal = GovernanceProposal(CHAIN, ledger.governance_epoch, "gov.validators",
-                                  {"stakes": new.to_value()})  # type: ignore[dict-item]
+    proposal = GovernanceProposal(CHAIN, ledger.governance_epoch, "gov.validators", {"stakes": new.to_value()})  # type: ignore[dict-item]
     payload = proposal.payload([proposal.approve(v) for v in approvers])
-    ledger.submit(Transaction.create(admin, kind="gov.validators", payload=payload,
-                                     nonce=ledger.next_nonce(admin), chain_id=CHAIN))
+    ledger.submit(
+        Transaction.create(
+            admin, kind="gov.validators", payload=payload, nonce=ledger.next_nonce(admin), chain_id=CHAIN
+        )
+    )
     ledger.commit()
 
 
 def test_receipts_follow_validator_hand_overs_from_the_trusted_set() -> None:
     old_vals, new_vals = validators(), [identity(f"new-validator-{i}") for i in range(3)]
     admin, site = sites(2)
-    ledger = Ledger.memory(chain_id=CHAIN, validators=validator_set(old_vals),
-                           local_validators=old_vals + new_vals, members=[admin.card(), site.card()])
+    ledger = Ledger.memory(
+        chain_id=CHAIN,
+        validators=validator_set(old_vals),
+        local_validators=old_vals + new_vals,
+        members=[admin.card(), site.card()],
+    )
     new_set = ValidatorSet({v.verify_key: 10 for v in new_vals})
     _hand_over(ledger, old_vals, new_set, admin)
     # The evidence of an equivocation by a new validator slashes it: a change without approvals.
@@ -384,6 +409,7 @@ def test_receipts_follow_validator_hand_overs_from_the_trusted_set() -> None:
 
 # -- inputs that used to escape the FedLedgerError family --------------------------------------
 
+
 @pytest.mark.parametrize("depth", [10_000, 200_000])
 def test_deeply_nested_receipts_are_invalid_receipts(tmp_path: Path, depth: int) -> None:
     text = "[" * depth + "]" * depth
@@ -395,7 +421,9 @@ def test_deeply_nested_receipts_are_invalid_receipts(tmp_path: Path, depth: int)
     path = tmp_path / "deep.json"
     path.write_text(text)
     vals = tmp_path / "vals.json"
-    vals.write_text(json.dumps({"chain_id": CHAIN, "validators": [[k.hex(), s] for k, s in validator_set().to_value()]}))
+    vals.write_text(
+        json.dumps({"chain_id": CHAIN, "validators": [[k.hex(), s] for k, s in validator_set().to_value()]})
+    )
     out = run_cli("receipt", "verify", str(path), "--validators", str(vals))
     assert out.returncode == 1 and "Traceback" not in out.stderr
 
@@ -410,18 +438,21 @@ def _rewrite_genesis(path: Path, validators_value: object) -> None:
     db.close()
 
 
-@pytest.mark.parametrize("bad", [
-    [[10**12, 5]],                 # a huge int where the key goes (bytes(n) would allocate n bytes)
-    [["text key", 5]],             # text where the key goes
-    [[b"k" * 32, -1]],             # negative stake
-    [[b"k" * 32, 2**60]],          # stake out of range
-    [[b"\x00" * 32, 5]],           # a small-order key
-    [[b"k" * 31, 5]],              # a short key
-    [[b"k" * 32, "5"]],            # text stake
-    [b"k" * 32],                   # not a pair
-    {"k": 5},                      # not a list
-    [],                            # nobody
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [[10**12, 5]],  # a huge int where the key goes (bytes(n) would allocate n bytes)
+        [["text key", 5]],  # text where the key goes
+        [[b"k" * 32, -1]],  # negative stake
+        [[b"k" * 32, 2**60]],  # stake out of range
+        [[b"\x00" * 32, 5]],  # a small-order key
+        [[b"k" * 31, 5]],  # a short key
+        [[b"k" * 32, "5"]],  # text stake
+        [b"k" * 32],  # not a pair
+        {"k": 5},  # not a list
+        [],  # nobody
+    ],
+)
 def test_a_corrupt_genesis_record_is_tampering_not_a_crash(tmp_path: Path, bad: object) -> None:
     path = tmp_path / "l.db"
     make_file(path, blocks=1)
@@ -479,8 +510,19 @@ def test_a_kind_whose_code_raises_rejects_only_its_own_transaction() -> None:
     ledger.verify()
 
 
-@pytest.mark.parametrize("content", ["42", '"validators"', '{"no": "validators"}', "[[1, 2]]", "[\"ab\"]",
-                                     '[["zz", 1]]', '{"validators": [["00", 1]]}', "not json"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "42",
+        '"validators"',
+        '{"no": "validators"}',
+        "[[1, 2]]",
+        '["ab"]',
+        '[["zz", 1]]',
+        '{"validators": [["00", 1]]}',
+        "not json",
+    ],
+)
 def test_cli_validators_file_that_is_not_a_validator_set_is_bad_input(tmp_path: Path, content: str) -> None:
     receipt = tmp_path / "r.json"
     receipt.write_text("{}")
@@ -523,10 +565,27 @@ def test_only_fedledger_errors_escape_the_receipt_and_head_parsers() -> None:
     ledger.commit()
     good = ledger.prove(tx.id).to_value()
     head = json.loads(ledger.tree_head().to_json())
-    junk: list[object] = [None, 1, -1, 2**70, 1.5, "x", "zz", "00" * 40, [], {}, [[]], {"a": 1}, True,
-                          "[" * 50, b"\xff"]
-    for doc, parse in ((good, lambda d: verify_receipt(d, **anchor())),  # type: ignore[arg-type]
-                       (head, SignedTreeHead.from_json)):
+    junk: list[object] = [
+        None,
+        1,
+        -1,
+        2**70,
+        1.5,
+        "x",
+        "zz",
+        "00" * 40,
+        [],
+        {},
+        [[]],
+        {"a": 1},
+        True,
+        "[" * 50,
+        b"\xff",
+    ]
+    for doc, parse in (
+        (good, lambda d: verify_receipt(d, **anchor())),  # type: ignore[arg-type]
+        (head, SignedTreeHead.from_json),
+    ):
         for key in list(doc):
             for value in junk:
                 if value == doc[key]:
@@ -555,11 +614,19 @@ from hypothesis import strategies as st  # noqa: E402
 
 from fedledger.ledger import Genesis  # noqa: E402
 
-_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80),
-                       st.floats(allow_nan=False), st.text(max_size=70), st.sampled_from(["00" * 32, "zz", "ab"]))
-_json = st.recursive(_json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                         st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                     max_leaves=12)
+_json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=False),
+    st.text(max_size=70),
+    st.sampled_from(["00" * 32, "zz", "ab"]),
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def _documents() -> dict[str, object]:
@@ -570,10 +637,12 @@ def _documents() -> dict[str, object]:
         for n in range(3):
             ledger.submit(note(people[0], n))
             ledger.commit()
-        _DOCS.update(receipt=ledger.prove(note(people[0], 1).id).to_value(),
-                     head=json.loads(ledger.tree_head().to_json()),
-                     consistency=ledger.prove_consistency(1).to_value(),
-                     genesis=json.loads(ledger.genesis.to_json()))
+        _DOCS.update(
+            receipt=ledger.prove(note(people[0], 1).id).to_value(),
+            head=json.loads(ledger.tree_head().to_json()),
+            consistency=ledger.prove_consistency(1).to_value(),
+            genesis=json.loads(ledger.genesis.to_json()),
+        )
     return _DOCS
 
 
@@ -594,13 +663,14 @@ def _replace(doc: object, path: list[int], value: object) -> object:
         key = sorted(doc)[path[0] % len(doc)]
         return {**doc, key: _replace(doc[key], path[1:], value)}
     i = path[0] % len(doc)
-    return doc[:i] + [_replace(doc[i], path[1:], value)] + doc[i + 1:]
+    return doc[:i] + [_replace(doc[i], path[1:], value)] + doc[i + 1 :]
 
 
 @settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(_PARSERS)), st.lists(st.integers(0, 50), max_size=5), _json)
-def test_proof_documents_with_any_field_replaced_raise_only_our_errors(kind: str, path: list[int],
-                                                                      value: object) -> None:
+def test_proof_documents_with_any_field_replaced_raise_only_our_errors(
+    kind: str, path: list[int], value: object
+) -> None:
     doc = _documents()[kind]
     mutated = _replace(doc, path, value)
     try:
@@ -608,7 +678,8 @@ def test_proof_documents_with_any_field_replaced_raise_only_our_errors(kind: str
     except FedLedgerError:
         return
     assert mutated == doc or json.dumps(mutated, sort_keys=True) == json.dumps(doc, sort_keys=True), (
-        "a changed document was accepted")
+        "a changed document was accepted"
+    )
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -631,10 +702,13 @@ def test_proof_documents_truncated_or_bit_flipped_raise_only_our_errors(kind: st
                 Genesis.from_json(candidate)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(["receipt", "validators", "genesis", "head"]),
-       st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode())))
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.sampled_from(["receipt", "validators", "genesis", "head"]),
+    st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode())),
+)
 def test_cli_input_files_never_crash(tmp_path: Path, which: str, content: bytes) -> None:
     path = tmp_path / "ledger.db"
     if not path.exists():

@@ -159,10 +159,12 @@ def test_concurrent_reads_during_parallel_extend_never_crash() -> None:
 
 def test_huge_indices_and_sizes_are_typed_errors_with_short_messages() -> None:
     huge = 10**5000  # formatting it in a message would itself raise ValueError
-    for call in (lambda: merkle.verify_inclusion(b"x", huge, 5, [], b"\0" * 32),
-                 lambda: merkle.verify_inclusion(b"x", 0, -huge, [], b"\0" * 32),
-                 lambda: merkle.MerkleTree().root_at(huge),
-                 lambda: merkle.MerkleTree([b"a"]).inclusion_proof(huge)):
+    for call in (
+        lambda: merkle.verify_inclusion(b"x", huge, 5, [], b"\0" * 32),
+        lambda: merkle.verify_inclusion(b"x", 0, -huge, [], b"\0" * 32),
+        lambda: merkle.MerkleTree().root_at(huge),
+        lambda: merkle.MerkleTree([b"a"]).inclusion_proof(huge),
+    ):
         with pytest.raises(InvalidArgument) as info:
             call()
         assert len(str(info.value)) < 200

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import rfc9162 as ref
 
 import fedledger
 from fedledger.crypto import merkle
 from fedledger.errors import InvalidProof
-from reference import rfc9162 as ref
 
 # Edge sizes: 0, 1, powers of two and their neighbours, and sizes past 10^4.
 EDGE_SIZES = sorted({0, 1, 2, 3} | {2**k + d for k in range(2, 15) for d in (-1, 0, 1)} | {10_000, 10_007})

@@ -98,8 +98,9 @@ def test_corrupted_inclusion_proofs_fail(case: dict) -> None:
             pytest.fail(f"accepted corrupted proof: {desc}")
 
 
-@pytest.mark.parametrize("case", [c for c in VEC["consistency"] if c["proof"]],
-                         ids=lambda c: f"{c['old_size']}-to-{c['new_size']}")
+@pytest.mark.parametrize(
+    "case", [c for c in VEC["consistency"] if c["proof"]], ids=lambda c: f"{c['old_size']}-to-{c['new_size']}"
+)
 def test_corrupted_consistency_proofs_fail(case: dict) -> None:
     m, n, proof = case["old_size"], case["new_size"], h(case["proof"])
     r1, r2 = ROOTS[m], ROOTS[n]
@@ -122,7 +123,7 @@ def test_corrupted_consistency_proofs_fail(case: dict) -> None:
     for j in range(len(proof)):
         bad = bytearray(proof[j])
         bad[0] ^= 16
-        probes[f"flip proof[{j}]"] = (m, n, r1, r2, proof[:j] + [bytes(bad)] + proof[j + 1:])
+        probes[f"flip proof[{j}]"] = (m, n, r1, r2, proof[:j] + [bytes(bad)] + proof[j + 1 :])
     for desc, (a, b, x, y, p) in probes.items():
         if a > b:
             continue

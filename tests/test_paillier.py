@@ -12,6 +12,7 @@ import phe
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import paillier as ref
 
 from fedledger.crypto import paillier as P
 from fedledger.errors import (
@@ -24,7 +25,6 @@ from fedledger.errors import (
     LayoutMismatch,
     PaillierOverflow,
 )
-from reference import paillier as ref
 
 HYP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -346,8 +346,12 @@ def test_jwk_round_trip_and_phe_format(keys1024: tuple[P.PublicKey, P.PrivateKey
     ppk, psk = phe.generate_paillier_keypair(n_length=1024)
     pub_jwk = {"kty": "DAJ", "alg": "PAI-GN1", "key_ops": ["encrypt"], "n": phe.util.int_to_base64(ppk.n), "kid": "x"}
     priv_jwk = {
-        "kty": "DAJ", "key_ops": ["decrypt"], "p": phe.util.int_to_base64(psk.p),
-        "q": phe.util.int_to_base64(psk.q), "pub": pub_jwk, "kid": "y",
+        "kty": "DAJ",
+        "key_ops": ["decrypt"],
+        "p": phe.util.int_to_base64(psk.p),
+        "q": phe.util.int_to_base64(psk.q),
+        "pub": pub_jwk,
+        "kid": "y",
     }
     ours = P.PrivateKey.from_jwk(priv_jwk, insecure_for_tests=True)
     assert ours.decrypt(ppk.encrypt(99)) == 99

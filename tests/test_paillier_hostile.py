@@ -102,7 +102,9 @@ def test_partial_with_fewer_rows_than_the_vector_is_refused_before_the_kernel(
 ) -> None:
     pk, sk = safe
     shares = sk.split(2, 3)
-    ev = pk.encrypt_vector(np.linspace(-1, 1, 3 * P.PackingLayout.create(pk.bits, 1, bits=16, clip=1.0, max_summands=100).slots))
+    ev = pk.encrypt_vector(
+        np.linspace(-1, 1, 3 * P.PackingLayout.create(pk.bits, 1, bits=16, clip=1.0, max_summands=100).slots)
+    )
     assert ev.num_ciphertexts == 3
     good = shares[0].partial_decrypt(ev)
     wire = shares[1].partial_decrypt(ev).to_bytes(pk)
@@ -174,7 +176,15 @@ def test_kernel_arrays_of_wrong_width_are_refused_in_python(keys: tuple[P.Public
 
 @pytest.mark.parametrize(
     "field,value",
-    [("clip", 2.0), ("clip", 0.5), ("clip", float("nan")), ("bits", 8), ("bits", 20), ("max_summands", 7), ("count", 5)],
+    [
+        ("clip", 2.0),
+        ("clip", 0.5),
+        ("clip", float("nan")),
+        ("bits", 8),
+        ("bits", 20),
+        ("max_summands", 7),
+        ("count", 5),
+    ],
 )
 def test_header_layout_field_differing_from_the_expected_layout_is_refused(
     keys: tuple[P.PublicKey, P.PrivateKey], field: str, value: Any
@@ -205,8 +215,12 @@ def test_expected_layout_must_be_a_layout_of_this_key(
     with pytest.raises(LayoutMismatch, match="1024-bit"):
         P.EncryptedVector.from_bytes(ev.to_bytes(), pk, other)
     with pytest.raises(KeyMismatch):
-        raw = _HEADER.pack(*(dict(zip(_HEADER_FIELDS, _HEADER.unpack_from(ev.to_bytes())), nlen=10**6)[f]
-                             for f in _HEADER_FIELDS)) + ev.to_bytes()[_HEADER.size :]
+        raw = (
+            _HEADER.pack(
+                *(dict(zip(_HEADER_FIELDS, _HEADER.unpack_from(ev.to_bytes())), nlen=10**6)[f] for f in _HEADER_FIELDS)
+            )
+            + ev.to_bytes()[_HEADER.size :]
+        )
         P.EncryptedVector.from_bytes(raw, pk, ev.layout)
 
 
@@ -214,7 +228,9 @@ def test_partials_claiming_another_sharing_are_refused(safe: tuple[P.PublicKey, 
     pk, sk = safe
     ev = pk.encrypt_vector([0.5, 0.25])
     parts = [s.partial_decrypt(ev) for s in sk.split(2, 3)[:2]]
-    assert P.combine_partial_decryptions(ev, parts, threshold=2, trustees=3).tolist() == pytest.approx([0.5, 0.25], abs=1e-4)
+    assert P.combine_partial_decryptions(ev, parts, threshold=2, trustees=3).tolist() == pytest.approx(
+        [0.5, 0.25], abs=1e-4
+    )
     with pytest.raises(InvalidArgument, match="different sharing"):
         P.combine_partial_decryptions(ev, parts, threshold=3, trustees=3)
     with pytest.raises(InvalidArgument, match="different vector"):
@@ -320,7 +336,14 @@ def test_value_count_and_text_length_are_bounded(
 def _jwk_cases(pk: P.PublicKey, sk: P.PrivateKey) -> list[tuple[str, Callable[[], object]]]:
     pub = pk.to_jwk()
     priv = sk.to_jwk()
-    share = {"kty": "fedledger-paillier-share", "n": _b64(pk.n), "index": 1, "threshold": 1, "trustees": 1, "share": "AQ"}
+    share = {
+        "kty": "fedledger-paillier-share",
+        "n": _b64(pk.n),
+        "index": 1,
+        "threshold": 1,
+        "trustees": 1,
+        "share": "AQ",
+    }
     good_ct = str(pk.encrypt(2).ciphertext())
     doc = {"public_key": {"g": pk.n + 1, "n": pk.n}, "values": [[good_ct, 0]]}
 
@@ -367,7 +390,10 @@ def _jwk_cases(pk: P.PublicKey, sk: P.PrivateKey) -> list[tuple[str, Callable[[]
         ("phe deep", lambda: P.encrypted_numbers_from_json(deep)),
         ("phe not utf8", lambda: P.encrypted_numbers_from_json(b"\xff\xfe{")),
         ("phe not text", lambda: P.encrypted_numbers_from_json(5)),  # type: ignore[arg-type]
-        ("phe giant int", lambda: P.encrypted_numbers_from_json('{"public_key": {"n": ' + "9" * 5000 + '}, "values": []}')),
+        (
+            "phe giant int",
+            lambda: P.encrypted_numbers_from_json('{"public_key": {"n": ' + "9" * 5000 + '}, "values": []}'),
+        ),
         ("jwk n int", lambda: P.PublicKey.from_jwk({**pub, "n": 5})),
         ("jwk n list", lambda: P.PublicKey.from_jwk({**pub, "n": []})),
         ("jwk n bad b64", lambda: P.PublicKey.from_jwk({**pub, "n": "!!!!"})),
@@ -388,8 +414,14 @@ def _jwk_cases(pk: P.PublicKey, sk: P.PrivateKey) -> list[tuple[str, Callable[[]
         ("share list", lambda: P.KeyShare.from_json("[]")),
         ("share deep", lambda: P.KeyShare.from_json(deep)),
         ("share index str", lambda: P.KeyShare.from_json(json.dumps({**share, "index": "1"}), insecure_for_tests=True)),
-        ("share index float", lambda: P.KeyShare.from_json(json.dumps({**share, "index": 1.0}), insecure_for_tests=True)),
-        ("share index huge", lambda: P.KeyShare.from_json(json.dumps({**share, "index": 10**1000}), insecure_for_tests=True)),
+        (
+            "share index float",
+            lambda: P.KeyShare.from_json(json.dumps({**share, "index": 1.0}), insecure_for_tests=True),
+        ),
+        (
+            "share index huge",
+            lambda: P.KeyShare.from_json(json.dumps({**share, "index": 10**1000}), insecure_for_tests=True),
+        ),
         ("share share int", lambda: P.KeyShare.from_json(json.dumps({**share, "share": 5}), insecure_for_tests=True)),
         ("keyshare direct", lambda: P.KeyShare(pk, 1, -5, 1, 1)),
         ("keyshare direct type", lambda: P.KeyShare(pk, 1, "5", 1, 1)),  # type: ignore[arg-type]
@@ -442,7 +474,9 @@ _LEAF = (
     | st.text(max_size=12)
     | st.sampled_from(["", "A" * 5000, "9" * 5000, "-1", "0", "AQ", "!!", "decrypt", "DAJ"])
 )
-_VALUE = st.recursive(_LEAF, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=6)
+_VALUE = st.recursive(
+    _LEAF, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=6
+)
 _DEEP = "[" * 50_000 + "]" * 50_000
 _MARK = "\u2603deep\u2603"
 

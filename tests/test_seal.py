@@ -4,19 +4,17 @@ kind of tampering gives SealError and no plaintext."""
 from __future__ import annotations
 
 import pytest
+from _wycheproof import case_id, cases
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _wycheproof import case_id, cases
 from fedledger.crypto import seal
 from fedledger.crypto.seal import SealContext
 from fedledger.errors import InvalidArgument, InvalidArgumentType, SealError
 
 GCM_CASES = [
-    c
-    for c in cases("aes_gcm_test.json")
-    if c[0]["keySize"] == 256 and c[0]["ivSize"] == 96 and c[0]["tagSize"] == 128
+    c for c in cases("aes_gcm_test.json") if c[0]["keySize"] == 256 and c[0]["ivSize"] == 96 and c[0]["tagSize"] == 128
 ]
 KEY = bytes(range(32))
 CTX = SealContext(sender="st-marys", receiver="aggregator", round=7, purpose="update")
@@ -161,8 +159,11 @@ def _peer_records(key: bytes, sealed: bytes, plaintext: bytes, context: SealCont
     return b"".join(out)
 
 
-@given(length=st.sampled_from([0, 1, 15, 16, 17, 100, 4095, 4096, 4097, 20_000]),
-       record=st.sampled_from([16, 17, 1000, 4096, 1 << 18]), threads=st.sampled_from([1, 2, 3]))
+@given(
+    length=st.sampled_from([0, 1, 15, 16, 17, 100, 4095, 4096, 4097, 20_000]),
+    record=st.sampled_from([16, 17, 1000, 4096, 1 << 18]),
+    threads=st.sampled_from([1, 2, 3]),
+)
 def test_records_equal_cryptography_record_by_record(length: int, record: int, threads: int) -> None:
     import fedledger
 

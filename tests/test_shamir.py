@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import shamir as ref
 
 from fedledger.crypto import shamir
 from fedledger.errors import InsufficientShares, InvalidArgument, InvalidShare, ShareIntegrityError
-from reference import shamir as ref
 
 P = shamir.PRIME
 
@@ -31,6 +31,7 @@ def drbg(seed: bytes):  # type: ignore[no-untyped-def]
 
 
 # -- round trips ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 31, 32, 33, 100])
 def test_split_combine_round_trip(length: int) -> None:
@@ -92,6 +93,7 @@ def test_share_serialisation_round_trip() -> None:
 
 
 # -- the kernels against the slow twins ----------------------------------------------------
+
 
 def _field(draw_list: list[int]) -> np.ndarray:
     return np.array(draw_list, dtype=np.uint32)
@@ -171,6 +173,7 @@ def test_split_array_is_a_polynomial_per_element() -> None:
 
 
 # -- typed errors --------------------------------------------------------------------------
+
 
 def test_too_few_shares() -> None:
     shares = shamir.split(b"k", 3, 5)
@@ -255,16 +258,17 @@ def test_bad_parameters() -> None:
 
 # -- integrity -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_any_corrupted_share_is_caught(which: int) -> None:
     shares = shamir.split(b"a 32-byte key for the round....!", 3, 5)
     for word in range(shares[which].limbs()):
         for bit in (0, 17, 30):
             bad = bytearray(shares[which].values)
-            value = int.from_bytes(bad[4 * word:4 * word + 4], "little") ^ (1 << bit)
+            value = int.from_bytes(bad[4 * word : 4 * word + 4], "little") ^ (1 << bit)
             if value >= P:
                 continue
-            bad[4 * word:4 * word + 4] = value.to_bytes(4, "little")
+            bad[4 * word : 4 * word + 4] = value.to_bytes(4, "little")
             chosen = list(shares[:3])
             chosen[which] = replace(chosen[which], values=bytes(bad))
             with pytest.raises(ShareIntegrityError):
@@ -285,6 +289,8 @@ def test_fewer_than_threshold_shares_are_uniform() -> None:
     # is (p-1)/2 within 5 standard errors for both.
     rnd = drbg(b"uniform")
     for secret in (b"\x00\x00\x00", b"\xff\xff\xff"):
-        vals = np.array([shamir.split(secret, 2, 2, random_bytes=rnd)[0].array()[0] for _ in range(2000)], dtype=np.float64)
+        vals = np.array(
+            [shamir.split(secret, 2, 2, random_bytes=rnd)[0].array()[0] for _ in range(2000)], dtype=np.float64
+        )
         se = (P / np.sqrt(12)) / np.sqrt(len(vals))
         assert abs(vals.mean() - (P - 1) / 2) < 5 * se

@@ -14,18 +14,18 @@ import os
 
 import numpy as np
 import pytest
+from _wycheproof import case_id, cases
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import ed25519_ref as ref
 
 import fedledger
-from _wycheproof import case_id, cases
 from fedledger._ext import load
 from fedledger.crypto import signing
 from fedledger.crypto.signing import SigningKey, VerifyKey, message_id, verify, verify_batch
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, InvalidSignature
-from reference import ed25519_ref as ref
 
 _k = load("_signing")
 L = ref.L
@@ -287,13 +287,29 @@ def test_scalar_check_at_the_boundary() -> None:
 SEEDS = [hashlib.sha256(bytes([i])).digest() for i in range(4)]
 KEYS = [SigningKey.from_bytes(seed) for seed in SEEDS]
 CORRUPTIONS = [
-    "none", "flip_msg", "flip_sig", "flip_key", "s_plus_l", "swap_key", "truncate", "small_order",
-    "non_canonical_key", "small_order_r", "identity_r",
+    "none",
+    "flip_msg",
+    "flip_sig",
+    "flip_key",
+    "s_plus_l",
+    "swap_key",
+    "truncate",
+    "small_order",
+    "non_canonical_key",
+    "small_order_r",
+    "identity_r",
 ]
 #: Corruptions after which the item must never verify.
 ALWAYS_FAIL = {
-    "flip_sig", "flip_key", "s_plus_l", "swap_key", "truncate", "small_order",
-    "non_canonical_key", "small_order_r", "identity_r",
+    "flip_sig",
+    "flip_key",
+    "s_plus_l",
+    "swap_key",
+    "truncate",
+    "small_order",
+    "non_canonical_key",
+    "small_order_r",
+    "identity_r",
 }
 
 

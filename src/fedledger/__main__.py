@@ -32,8 +32,9 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 def _parser() -> argparse.ArgumentParser:
     from fedledger._version import __version__
 
-    parser = argparse.ArgumentParser(prog="fedledger", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fedledger", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"fedledger {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the native build report (kernels, OpenSSL, GMP, OpenMP) as JSON")
@@ -41,17 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     lsub = ledger.add_subparsers(dest="action", required=True)
     verify = lsub.add_parser("verify", help="full audit: hash chain, Merkle roots, signatures, quorum, nonces")
     verify.add_argument("path")
-    verify.add_argument("--head", help="a signed tree head kept elsewhere (from 'fedledger ledger head'): "
-                                       "detects a file whose newest blocks were cut off")
-    for name, text in (("export", "every block with its transactions, one JSON object per line"),
-                       ("head", "the signed tree head (JSON), to keep somewhere the ledger's host cannot rewrite"),
-                       ("genesis", "the genesis record (JSON), an auditor's trust anchor for receipts")):
+    verify.add_argument(
+        "--head",
+        help="a signed tree head kept elsewhere (from 'fedledger ledger head'): "
+        "detects a file whose newest blocks were cut off",
+    )
+    for name, text in (
+        ("export", "every block with its transactions, one JSON object per line"),
+        ("head", "the signed tree head (JSON), to keep somewhere the ledger's host cannot rewrite"),
+        ("genesis", "the genesis record (JSON), an auditor's trust anchor for receipts"),
+    ):
         lsub.add_parser(name, help=text).add_argument("path")
     show = lsub.add_parser("show", help="summary, or one block with --height")
     show.add_argument("path")
     show.add_argument("--height", type=int)
-    show.add_argument("--force", action="store_true",
-                      help="if the audit fails, print what can be read anyway, marked unverified")
+    show.add_argument(
+        "--force", action="store_true", help="if the audit fails, print what can be read anyway, marked unverified"
+    )
     prove = lsub.add_parser("prove", help="receipt for a transaction id (hex)")
     prove.add_argument("path")
     prove.add_argument("tx_id")
@@ -60,8 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     check = rsub.add_parser("verify", help="verify a receipt JSON file ('-' for stdin)")
     check.add_argument("file")
     check.add_argument("--genesis", help="the genesis record you trust (what 'fedledger ledger genesis' prints)")
-    check.add_argument("--validators", help="the validator set you trust: JSON [[hex key, stake], ...] or what "
-                                            "'fedledger ledger show' prints")
+    check.add_argument(
+        "--validators",
+        help="the validator set you trust: JSON [[hex key, stake], ...] or what 'fedledger ledger show' prints",
+    )
     check.add_argument("--chain-id", help="the chain the receipt must be of (needed with a bare --validators list)")
     return parser
 
@@ -69,13 +78,25 @@ def _parser() -> argparse.ArgumentParser:
 def _block_json(block: Any) -> dict[str, Any]:
     h = block.header
     return {
-        "height": h.height, "hash": h.hash.hex(), "prev": h.prev_hash.hex(), "time_ms": h.time_ms,
-        "proposer": h.proposer.hex(), "tx_root": h.tx_root.hex(), "log_size": h.log_size,
-        "log_root": h.log_root.hex(), "validators_hash": h.validators_hash.hex(),
+        "height": h.height,
+        "hash": h.hash.hex(),
+        "prev": h.prev_hash.hex(),
+        "time_ms": h.time_ms,
+        "proposer": h.proposer.hex(),
+        "tx_root": h.tx_root.hex(),
+        "log_size": h.log_size,
+        "log_root": h.log_root.hex(),
+        "validators_hash": h.validators_hash.hex(),
         "signers": [k.hex() for k, _ in block.certificate.signatures],
         "transactions": [
-            {"id": t.id.hex(), "kind": t.kind, "sender": t.sender.to_bytes().hex(), "nonce": t.nonce,
-             "bytes": t.to_bytes().hex()} for t in block.transactions
+            {
+                "id": t.id.hex(),
+                "kind": t.kind,
+                "sender": t.sender.to_bytes().hex(),
+                "nonce": t.nonce,
+                "bytes": t.to_bytes().hex(),
+            }
+            for t in block.transactions
         ],
     }
 
@@ -115,17 +136,27 @@ def _ledger(args: argparse.Namespace) -> int:
         if args.action == "verify":
             ledger.verify(head=head)
             against = f"; matches the head kept at height {head.height}" if head is not None else ""
-            print(f"ok: {ledger.chain_id}, {ledger.height} blocks, {ledger.log_size} transactions, "
-                  f"log root {ledger.tree_head().log_root.hex() if ledger.height else '-'}{against}")
+            print(
+                f"ok: {ledger.chain_id}, {ledger.height} blocks, {ledger.log_size} transactions, "
+                f"log root {ledger.tree_head().log_root.hex() if ledger.height else '-'}{against}"
+            )
         elif args.action == "head":
             print(ledger.tree_head().to_json())
         elif args.action == "genesis":
             print(ledger.genesis.to_json())
         elif args.action == "show":
             if args.height is None:
-                print(json.dumps({"chain_id": ledger.chain_id, "height": ledger.height,
-                                  "log_size": ledger.log_size,
-                                  "validators": [[k.hex(), s] for k, s in ledger.validators.to_value()]}, indent=2))
+                print(
+                    json.dumps(
+                        {
+                            "chain_id": ledger.chain_id,
+                            "height": ledger.height,
+                            "log_size": ledger.log_size,
+                            "validators": [[k.hex(), s] for k, s in ledger.validators.to_value()],
+                        },
+                        indent=2,
+                    )
+                )
             else:
                 print(json.dumps(_block_json(ledger.block(args.height)), indent=2))
         elif args.action == "prove":
@@ -157,20 +188,38 @@ def _forensic_show(path: str, height: int | None, failure: Exception) -> int:
         genesis = store.get_meta("genesis")
         out: dict[str, Any] = {
             "UNVERIFIED": f"this file fails the audit ({failure}); nothing below is verified",
-            "genesis": None if genesis is None else attempt(lambda b: json.loads(Genesis.from_bytes(b).to_json()),
-                                                            genesis),
-            "blocks": store.count("blocks"), "transaction_rows": store.count("txs"),
+            "genesis": None
+            if genesis is None
+            else attempt(lambda b: json.loads(Genesis.from_bytes(b).to_json()), genesis),
+            "blocks": store.count("blocks"),
+            "transaction_rows": store.count("txs"),
         }
         if height is not None:
             stored = store.block(height)
-            out["block"] = None if stored is None else {
-                "height": stored.height, "stored_hash": bytes(stored.hash).hex(),
-                "header": attempt(lambda b: {k: v.hex() if isinstance(v, bytes) else v
-                                             for k, v in BlockHeader.from_bytes(b).__dict__.items()}, stored.header),
-                "transactions": [{"seq": row.seq, "id": bytes(row.id).hex(), "kind": row.kind,
-                                  "parsed": attempt(lambda b: Transaction.from_bytes(b).id.hex(), row.data)}
-                                 for row in store.block_txs(height)],
-            }
+            out["block"] = (
+                None
+                if stored is None
+                else {
+                    "height": stored.height,
+                    "stored_hash": bytes(stored.hash).hex(),
+                    "header": attempt(
+                        lambda b: {
+                            k: v.hex() if isinstance(v, bytes) else v
+                            for k, v in BlockHeader.from_bytes(b).__dict__.items()
+                        },
+                        stored.header,
+                    ),
+                    "transactions": [
+                        {
+                            "seq": row.seq,
+                            "id": bytes(row.id).hex(),
+                            "kind": row.kind,
+                            "parsed": attempt(lambda b: Transaction.from_bytes(b).id.hex(), row.data),
+                        }
+                        for row in store.block_txs(height)
+                    ],
+                }
+            )
         print(json.dumps(out, indent=2, default=str))
     finally:
         store.close()
@@ -231,8 +280,10 @@ def _receipt(args: argparse.Namespace) -> int:
         if chain_id is None:
             raise _UsageError("--validators with a bare list needs --chain-id ID (the chain the receipt must be of)")
     else:
-        raise _UsageError("a receipt proves nothing without a trust anchor: give --genesis FILE (what "
-                          "'fedledger ledger genesis' prints) or --validators FILE (the validator set you trust)")
+        raise _UsageError(
+            "a receipt proves nothing without a trust anchor: give --genesis FILE (what "
+            "'fedledger ledger genesis' prints) or --validators FILE (the validator set you trust)"
+        )
     text = _read(args.file, "receipt")
     tx = verify_receipt(text, chain_id=chain_id, trusted_validators=trusted)
     print(f"ok: transaction {tx.id.hex()} ({tx.kind}) is in the ledger {tx.chain_id}")

@@ -46,8 +46,31 @@ MAX_DEPTH: Final = 64
 _MAX_DEPTH: Final = MAX_DEPTH
 #: Tags to which cbor2 gives a built-in meaning (found by probing cbor2 6.x): every one is refused
 #: before its content is decoded; any other tag reaches the tag hook, which refuses it too.
-_SEMANTIC_TAGS: Final = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
-                         1004, 43000, 55799)
+_SEMANTIC_TAGS: Final = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    25,
+    28,
+    29,
+    30,
+    35,
+    36,
+    37,
+    52,
+    54,
+    100,
+    256,
+    258,
+    260,
+    261,
+    1004,
+    43000,
+    55799,
+)
 _MAX_MESSAGE_INT_BITS: Final = 128
 
 
@@ -64,8 +87,10 @@ def _refuse_tag_hook(tag: cbor2.CBORTag, *rest: object) -> object:
 def _refuser(tag: int) -> Callable[..., object]:
     """A semantic decoder for ``tag`` that refuses it. cbor2 calls it with the tag's content
     (already decoded, within the depth limit) before building any object from it."""
+
     def refuse(*content: object) -> object:
         raise _TagRefused(tag)
+
     return refuse
 
 
@@ -169,9 +194,15 @@ def _loads(data: bytes) -> object:
     text or byte strings (strict_hashable_types): integer keys with colliding hashes would make
     building a map quadratic."""
     try:
-        return cbor2.loads(data, allow_duplicate_keys=False, allow_indefinite=False, max_depth=_MAX_DEPTH + 1,
-                           strict_hashable_types=True, semantic_decoders=_REFUSE_TAGS,
-                           tag_hook=_refuse_tag_hook)
+        return cbor2.loads(
+            data,
+            allow_duplicate_keys=False,
+            allow_indefinite=False,
+            max_depth=_MAX_DEPTH + 1,
+            strict_hashable_types=True,
+            semantic_decoders=_REFUSE_TAGS,
+            tag_hook=_refuse_tag_hook,
+        )
     except cbor2.CBORDecodeError as exc:
         if isinstance(exc.__cause__, _TagRefused):
             raise EncodingError(f"data: {exc.__cause__}") from None

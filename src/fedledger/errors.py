@@ -102,6 +102,7 @@ class EncodingError(FedLedgerError):
 
 # -- the ledger -----------------------------------------------------------------------------
 
+
 class InvalidTransaction(FedLedgerError):
     """The ledger will not accept this transaction (see the subclass for why)."""
 
@@ -176,6 +177,8 @@ class NotFound(FedLedgerError, KeyError):
 
 class InvalidReceipt(InvalidProof):
     """A ledger receipt that does not prove what it claims (checked offline by verify_receipt)."""
+
+
 class InvalidCiphertext(FedLedgerError, ValueError):
     """A Paillier ciphertext is not in [1, n^2) or shares a factor with n.
 
@@ -204,6 +207,7 @@ class DecryptionError(FedLedgerError):
 
 
 # -- secret sharing and secure aggregation -----------------------------------------------------
+
 
 class InvalidShare(FedLedgerError, ValueError):
     """A Shamir share that cannot be used: malformed, index 0, a duplicate index, a wrong
@@ -240,6 +244,7 @@ class RoundFailed(SecAggError):
 
 
 # -- optional dependencies ---------------------------------------------------------------------
+
 
 class MissingDependency(FedLedgerError, ImportError):
     """A call needs an optional package that is not installed. ``name`` is the package,

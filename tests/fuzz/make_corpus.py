@@ -17,10 +17,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/, for hostile.py
 
 import cbor2  # noqa: E402
+from hostile import identity, samples  # noqa: E402
 
 from fedledger import encoding  # noqa: E402
 from fedledger.ledger.transaction import Transaction, wire_frame  # noqa: E402
-from hostile import identity, samples  # noqa: E402
 
 
 def _nested(depth: int) -> encoding.Value:
@@ -35,9 +35,36 @@ def cbor_seeds() -> dict[str, bytes]:
     tx = Transaction.from_bytes(seeds["valid-transaction"])
     seeds["valid-transaction-body"] = tx.body
     values: list[encoding.Value] = [
-        None, True, False, 0, 23, 24, 255, 256, 65536, 2**32, 2**64 - 1, -1, -25, -(2**64), 1.5, -0.0,
-        float("inf"), 1e300, 5.960464477539063e-08, "", "a" * 23, "a" * 24, "é€😀", b"", b"\x00" * 24,
-        [], {}, [1, [2, [3]]], {"a": 1, "b": [True, None], "aa": {"": b""}}, _nested(64),
+        None,
+        True,
+        False,
+        0,
+        23,
+        24,
+        255,
+        256,
+        65536,
+        2**32,
+        2**64 - 1,
+        -1,
+        -25,
+        -(2**64),
+        1.5,
+        -0.0,
+        float("inf"),
+        1e300,
+        5.960464477539063e-08,
+        "",
+        "a" * 23,
+        "a" * 24,
+        "é€😀",
+        b"",
+        b"\x00" * 24,
+        [],
+        {},
+        [1, [2, [3]]],
+        {"a": 1, "b": [True, None], "aa": {"": b""}},
+        _nested(64),
     ]
     for value in values:
         data = encoding.encode(value)
@@ -56,8 +83,14 @@ def cbor_seeds() -> dict[str, bytes]:
 def transaction_seeds() -> dict[str, bytes]:
     alice = identity(0)
     seeds: dict[str, bytes] = {}
-    payloads: list[encoding.Value] = [None, {}, {"round": 1, "digest": bytes(32)}, [1, -1, 2.5, "x", b"y"],
-                                      {"card": b"\x01" * 40, "stake": 10}, _nested(50)]
+    payloads: list[encoding.Value] = [
+        None,
+        {},
+        {"round": 1, "digest": bytes(32)},
+        [1, -1, 2.5, "x", b"y"],
+        {"card": b"\x01" * 40, "stake": 10},
+        _nested(50),
+    ]
     for i, payload in enumerate(payloads):
         tx = Transaction.create(alice, kind=f"kind.{i}", payload=payload, nonce=i, chain_id="consortium-1")
         seeds[f"valid-{i}"] = tx.to_bytes()

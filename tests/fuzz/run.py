@@ -62,9 +62,17 @@ def fuzz(targets: list[str], seconds: int, work: Path, artifacts: Path, extra: l
         scratch = work / name
         scratch.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, str(HERE / f"fuzz_{name}.py"), str(scratch), str(HERE / "corpus" / name),
-            f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-timeout=10", "-max_len=70000",
-            f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1", *extra,
+            sys.executable,
+            str(HERE / f"fuzz_{name}.py"),
+            str(scratch),
+            str(HERE / "corpus" / name),
+            f"-max_total_time={seconds}",
+            "-rss_limit_mb=2048",
+            "-timeout=10",
+            "-max_len=70000",
+            f"-artifact_prefix={artifacts}/{name}-",
+            "-print_final_stats=1",
+            *extra,
         ]
         print(f"fuzz {name}: {seconds} s", flush=True)
         start = time.monotonic()
@@ -72,8 +80,10 @@ def fuzz(targets: list[str], seconds: int, work: Path, artifacts: Path, extra: l
         print(f"fuzz {name}: exit {rc} after {time.monotonic() - start:.0f} s", flush=True)
         if rc != 0:
             status = 1
-            print(f"fuzz {name}: FAILED; inputs in {artifacts}/, reproduce with "
-                  f"python {HERE / f'fuzz_{name}.py'} <file>", file=sys.stderr)
+            print(
+                f"fuzz {name}: FAILED; inputs in {artifacts}/, reproduce with python {HERE / f'fuzz_{name}.py'} <file>",
+                file=sys.stderr,
+            )
     return status
 
 
@@ -94,8 +104,11 @@ def main() -> int:
     if args.replay:
         return replay(targets)
     if importlib.util.find_spec("atheris") is None:
-        print("fuzz: atheris is not installed (wheels: CPython 3.11-3.13, x86-64 Linux); "
-              "skipping the fuzz campaign. The corpus still runs in tests/test_fuzz_corpus.py.", file=sys.stderr)
+        print(
+            "fuzz: atheris is not installed (wheels: CPython 3.11-3.13, x86-64 Linux); "
+            "skipping the fuzz campaign. The corpus still runs in tests/test_fuzz_corpus.py.",
+            file=sys.stderr,
+        )
         return 1 if args.require_atheris else 0
     if args.work is not None:
         return fuzz(targets, args.time, args.work, args.artifacts, args.libfuzzer)

@@ -17,7 +17,7 @@ def keystream(key: bytes, nbytes: int) -> bytes:
 def mask(key: bytes, length: int, bits: int) -> list[int]:
     width = bits // 8
     ks = keystream(key, length * width)
-    return [int.from_bytes(ks[i * width:(i + 1) * width], "little") for i in range(length)]
+    return [int.from_bytes(ks[i * width : (i + 1) * width], "little") for i in range(length)]
 
 
 def accumulate(acc: list[int], inputs: list[list[int]], keys: list[bytes], signs: list[int], bits: int) -> list[int]:
@@ -38,7 +38,7 @@ def quantize(x: list[float], key: bytes, scale: float, clip: float, weight: floa
     out = []
     for i, v in enumerate(x):
         v = min(max(float(v), -clip), clip)
-        r = int.from_bytes(ks[i * width:(i + 1) * width], "little")
+        r = int.from_bytes(ks[i * width : (i + 1) * width], "little")
         u = r * 2.0**-32 if bits == 32 else (r >> 11) * 2.0**-53
         out.append(math.floor(v * weight * scale + u) % (1 << bits))
     return out

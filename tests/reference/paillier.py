@@ -20,7 +20,10 @@ def derive_h(n: int) -> int:
     counter = 0
     while True:
         raw_n = n.to_bytes(nbytes, "big")
-        y = int.from_bytes(hashlib.shake_256(H_DOMAIN + raw_n + counter.to_bytes(4, "big")).digest(nbytes + 16), "big") % n
+        y = (
+            int.from_bytes(hashlib.shake_256(H_DOMAIN + raw_n + counter.to_bytes(4, "big")).digest(nbytes + 16), "big")
+            % n
+        )
         if y > 1 and math.gcd(y, n) == 1:
             return (-y * y) % n
         counter += 1

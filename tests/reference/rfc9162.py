@@ -79,8 +79,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, audit: list[bytes], roo
     return sn == 0 and r == root
 
 
-def verify_consistency(first: int, second: int, first_hash: bytes, second_hash: bytes,
-                       path_: list[bytes]) -> bool:
+def verify_consistency(first: int, second: int, first_hash: bytes, second_hash: bytes, path_: list[bytes]) -> bool:
     """RFC 9162 §2.1.4.2 for 0 < first < second."""
     if not path_:
         return False

@@ -13,7 +13,7 @@ def evaluate(coeffs: list[list[int]], xs: list[int]) -> list[list[int]]:
     """out[i][l] = sum_j coeffs[j][l] * xs[i]**j mod p."""
     t = len(coeffs)
     m = len(coeffs[0]) if coeffs else 0
-    return [[sum(coeffs[j][l] * pow(x, j, P) for j in range(t)) % P for l in range(m)] for x in xs]
+    return [[sum(coeffs[j][k] * pow(x, j, P) for j in range(t)) % P for k in range(m)] for x in xs]
 
 
 def lagrange0(xs: list[int]) -> list[int]:
@@ -31,4 +31,4 @@ def lagrange0(xs: list[int]) -> list[int]:
 def interpolate0(xs: list[int], ys: list[list[int]]) -> list[int]:
     lam = lagrange0(xs)
     m = len(ys[0]) if ys else 0
-    return [sum(lam[i] * ys[i][l] for i in range(len(xs))) % P for l in range(m)]
+    return [sum(lam[i] * ys[i][k] for i in range(len(xs))) % P for k in range(m)]

@@ -1,5 +1,5 @@
-from numpy.typing import NDArray
 import numpy as np
+from numpy.typing import NDArray
 
 OK: int
 ERR_PROOF_TOO_LONG: int

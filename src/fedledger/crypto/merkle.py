@@ -18,8 +18,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Callable, Final, TypeVar, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,20 +81,14 @@ def _leaves(leaves: object, argument: str = "leaves") -> tuple[bytes, ...] | NDA
         if leaves.dtype != np.uint8:
             raise InvalidArgumentType(argument, f"a leaf array must have dtype uint8, got {leaves.dtype}")
         if leaves.ndim != 2:
-            raise InvalidArgument(
-                argument, f"a leaf array must be 2-D (records x bytes), got shape {leaves.shape}"
-            )
+            raise InvalidArgument(argument, f"a leaf array must be 2-D (records x bytes), got shape {leaves.shape}")
         return np.ascontiguousarray(leaves)
     if isinstance(leaves, (bytes, bytearray, memoryview, str)):
-        raise InvalidArgumentType(
-            argument, f"expected a sequence of leaves, got a single {type(leaves).__name__}"
-        )
+        raise InvalidArgumentType(argument, f"expected a sequence of leaves, got a single {type(leaves).__name__}")
     try:
         items = leaves if type(leaves) is tuple else tuple(leaves)  # type: ignore[arg-type]
     except TypeError:
-        raise InvalidArgumentType(
-            argument, f"expected a sequence of bytes, got {type(leaves).__name__}"
-        ) from None
+        raise InvalidArgumentType(argument, f"expected a sequence of bytes, got {type(leaves).__name__}") from None
     return items
 
 
@@ -323,15 +317,11 @@ def verify_inclusion(leaf_data: bytes, index: int, size: int, proof: Sequence[by
     if code == _k.ERR_BAD_NODE:
         raise InvalidProof(f"{prefix}: proof[{where}] is not a 32-byte hash")
     if code in (_k.ERR_PROOF_TOO_LONG, _k.ERR_PROOF_TOO_SHORT):
-        raise InvalidProof(
-            f"{prefix}: has {len(nodes)} nodes, the tree shape needs {_inclusion_length(index, size)}"
-        )
+        raise InvalidProof(f"{prefix}: has {len(nodes)} nodes, the tree shape needs {_inclusion_length(index, size)}")
     raise InvalidProof(f"{prefix}: {_INCLUSION_FAILURES[code]}")
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
     """Check that the tree of ``old_size`` leaves with head ``old_root`` is a prefix of the tree of
     ``new_size`` leaves with head ``new_root``.
 
@@ -361,8 +351,7 @@ def verify_consistency(
         raise InvalidProof(f"{prefix}: proof[{where}] is not a 32-byte hash")
     if code in (_k.ERR_PROOF_TOO_LONG, _k.ERR_PROOF_TOO_SHORT, _k.ERR_EMPTY_PROOF):
         raise InvalidProof(
-            f"{prefix}: has {len(nodes)} nodes, the tree shapes need "
-            f"{_consistency_length(old_size, new_size)}"
+            f"{prefix}: has {len(nodes)} nodes, the tree shapes need {_consistency_length(old_size, new_size)}"
         )
     if code == _k.ERR_OLD_ROOT_MISMATCH:
         raise InvalidProof(f"{prefix}: does not lead to old_root")

@@ -198,8 +198,9 @@ def _flat(value: object, argument: str) -> memoryview:
     return view.cast("B")
 
 
-def seal_records(key: bytes, plaintext: bytes | bytearray | memoryview, context: SealContext, *,
-                 record_size: int = RECORD_SIZE) -> bytes:
+def seal_records(
+    key: bytes, plaintext: bytes | bytearray | memoryview, context: SealContext, *, record_size: int = RECORD_SIZE
+) -> bytes:
     """Encrypt and authenticate a large ``plaintext`` for ``context`` as AES-256-GCM records
     (see the module doc), sealed in parallel."""
     raw = _raw_key(key)
@@ -223,14 +224,18 @@ def _records_header(sealed: memoryview) -> tuple[bytes, int, int, bytes]:
         raise SealError("cannot open the sealed message")
     header = bytes(sealed[: _RECORDS_HEADER.size])
     version, base, record_size, length = _RECORDS_HEADER.unpack(header)
-    if (version != RECORDS_VERSION or not _MIN_RECORD <= record_size <= _MAX_RECORD
-            or len(sealed) != sealed_records_size(length, record_size)):
+    if (
+        version != RECORDS_VERSION
+        or not _MIN_RECORD <= record_size <= _MAX_RECORD
+        or len(sealed) != sealed_records_size(length, record_size)
+    ):
         raise SealError("cannot open the sealed message")
     return base, record_size, length, header
 
 
-def unseal_records_into(key: bytes, sealed: bytes | memoryview, context: SealContext,
-                        out: bytearray | memoryview) -> None:
+def unseal_records_into(
+    key: bytes, sealed: bytes | memoryview, context: SealContext, out: bytearray | memoryview
+) -> None:
     """Check and decrypt :func:`seal_records` output into ``out``, a writable buffer of exactly
     the plaintext's length (reusable: no allocation per message). SealError if anything is
     wrong; ``out`` then holds zeros, never partial plaintext."""
@@ -247,7 +252,9 @@ def unseal_records_into(key: bytes, sealed: bytes | memoryview, context: SealCon
     except SealError:
         target[:] = bytes(len(target))
         raise
-    rc = _k.open_records(raw, base, aad + header, True, view[_RECORDS_HEADER.size:], record_size, target, num_threads())
+    rc = _k.open_records(
+        raw, base, aad + header, True, view[_RECORDS_HEADER.size :], record_size, target, num_threads()
+    )
     if rc != _k.OK:  # the kernel has wiped ``out``
         raise SealError("cannot open the sealed message")
 

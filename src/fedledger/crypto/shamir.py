@@ -184,8 +184,13 @@ class _ShareBase:
         """A share this module just computed: its fields are valid by construction, so the
         checks of __post_init__ (meant for shares from outside) are skipped."""
         obj = object.__new__(cls)
-        for name, value in (("index", index), ("threshold", threshold), ("length", length),
-                            ("values", values), ("commitment", commitment)):
+        for name, value in (
+            ("index", index),
+            ("threshold", threshold),
+            ("length", length),
+            ("values", values),
+            ("commitment", commitment),
+        ):
             object.__setattr__(obj, name, value)
         return obj
 
@@ -314,7 +319,9 @@ def split_array(
     if not isinstance(values, np.ndarray):
         raise InvalidArgumentType("values", f"expected a numpy array, got {type(values).__name__}")
     if values.ndim != 1 or values.dtype.kind != "u":
-        raise InvalidArgument("values", f"expected a 1-D unsigned integer array, got {values.dtype}{list(values.shape)}")
+        raise InvalidArgument(
+            "values", f"expected a 1-D unsigned integer array, got {values.dtype}{list(values.shape)}"
+        )
     if values.size and int(values.max()) >= PRIME:
         raise InvalidArgument("values", f"every element must be < 2^31 - 1, got {int(values.max())}")
     if values.size > 1 << 28:

@@ -232,7 +232,8 @@ def _keys(public_keys: object) -> bytes:
     if isinstance(public_keys, np.ndarray):
         if public_keys.dtype != np.uint8 or public_keys.ndim != 2 or public_keys.shape[1] != PUBLIC_KEY_SIZE:
             raise InvalidArgument(
-                "public_keys", f"a key array must be uint8 of shape (n, 32), got {public_keys.dtype} {public_keys.shape}"
+                "public_keys",
+                f"a key array must be uint8 of shape (n, 32), got {public_keys.dtype} {public_keys.shape}",
             )
         return public_keys.tobytes()
     if isinstance(public_keys, (bytes, bytearray, memoryview, str, VerifyKey)):

@@ -89,10 +89,12 @@ def check_against_head(store: LedgerStore, replayed: Replayed, head: SignedTreeH
         raise InvalidArgument("head", f"is for chain {h.chain_id!r}, this ledger is {chain_id!r}")
     tree = replayed.tree
     if h.height > replayed.height:
-        raise TamperedLedger(replayed.height + 1,
-                             f"the file ends at height {replayed.height} ({tree.size} transactions) but a head kept "
-                             f"elsewhere certifies height {h.height} ({h.log_size} transactions): "
-                             "the newest blocks were cut off")
+        raise TamperedLedger(
+            replayed.height + 1,
+            f"the file ends at height {replayed.height} ({tree.size} transactions) but a head kept "
+            f"elsewhere certifies height {h.height} ({h.log_size} transactions): "
+            "the newest blocks were cut off",
+        )
     validators = replayed.validator_sets.get(h.validators_hash)
     if validators is None:
         raise TamperedLedger(h.height, "the head kept elsewhere names a validator set this chain never had")
@@ -117,16 +119,19 @@ def _check_accounting(store: LedgerStore, log_size: int, height: int) -> None:
         raise TamperedLedger(0, f"storage: unexpected meta records {extra_meta}")
     orphan = store.first_tx_outside(log_size, height)
     if orphan is not None:
-        raise TamperedLedger(max(1, min(orphan.height, height + 1)),
-                             f"transaction row {orphan.seq} (height {orphan.height}) lies outside every "
-                             f"certified block (the chain has {height} blocks and {log_size} transactions)")
+        raise TamperedLedger(
+            max(1, min(orphan.height, height + 1)),
+            f"transaction row {orphan.seq} (height {orphan.height}) lies outside every "
+            f"certified block (the chain has {height} blocks and {log_size} transactions)",
+        )
     rows = store.count("txs")
     if rows != log_size:
         raise TamperedLedger(height, f"{rows} transaction rows are stored, the certified blocks hold {log_size}")
 
 
-def _check_block(store: LedgerStore, genesis: Genesis, stored: StoredBlock, out: Replayed
-                 ) -> tuple[BlockHeader, Certificate, list[StoredTx], list[Transaction]]:
+def _check_block(
+    store: LedgerStore, genesis: Genesis, stored: StoredBlock, out: Replayed
+) -> tuple[BlockHeader, Certificate, list[StoredTx], list[Transaction]]:
     """Every rule of one block except signatures; applies it to ``out.state`` and ``out.tree``."""
     state, tree, parent = out.state, out.tree, out.head
     h = stored.height

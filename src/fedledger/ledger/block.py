@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from fedledger import encoding
 from fedledger.crypto import signing
@@ -61,12 +61,21 @@ class BlockHeader:
     time_ms: int
 
     def to_bytes(self) -> bytes:
-        return encoding.encode({
-            "type": HEADER_TYPE, "chain": self.chain_id, "height": self.height, "prev": self.prev_hash,
-            "tx_root": self.tx_root, "tx_count": self.tx_count, "log_size": self.log_size,
-            "log_root": self.log_root, "validators": self.validators_hash, "proposer": self.proposer,
-            "time": self.time_ms,
-        })
+        return encoding.encode(
+            {
+                "type": HEADER_TYPE,
+                "chain": self.chain_id,
+                "height": self.height,
+                "prev": self.prev_hash,
+                "tx_root": self.tx_root,
+                "tx_count": self.tx_count,
+                "log_size": self.log_size,
+                "log_root": self.log_root,
+                "validators": self.validators_hash,
+                "proposer": self.proposer,
+                "time": self.time_ms,
+            }
+        )
 
     @property
     def hash(self) -> bytes:
@@ -75,16 +84,31 @@ class BlockHeader:
     @classmethod
     def from_bytes(cls, data: bytes) -> BlockHeader:
         f = _decode_map(data, _HEADER_KEYS, "block header")
-        _require(type(f["type"]) is str and f["type"] == HEADER_TYPE,
-                 f"block header: type is {encoding.short_repr(f['type'])}, expected {HEADER_TYPE!r}")
+        _require(
+            type(f["type"]) is str and f["type"] == HEADER_TYPE,
+            f"block header: type is {encoding.short_repr(f['type'])}, expected {HEADER_TYPE!r}",
+        )
         for name in ("prev", "tx_root", "log_root", "validators", "proposer"):
             _require(type(f[name]) is bytes and len(f[name]) == HASH_SIZE, f"block header: {name} must be 32 bytes")  # type: ignore[arg-type]
         for name in ("height", "tx_count", "log_size", "time"):
-            _require(type(f[name]) is int and 0 <= f[name] < _MAX_INT,  # type: ignore[operator]
-                     f"block header: {name} must be an integer in [0, 2**63)")
+            _require(
+                type(f[name]) is int and 0 <= f[name] < _MAX_INT,  # type: ignore[operator]
+                f"block header: {name} must be an integer in [0, 2**63)",
+            )
         _require(type(f["chain"]) is str, "block header: chain must be text")
-        return cls(f["chain"], f["height"], f["prev"], f["tx_root"], f["tx_count"], f["log_size"],  # type: ignore[arg-type]
-                   f["log_root"], f["validators"], f["proposer"], f["time"])  # type: ignore[arg-type]
+        fields = cast(dict[str, Any], f)  # every field's type was checked above
+        return cls(
+            fields["chain"],
+            fields["height"],
+            fields["prev"],
+            fields["tx_root"],
+            fields["tx_count"],
+            fields["log_size"],
+            fields["log_root"],
+            fields["validators"],
+            fields["proposer"],
+            fields["time"],
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +145,10 @@ class Vote:
         if not (type(value) is list and len(value) == 5):
             raise EncodingError("vote: expected [chain, height, block_hash, validator, signature]")
         chain, height, block_hash, validator, sig = value
-        _require(type(chain) is str and type(height) is int and 0 <= height < _MAX_INT,
-                 "vote: chain must be text and height an integer in [0, 2**63)")
+        _require(
+            type(chain) is str and type(height) is int and 0 <= height < _MAX_INT,
+            "vote: chain must be text and height an integer in [0, 2**63)",
+        )
         _require(type(block_hash) is bytes and len(block_hash) == HASH_SIZE, "vote: block hash must be 32 bytes")
         _require(type(validator) is bytes and len(validator) == signing.PUBLIC_KEY_SIZE, "vote: bad validator key")
         _require(type(sig) is bytes and len(sig) == signing.SIGNATURE_SIZE, "vote: signature must be 64 bytes")
@@ -151,8 +177,10 @@ class Certificate:
         ):
             raise EncodingError("certificate: expected [[key, signature], ...]")
         for i, p in enumerate(value):
-            _require(len(p[0]) == signing.PUBLIC_KEY_SIZE and len(p[1]) == signing.SIGNATURE_SIZE,  # type: ignore[index, arg-type]
-                     f"certificate: entry {i} must be a 32-byte key and a 64-byte signature")
+            _require(
+                len(p[0]) == signing.PUBLIC_KEY_SIZE and len(p[1]) == signing.SIGNATURE_SIZE,  # type: ignore[index, arg-type]
+                f"certificate: entry {i} must be a 32-byte key and a 64-byte signature",
+            )
         pairs = tuple((p[0], p[1]) for p in value)  # type: ignore[index]
         if list(pairs) != sorted(pairs) or len({k for k, _ in pairs}) != len(pairs):
             raise EncodingError("certificate: signers must be distinct and sorted")
@@ -178,7 +206,8 @@ class Certificate:
         if not validators.is_quorum(keys):
             raise InvalidSignature(
                 f"certificate: signers hold {validators.signed_stake(keys)} of {validators.total} stake, "
-                "not more than 2/3", "quorum",
+                "not more than 2/3",
+                "quorum",
             )
 
 

@@ -98,8 +98,14 @@ def _as_identity_list(values: Iterable[Identity], argument: str) -> list[Identit
 class Ledger:
     """A consortium ledger on a :class:`LedgerStore` (SQLite by default). Use :meth:`open` or :meth:`memory`."""
 
-    def __init__(self, store: LedgerStore, genesis: Genesis, local_validators: Sequence[Identity],
-                 max_block_txs: int = DEFAULT_MAX_BLOCK_TXS, clock: Callable[[], int] = system_clock_ms) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        genesis: Genesis,
+        local_validators: Sequence[Identity],
+        max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
+        clock: Callable[[], int] = system_clock_ms,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._genesis = genesis
@@ -121,10 +127,19 @@ class Ledger:
     # -- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, chain_id: str | None = None, validators: ValidatorSet | None = None,
-             local_validators: Iterable[Identity] = (), members: Iterable[IdentityCard] = (),
-             durability: str = "full", max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
-             read_only: bool = False, clock: Callable[[], int] = system_clock_ms) -> Ledger:
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        chain_id: str | None = None,
+        validators: ValidatorSet | None = None,
+        local_validators: Iterable[Identity] = (),
+        members: Iterable[IdentityCard] = (),
+        durability: str = "full",
+        max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
+        read_only: bool = False,
+        clock: Callable[[], int] = system_clock_ms,
+    ) -> Ledger:
         """Open (or create) the ledger in the SQLite file ``path``.
 
         Creating needs ``chain_id`` and ``validators`` (and the genesis ``members``). Opening an
@@ -140,34 +155,64 @@ class Ledger:
         ``clock`` gives block times in milliseconds since the epoch (the system clock by
         default); the ledger reads no other clock, so a simulation can pass its own.
         """
-        return cls._from_store(SQLiteStore(path, durability, read_only=read_only), chain_id, validators,
-                               local_validators, members, max_block_txs, clock)
+        return cls._from_store(
+            SQLiteStore(path, durability, read_only=read_only),
+            chain_id,
+            validators,
+            local_validators,
+            members,
+            max_block_txs,
+            clock,
+        )
 
     @classmethod
-    def memory(cls, *, chain_id: str, validators: ValidatorSet, local_validators: Iterable[Identity] = (),
-               members: Iterable[IdentityCard] = (), max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
-               clock: Callable[[], int] = system_clock_ms) -> Ledger:
+    def memory(
+        cls,
+        *,
+        chain_id: str,
+        validators: ValidatorSet,
+        local_validators: Iterable[Identity] = (),
+        members: Iterable[IdentityCard] = (),
+        max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
+        clock: Callable[[], int] = system_clock_ms,
+    ) -> Ledger:
         """A ledger in memory (SQLite ``:memory:``), for tests and simulations."""
-        return cls._from_store(SQLiteStore(":memory:", "off"), chain_id, validators, local_validators, members,
-                               max_block_txs, clock)
+        return cls._from_store(
+            SQLiteStore(":memory:", "off"), chain_id, validators, local_validators, members, max_block_txs, clock
+        )
 
     @classmethod
-    def _from_store(cls, store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None,
-                    local_validators: Iterable[Identity], members: Iterable[IdentityCard],
-                    max_block_txs: int, clock: Callable[[], int]) -> Ledger:
+    def _from_store(
+        cls,
+        store: LedgerStore,
+        chain_id: str | None,
+        validators: ValidatorSet | None,
+        local_validators: Iterable[Identity],
+        members: Iterable[IdentityCard],
+        max_block_txs: int,
+        clock: Callable[[], int],
+    ) -> Ledger:
         try:
-            return cls._from_open_store(store, chain_id, validators, local_validators, members, max_block_txs,
-                                        clock)
+            return cls._from_open_store(store, chain_id, validators, local_validators, members, max_block_txs, clock)
         except BaseException:
             store.close()
             raise
 
     @classmethod
-    def _from_open_store(cls, store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None,
-                         local_validators: Iterable[Identity], members: Iterable[IdentityCard],
-                         max_block_txs: int, clock: Callable[[], int]) -> Ledger:
+    def _from_open_store(
+        cls,
+        store: LedgerStore,
+        chain_id: str | None,
+        validators: ValidatorSet | None,
+        local_validators: Iterable[Identity],
+        members: Iterable[IdentityCard],
+        max_block_txs: int,
+        clock: Callable[[], int],
+    ) -> Ledger:
         if not callable(clock):
-            raise InvalidArgumentType("clock", f"expected a callable returning milliseconds, got {type(clock).__name__}")
+            raise InvalidArgumentType(
+                "clock", f"expected a callable returning milliseconds, got {type(clock).__name__}"
+            )
         local = _as_identity_list(local_validators, "local_validators")
         cards = list(members)
         for i, card in enumerate(cards):
@@ -270,10 +315,15 @@ class Ledger:
         stored = self._store.block(height) if 1 <= height <= self.height else None
         if stored is None:
             raise NotFound(f"no block at height {height} (the ledger is at {self.height})")
-        return Block(BlockHeader.from_bytes(stored.header), Certificate.from_bytes(stored.certificate),
-                     tuple(Transaction.from_bytes(t.data) for t in self._store.block_txs(height)))
+        return Block(
+            BlockHeader.from_bytes(stored.header),
+            Certificate.from_bytes(stored.certificate),
+            tuple(Transaction.from_bytes(t.data) for t in self._store.block_txs(height)),
+        )
 
-    def transactions(self, kind: str | None = None, sender: signing.VerifyKey | bytes | None = None) -> Iterator[Transaction]:
+    def transactions(
+        self, kind: str | None = None, sender: signing.VerifyKey | bytes | None = None
+    ) -> Iterator[Transaction]:
         """Finalized transactions in log order, optionally of one kind and/or one sender."""
         raw = sender.to_bytes() if isinstance(sender, signing.VerifyKey) else sender
         # Only rows a certified block covers (the log as this ledger replayed it).
@@ -336,13 +386,17 @@ class Ledger:
                 candidates.append(i)
         if candidates:
             admitted = [t for t in items if t is not None]
-            ok = signing.verify_batch([t.sender for t in admitted], [t.body for t in admitted],
-                                      [t.signature for t in admitted])
+            ok = signing.verify_batch(
+                [t.sender for t in admitted], [t.body for t in admitted], [t.signature for t in admitted]
+            )
             state = self._state
             for flag, i, tx in zip(ok.tolist(), candidates, admitted):
                 if not flag:
-                    results[i] = SubmitResult(tx.id, False, InvalidSignature(
-                        f"transaction {tx.id.hex()[:16]}: signature does not verify for its sender"))
+                    results[i] = SubmitResult(
+                        tx.id,
+                        False,
+                        InvalidSignature(f"transaction {tx.id.hex()[:16]}: signature does not verify for its sender"),
+                    )
                     continue
                 sender = tx.sender.to_bytes()
                 try:
@@ -399,9 +453,15 @@ class Ledger:
         prev = self._genesis.hash if self._head is None else self._head[0].hash
         last_time = 0 if self._head is None else self._head[1].time_ms
         header = BlockHeader(
-            chain_id=self.chain_id, height=self.height + 1, prev_hash=prev,
-            tx_root=merkle.root(leaves), tx_count=len(included), log_size=base + len(included),
-            log_root=self._tree.root, validators_hash=validators.hash(), proposer=proposer,
+            chain_id=self.chain_id,
+            height=self.height + 1,
+            prev_hash=prev,
+            tx_root=merkle.root(leaves),
+            tx_count=len(included),
+            log_size=base + len(included),
+            log_root=self._tree.root,
+            validators_hash=validators.hash(),
+            proposer=proposer,
             time_ms=max(self._now_ms(), last_time),
         )
         self._proposal = _Proposal(header, included, leaves, state, validators)
@@ -448,8 +508,10 @@ class Ledger:
         header_bytes = p.header.to_bytes()
         stored = StoredBlock(p.header.height, p.header.hash, header_bytes, cert.to_bytes())
         base = p.header.log_size - len(p.txs)
-        rows = [StoredTx(base + j, p.header.height, tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce, leaf)
-                for j, (tx, leaf) in enumerate(zip(p.txs, p.leaves))]
+        rows = [
+            StoredTx(base + j, p.header.height, tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce, leaf)
+            for j, (tx, leaf) in enumerate(zip(p.txs, p.leaves))
+        ]
         self._store.append_block(stored, rows)
         # Only now, with the block durable, does the in-memory view move on.
         self._state = p.state
@@ -493,8 +555,15 @@ class Ledger:
                 kept.append(tx)
                 self._pending_nonce[key] = tx.nonce + 1
             else:
-                self.dropped.append(SubmitResult(tx.id, False, ReplayedTransaction(
-                    f"nonce {tx.nonce}: an earlier pending transaction of this sender was dropped")))
+                self.dropped.append(
+                    SubmitResult(
+                        tx.id,
+                        False,
+                        ReplayedTransaction(
+                            f"nonce {tx.nonce}: an earlier pending transaction of this sender was dropped"
+                        ),
+                    )
+                )
                 self._remember_refused(self.dropped[-1:])
         self._pending = kept
 
@@ -518,8 +587,12 @@ class Ledger:
         """The validator-set changes before ``head``'s block, from the last time ``since`` was in force."""
         if since is not None and not isinstance(since, ValidatorSet):
             raise InvalidArgumentType("since", f"expected ValidatorSet, got {type(since).__name__}")
-        rows = [row for kind in VALIDATOR_KINDS for row in self._store.txs(kind, None, below=self.log_size)
-                if row.height < head.height]
+        rows = [
+            row
+            for kind in VALIDATOR_KINDS
+            for row in self._store.txs(kind, None, below=self.log_size)
+            if row.height < head.height
+        ]
         rows.sort(key=lambda row: row.seq)
         start = 0
         if since is not None:
@@ -553,8 +626,14 @@ class Ledger:
             raise InvalidArgument("old_size", f"must be an int in [0, {size}], got {old_size!r}")
         head = self.tree_head()
         proof = self._tree.consistency_proof(old_size, size)
-        return ConsistencyProof(self.chain_id, old_size, self._tree.root_at(old_size), tuple(proof), head,
-                                self._validator_changes(head, since))
+        return ConsistencyProof(
+            self.chain_id,
+            old_size,
+            self._tree.root_at(old_size),
+            tuple(proof),
+            head,
+            self._validator_changes(head, since),
+        )
 
     # -- audit ------------------------------------------------------------------------------
 

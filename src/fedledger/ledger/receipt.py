@@ -56,6 +56,7 @@ MAX_VALIDATOR_CHANGES: Final = 10_000
 
 # -- parsing helpers (every failure is InvalidReceipt naming the field) --------------------------
 
+
 def _load(document: object, what: str) -> Mapping[str, Any]:
     if isinstance(document, (bytes, bytearray, memoryview)):
         if len(document) > MAX_PROOF_JSON_BYTES:
@@ -122,15 +123,19 @@ def _anchor(chain_id: object, trusted_validators: object) -> tuple[str, Validato
         raise InvalidArgument(
             "trusted_validators" if chain_id is not None else "chain_id",
             "a proof checked without a trust anchor proves nothing: pass the chain id and the validator "
-            "set you trust (from the genesis record you hold, or one you followed yourself)")
+            "set you trust (from the genesis record you hold, or one you followed yourself)",
+        )
     if type(chain_id) is not str:
         raise InvalidArgumentType("chain_id", f"expected str, got {type(chain_id).__name__}")
     if not isinstance(trusted_validators, ValidatorSet):
-        raise InvalidArgumentType("trusted_validators", f"expected ValidatorSet, got {type(trusted_validators).__name__}")
+        raise InvalidArgumentType(
+            "trusted_validators", f"expected ValidatorSet, got {type(trusted_validators).__name__}"
+        )
     return chain_id, trusted_validators
 
 
 # -- the documents ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SignedTreeHead:
@@ -164,8 +169,10 @@ class SignedTreeHead:
             raise InvalidReceipt(f"{what} must be an object with header and certificate")
         _keys(value, frozenset({"header", "certificate"}), what)
         try:
-            return cls(BlockHeader.from_bytes(_hex(value["header"], f"{what}.header")),
-                       Certificate.from_bytes(_hex(value["certificate"], f"{what}.certificate")))
+            return cls(
+                BlockHeader.from_bytes(_hex(value["header"], f"{what}.header")),
+                Certificate.from_bytes(_hex(value["certificate"], f"{what}.certificate")),
+            )
         except InvalidReceipt:
             raise
         except FedLedgerError as exc:
@@ -173,16 +180,27 @@ class SignedTreeHead:
 
     def to_json(self) -> str:
         """``{"type", "chain_id", "height", "log_size", "log_root", "header", "certificate"}``."""
-        return json.dumps({"type": TREE_HEAD_TYPE, "chain_id": self.header.chain_id, "height": self.height,
-                           "log_size": self.log_size, "log_root": self.log_root.hex(), **self.to_value()},
-                          indent=2)
+        return json.dumps(
+            {
+                "type": TREE_HEAD_TYPE,
+                "chain_id": self.header.chain_id,
+                "height": self.height,
+                "log_size": self.log_size,
+                "log_root": self.log_root.hex(),
+                **self.to_value(),
+            },
+            indent=2,
+        )
 
     @classmethod
     def from_json(cls, document: str | bytes | Mapping[str, Any]) -> SignedTreeHead:
         """Parse :meth:`to_json`'s output; the readable fields must agree with the signed header."""
         value = _load(document, "tree head")
-        _keys(value, frozenset({"type", "chain_id", "height", "log_size", "log_root", "header", "certificate"}),
-              "tree head")
+        _keys(
+            value,
+            frozenset({"type", "chain_id", "height", "log_size", "log_root", "header", "certificate"}),
+            "tree head",
+        )
         if value["type"] != TREE_HEAD_TYPE:
             raise InvalidReceipt(f"tree head: type is {value['type']!r}, expected {TREE_HEAD_TYPE!r}")
         head = cls.from_value({"header": value["header"], "certificate": value["certificate"]}, "tree head")
@@ -201,13 +219,19 @@ class LogEntry:
     inclusion_proof: tuple[bytes, ...]
 
     def to_value(self) -> dict[str, Any]:
-        return {"transaction": self.transaction.hex(), "log_index": self.log_index,
-                "inclusion_proof": [node.hex() for node in self.inclusion_proof]}
+        return {
+            "transaction": self.transaction.hex(),
+            "log_index": self.log_index,
+            "inclusion_proof": [node.hex() for node in self.inclusion_proof],
+        }
 
     @classmethod
     def from_value(cls, value: Mapping[str, Any], what: str) -> LogEntry:
-        return cls(_hex(value["transaction"], f"{what}.transaction"), _index(value["log_index"], f"{what}.log_index"),
-                   _path(value["inclusion_proof"], f"{what}.inclusion_proof"))
+        return cls(
+            _hex(value["transaction"], f"{what}.transaction"),
+            _index(value["log_index"], f"{what}.log_index"),
+            _path(value["inclusion_proof"], f"{what}.inclusion_proof"),
+        )
 
     def parse(self, what: str) -> Transaction:
         try:
@@ -219,16 +243,18 @@ class LogEntry:
         if self.log_index >= head.log_size:
             raise InvalidReceipt(f"{what}: log_index {self.log_index} is outside the log of {head.log_size}")
         try:
-            merkle.verify_inclusion(self.transaction, self.log_index, head.log_size, list(self.inclusion_proof),
-                                    head.log_root)
+            merkle.verify_inclusion(
+                self.transaction, self.log_index, head.log_size, list(self.inclusion_proof), head.log_root
+            )
         except FedLedgerError as exc:
             raise InvalidReceipt(f"{what}: not in the certified log: {exc}") from None
 
 
 _ENTRY_KEYS: Final = frozenset({"transaction", "log_index", "inclusion_proof"})
 _RECEIPT_KEYS: Final = _ENTRY_KEYS | {"type", "chain_id", "tree_head", "validator_changes", "outcomes"}
-_CONSISTENCY_KEYS: Final = frozenset({"type", "chain_id", "old_size", "old_root", "proof", "tree_head",
-                                      "validator_changes"})
+_CONSISTENCY_KEYS: Final = frozenset(
+    {"type", "chain_id", "old_size", "old_root", "proof", "tree_head", "validator_changes"}
+)
 
 
 def _changes_from_value(value: object) -> tuple[LogEntry, ...]:
@@ -264,9 +290,14 @@ class Receipt:
         return self.entry.parse("receipt")
 
     def to_value(self) -> dict[str, Any]:
-        return {"type": RECEIPT_TYPE, "chain_id": self.chain_id, **self.entry.to_value(),
-                "tree_head": self.tree_head.to_value(),
-                "validator_changes": [c.to_value() for c in self.validator_changes], "outcomes": list(self.outcomes)}
+        return {
+            "type": RECEIPT_TYPE,
+            "chain_id": self.chain_id,
+            **self.entry.to_value(),
+            "tree_head": self.tree_head.to_value(),
+            "validator_changes": [c.to_value() for c in self.validator_changes],
+            "outcomes": list(self.outcomes),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_value(), indent=2)
@@ -280,8 +311,12 @@ class Receipt:
             raise InvalidReceipt(f"receipt: type is {value['type']!r}, expected {RECEIPT_TYPE!r}")
         if type(value["outcomes"]) is not list or value["outcomes"]:
             raise InvalidReceipt("receipt: outcomes must be an empty list in this version")
-        return cls(_text(value["chain_id"], "receipt: chain_id"), LogEntry.from_value(value, "receipt"),
-                   SignedTreeHead.from_value(value["tree_head"]), _changes_from_value(value["validator_changes"]))
+        return cls(
+            _text(value["chain_id"], "receipt: chain_id"),
+            LogEntry.from_value(value, "receipt"),
+            SignedTreeHead.from_value(value["tree_head"]),
+            _changes_from_value(value["validator_changes"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -296,10 +331,15 @@ class ConsistencyProof:
     validator_changes: tuple[LogEntry, ...] = ()
 
     def to_value(self) -> dict[str, Any]:
-        return {"type": CONSISTENCY_TYPE, "chain_id": self.chain_id, "old_size": self.old_size,
-                "old_root": self.old_root.hex(), "proof": [p.hex() for p in self.proof],
-                "tree_head": self.tree_head.to_value(),
-                "validator_changes": [c.to_value() for c in self.validator_changes]}
+        return {
+            "type": CONSISTENCY_TYPE,
+            "chain_id": self.chain_id,
+            "old_size": self.old_size,
+            "old_root": self.old_root.hex(),
+            "proof": [p.hex() for p in self.proof],
+            "tree_head": self.tree_head.to_value(),
+            "validator_changes": [c.to_value() for c in self.validator_changes],
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_value(), indent=2)
@@ -313,16 +353,22 @@ class ConsistencyProof:
         old_root = _hex(value["old_root"], "consistency proof: old_root")
         if len(old_root) != merkle.HASH_SIZE:
             raise InvalidReceipt(f"consistency proof: old_root must be {merkle.HASH_SIZE} bytes")
-        return cls(_text(value["chain_id"], "consistency proof: chain_id"),
-                   _index(value["old_size"], "consistency proof: old_size"), old_root,
-                   _path(value["proof"], "consistency proof: proof"), SignedTreeHead.from_value(value["tree_head"]),
-                   _changes_from_value(value["validator_changes"]))
+        return cls(
+            _text(value["chain_id"], "consistency proof: chain_id"),
+            _index(value["old_size"], "consistency proof: old_size"),
+            old_root,
+            _path(value["proof"], "consistency proof: proof"),
+            SignedTreeHead.from_value(value["tree_head"]),
+            _changes_from_value(value["validator_changes"]),
+        )
 
 
 # -- verification ----------------------------------------------------------------------------------
 
-def _follow_validators(trusted: ValidatorSet, chain_id: str, head: SignedTreeHead,
-                       changes: Sequence[LogEntry]) -> ValidatorSet:
+
+def _follow_validators(
+    trusted: ValidatorSet, chain_id: str, head: SignedTreeHead, changes: Sequence[LogEntry]
+) -> ValidatorSet:
     """The validator set that certified ``head``, reached from ``trusted`` through proved changes.
 
     Starting from the trusted set, each ``gov.validators`` change must be approved by more than
@@ -356,8 +402,10 @@ def _follow_validators(trusted: ValidatorSet, chain_id: str, head: SignedTreeHea
             after = trusted
         current = after
     if current is None or current.hash() != head.header.validators_hash:
-        raise InvalidReceipt("the tree head was certified by a validator set that the trusted set did not hand "
-                             "over to (wrong trust anchor, a forged chain, or missing validator_changes)")
+        raise InvalidReceipt(
+            "the tree head was certified by a validator set that the trusted set did not hand "
+            "over to (wrong trust anchor, a forged chain, or missing validator_changes)"
+        )
     return current
 
 
@@ -373,8 +421,9 @@ def _installs(tx: Transaction, target: ValidatorSet, chain_id: str) -> bool:
         return False
 
 
-def _certified(head: SignedTreeHead, chain_id: str, trusted: ValidatorSet, changes: Sequence[LogEntry],
-               what: str) -> None:
+def _certified(
+    head: SignedTreeHead, chain_id: str, trusted: ValidatorSet, changes: Sequence[LogEntry], what: str
+) -> None:
     if head.header.chain_id != chain_id:
         raise InvalidReceipt(f"{what}: the tree head is for chain {head.header.chain_id!r}, not {chain_id!r}")
     validators = _follow_validators(trusted, chain_id, head, changes)
@@ -384,8 +433,12 @@ def _certified(head: SignedTreeHead, chain_id: str, trusted: ValidatorSet, chang
         raise InvalidReceipt(f"{what}: the tree head is not certified: {exc}") from None
 
 
-def verify_receipt(receipt: Receipt | Mapping[str, Any] | str | bytes, *, chain_id: str | None = None,
-                   trusted_validators: ValidatorSet | None = None) -> Transaction:
+def verify_receipt(
+    receipt: Receipt | Mapping[str, Any] | str | bytes,
+    *,
+    chain_id: str | None = None,
+    trusted_validators: ValidatorSet | None = None,
+) -> Transaction:
     """Check a receipt offline and return the transaction it proves; InvalidReceipt if it does not hold.
 
     ``chain_id`` and ``trusted_validators`` are the trust anchor and are required
@@ -408,9 +461,13 @@ def verify_receipt(receipt: Receipt | Mapping[str, Any] | str | bytes, *, chain_
     return tx
 
 
-def verify_consistency(proof: ConsistencyProof | Mapping[str, Any] | str | bytes, *, chain_id: str | None = None,
-                       trusted_validators: ValidatorSet | None = None,
-                       old_head: SignedTreeHead | None = None) -> SignedTreeHead:
+def verify_consistency(
+    proof: ConsistencyProof | Mapping[str, Any] | str | bytes,
+    *,
+    chain_id: str | None = None,
+    trusted_validators: ValidatorSet | None = None,
+    old_head: SignedTreeHead | None = None,
+) -> SignedTreeHead:
     """Check a :class:`ConsistencyProof` offline and return the certified new head.
 
     With ``old_head`` (a head kept earlier), the proof must start from exactly that head's log
@@ -424,7 +481,10 @@ def verify_consistency(proof: ConsistencyProof | Mapping[str, Any] | str | bytes
         raise InvalidReceipt(f"consistency proof: it is for chain {p.chain_id!r}, not {chain!r}")
     _certified(p.tree_head, chain, trusted, p.validator_changes, "consistency proof")
     if old_head is not None and (old_head.header.chain_id, old_head.log_size, old_head.log_root) != (
-            chain, p.old_size, p.old_root):
+        chain,
+        p.old_size,
+        p.old_root,
+    ):
         raise InvalidReceipt("consistency proof: it does not start from the head you kept")
     if p.old_size > p.tree_head.log_size:
         raise InvalidReceipt(f"consistency proof: old_size {p.old_size} exceeds the head's {p.tree_head.log_size}")

@@ -21,8 +21,8 @@ governance actions, so an approval can be used once only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Final, cast
 
@@ -131,6 +131,7 @@ class LedgerState:
 
 # -- kinds --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class KindHandler:
     """How one transaction kind is checked and applied. Both must be deterministic and pure."""
@@ -186,6 +187,7 @@ register_kind("evidence", KindHandler(_check_evidence, _apply_evidence, members_
 
 # -- governance ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class GovernanceProposal:
     """A change to the consortium that validators with > 2/3 of the stake must approve.
@@ -201,8 +203,15 @@ class GovernanceProposal:
     params: dict[str, encoding.Value]
 
     def body(self) -> bytes:
-        return encoding.encode({"type": GOV_TYPE, "chain": self.chain_id, "epoch": self.epoch,
-                                "action": self.action, "params": self.params})
+        return encoding.encode(
+            {
+                "type": GOV_TYPE,
+                "chain": self.chain_id,
+                "epoch": self.epoch,
+                "action": self.action,
+                "params": self.params,
+            }
+        )
 
     def approve(self, validator: Identity) -> list[bytes]:
         """``validator``'s approval, ``[key, signature]``."""
@@ -218,11 +227,15 @@ def _proposal(state: LedgerState, tx: Transaction) -> GovernanceProposal:
     if type(p) is not dict or set(p) != {"epoch", "params", "approvals"} or type(p["params"]) is not dict:
         raise InvalidGovernance(f"{tx.kind}: payload must be {{'epoch', 'params', 'approvals'}}")
     if p["epoch"] != state.gov_epoch:
-        raise InvalidGovernance(f"{tx.kind}: approvals are for epoch {p['epoch']!r}, the ledger is at {state.gov_epoch}")
+        raise InvalidGovernance(
+            f"{tx.kind}: approvals are for epoch {p['epoch']!r}, the ledger is at {state.gov_epoch}"
+        )
     proposal = GovernanceProposal(state.chain_id, state.gov_epoch, tx.kind, p["params"])
     approvals = p["approvals"]
-    if type(approvals) is not list or not approvals or not all(
-        type(a) is list and len(a) == 2 and type(a[0]) is bytes and type(a[1]) is bytes for a in approvals
+    if (
+        type(approvals) is not list
+        or not approvals
+        or not all(type(a) is list and len(a) == 2 and type(a[0]) is bytes and type(a[1]) is bytes for a in approvals)
     ):
         raise InvalidGovernance(f"{tx.kind}: approvals must be a non-empty list of [key, signature]")
     pairs = cast(list[list[bytes]], approvals)
@@ -287,8 +300,12 @@ def _apply_add(state: LedgerState, tx: Transaction) -> None:
 
 def _revoked_key(proposal: GovernanceProposal) -> bytes:
     params = proposal.params
-    if set(params) != {"key", "reason"} or type(params["key"]) is not bytes or len(params["key"]) != 32 \
-            or type(params["reason"]) is not str:
+    if (
+        set(params) != {"key", "reason"}
+        or type(params["key"]) is not bytes
+        or len(params["key"]) != 32
+        or type(params["reason"]) is not str
+    ):
         raise InvalidGovernance("gov.member.revoke: params must be {'key': 32-byte key, 'reason': text}")
     return params["key"]
 

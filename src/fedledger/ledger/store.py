@@ -78,8 +78,10 @@ def _lock_for_writing(path: str) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise LedgerLocked(f"{path} is open for writing in another ledger (this or another process); "
-                           "open it with read_only=True to read it") from None
+        raise LedgerLocked(
+            f"{path} is open for writing in another ledger (this or another process); "
+            "open it with read_only=True to read it"
+        ) from None
     return fd
 
 
@@ -216,8 +218,11 @@ class SQLiteStore:
                     [(t.seq, t.height, t.id, t.kind, t.sender, t.nonce, t.data) for t in txs],
                 )
         except sqlite3.IntegrityError as exc:
-            raise TamperedLedger(block.height, f"block {block.height} clashes with stored rows ({exc}); "
-                                 "was the file written by something other than this ledger?") from None
+            raise TamperedLedger(
+                block.height,
+                f"block {block.height} clashes with stored rows ({exc}); "
+                "was the file written by something other than this ledger?",
+            ) from None
 
     def count(self, table: str) -> int:
         """Rows in ``table`` (``blocks``, ``txs`` or ``meta``)."""
@@ -230,9 +235,11 @@ class SQLiteStore:
 
     def first_tx_outside(self, log_size: int, height: int) -> StoredTx | None:
         """The first transaction row that no stored block covers (seq beyond the log, or height beyond the chain)."""
-        rows = self._query("SELECT seq, height, id, kind, sender, nonce, data FROM txs "
-                           "WHERE seq >= ? OR seq < 0 OR height > ? OR height < 1 ORDER BY seq LIMIT 1",
-                           (log_size, height))
+        rows = self._query(
+            "SELECT seq, height, id, kind, sender, nonce, data FROM txs "
+            "WHERE seq >= ? OR seq < 0 OR height > ? OR height < 1 ORDER BY seq LIMIT 1",
+            (log_size, height),
+        )
         return StoredTx(*rows[0]) if rows else None  # type: ignore[arg-type]
 
     def height(self) -> int:
@@ -275,8 +282,9 @@ class SQLiteStore:
             where.append("sender = ?")
             args.append(sender)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        for row in self._query(f"SELECT seq, height, id, kind, sender, nonce, data FROM txs{clause} ORDER BY seq",
-                               tuple(args)):
+        for row in self._query(
+            f"SELECT seq, height, id, kind, sender, nonce, data FROM txs{clause} ORDER BY seq", tuple(args)
+        ):
             yield StoredTx(*row)  # type: ignore[arg-type]
 
     def integrity_problems(self) -> list[str]:

@@ -126,12 +126,16 @@ class Transaction:
             raise InvalidArgument("nonce", f"must be in [0, 2**63), got {nonce}")
         encoded_payload = encoding.encode(payload)
         if len(encoded_payload) > MAX_PAYLOAD_BYTES:
-            raise OversizedPayload(
-                f"payload is {len(encoded_payload)} bytes encoded, the limit is {MAX_PAYLOAD_BYTES}"
-            )
+            raise OversizedPayload(f"payload is {len(encoded_payload)} bytes encoded, the limit is {MAX_PAYLOAD_BYTES}")
         return encoding.encode(
-            {"type": TX_TYPE, "chain": chain_id, "kind": kind, "sender": sender.to_bytes(),
-             "nonce": nonce, "payload": payload}
+            {
+                "type": TX_TYPE,
+                "chain": chain_id,
+                "kind": kind,
+                "sender": sender.to_bytes(),
+                "nonce": nonce,
+                "payload": payload,
+            }
         )
 
     @classmethod
@@ -184,7 +188,8 @@ class Transaction:
             raise MalformedTransaction(f"transaction body: expected the keys {sorted(_BODY_KEYS)}")
         if type(fields["type"]) is not str or fields["type"] != TX_TYPE:
             raise MalformedTransaction(
-                f"transaction body: type is {encoding.short_repr(fields['type'])}, expected {TX_TYPE!r}")
+                f"transaction body: type is {encoding.short_repr(fields['type'])}, expected {TX_TYPE!r}"
+            )
         chain, kind, sender, nonce = fields["chain"], fields["kind"], fields["sender"], fields["nonce"]
         if type(chain) is not str or type(kind) is not str:
             raise MalformedTransaction("transaction body: chain and kind must be text")
@@ -199,7 +204,8 @@ class Transaction:
             raise MalformedTransaction("transaction body: nonce must be an integer in [0, 2**63)")
         if len(signature) != signing.SIGNATURE_SIZE:
             raise MalformedTransaction(
-                f"transaction: the signature is {len(signature)} bytes, an Ed25519 signature is {signing.SIGNATURE_SIZE}")
+                f"transaction: the signature is {len(signature)} bytes, an Ed25519 signature is {signing.SIGNATURE_SIZE}"
+            )
         if len(body) > MAX_PAYLOAD_BYTES:  # the body is canonical: the payload's size is what the rest leaves
             size = len(body) - len(encoding.encode_decoded({**fields, "payload": None})) + 1
             if size > MAX_PAYLOAD_BYTES:

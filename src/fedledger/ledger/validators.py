@@ -48,9 +48,13 @@ class ValidatorSet:
         for key, stake in stakes.items():
             vk = _key(key, "stakes")
             if type(stake) is not int:
-                raise InvalidArgumentType(f"stakes[{vk.to_bytes().hex()[:16]}]", f"stake must be int, got {type(stake).__name__}")
+                raise InvalidArgumentType(
+                    f"stakes[{vk.to_bytes().hex()[:16]}]", f"stake must be int, got {type(stake).__name__}"
+                )
             if not 0 <= stake <= _MAX_STAKE:
-                raise InvalidArgument(f"stakes[{vk.to_bytes().hex()[:16]}]", f"stake must be in [0, 2**53], got {stake}")
+                raise InvalidArgument(
+                    f"stakes[{vk.to_bytes().hex()[:16]}]", f"stake must be in [0, 2**53], got {stake}"
+                )
             vk.check_registrable()
             if stake:
                 parsed[vk.to_bytes()] = stake
@@ -119,7 +123,9 @@ class ValidatorSet:
                 raise InvalidArgument(f"validators[{i}]", "expected [key, stake]")
             key, stake = pair
             if type(key) is not bytes or len(key) != PUBLIC_KEY_SIZE:
-                raise InvalidArgumentType(f"validators[{i}]", f"key must be {PUBLIC_KEY_SIZE} bytes, got {type(key).__name__}")
+                raise InvalidArgumentType(
+                    f"validators[{i}]", f"key must be {PUBLIC_KEY_SIZE} bytes, got {type(key).__name__}"
+                )
             if type(stake) is not int:
                 raise InvalidArgumentType(f"validators[{i}]", f"stake must be an int, got {type(stake).__name__}")
             if key in stakes:

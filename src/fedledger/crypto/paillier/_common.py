@@ -57,10 +57,7 @@ def _show(value: object) -> str:
     return f"a value of type {type(value).__name__}"
 
 
-
-def _check_rows(
-    arr: object, dtype: type[np.generic], width: int, argument: str, rows: int | None = None
-) -> None:
+def _check_rows(arr: object, dtype: type[np.generic], width: int, argument: str, rows: int | None = None) -> None:
     """The kernels read ``width`` elements of every row they are given: refuse anything but a
     C-contiguous 2-D array of exactly that width (and of ``rows`` rows when given)."""
     if not isinstance(arr, np.ndarray) or arr.dtype != dtype:
@@ -92,5 +89,3 @@ def _load_json(text: object, argument: str, max_chars: int) -> Any:
         raise InvalidArgument(argument, "is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, and ints past CPython's digit limit
         raise InvalidArgument(argument, f"is not valid JSON: {str(exc)[:200]}") from None
-
-

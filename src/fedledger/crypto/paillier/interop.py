@@ -80,9 +80,7 @@ def public_key_to_phe(public_key: PublicKey) -> Any:
     return public_key._phe
 
 
-def public_key_from_phe(
-    key: Any, *, insecure_for_tests: bool = False, cls: type[PublicKey] = PublicKey
-) -> PublicKey:
+def public_key_from_phe(key: Any, *, insecure_for_tests: bool = False, cls: type[PublicKey] = PublicKey) -> PublicKey:
     phe = _phe()
     if not isinstance(key, phe.PaillierPublicKey):
         raise InvalidArgumentType("key", f"expected phe.PaillierPublicKey, got {type(key).__name__}")
@@ -140,8 +138,9 @@ def private_key_to_jwk(private_key: PrivateKey, kid: str | None = None) -> dict[
         "p": _b64_int(private_key.p),
         "q": _b64_int(private_key.q),
         "pub": private_key.public_key.to_jwk(),
-        "kid": kid if kid is not None else "fedledger Paillier private key "
-        + private_key.public_key.fingerprint()[:8].hex(),
+        "kid": kid
+        if kid is not None
+        else "fedledger Paillier private key " + private_key.public_key.fingerprint()[:8].hex(),
     }
 
 
@@ -211,7 +210,9 @@ def encrypt(public_key: PublicKey, value: int | float, precision: float | None =
         except OverflowError:  # an int too large for a float
             finite = False
         if not finite:
-            raise InvalidArgument("precision", f"must be finite, > 0 and at most a float's range, got {_show(precision)}")
+            raise InvalidArgument(
+                "precision", f"must be finite, > 0 and at most a float's range, got {_show(precision)}"
+            )
     pub = public_key.to_phe()
     try:
         encoding = phe.EncodedNumber.encode(pub, value, precision)
@@ -232,9 +233,7 @@ def encrypt(public_key: PublicKey, value: int | float, precision: float | None =
 def decrypt(private_key: PrivateKey, encrypted_number: Any) -> int | float:
     """Decrypt a ``phe.EncryptedNumber`` (made by phe or by :meth:`PublicKey.encrypt`)."""
     if isinstance(encrypted_number, EncryptedVector):
-        raise InvalidArgumentType(
-            "encrypted_number", "a packed EncryptedVector is not a number: use decrypt_vector()"
-        )
+        raise InvalidArgumentType("encrypted_number", "a packed EncryptedVector is not a number: use decrypt_vector()")
     phe = _phe()
     if not isinstance(encrypted_number, phe.EncryptedNumber):
         raise InvalidArgumentType(
@@ -269,7 +268,9 @@ def encrypted_numbers_to_json(numbers: Sequence[Any]) -> str:
         raise InvalidArgumentType("numbers", "a packed EncryptedVector is not a list of phe numbers")
     phe = _phe()
     if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Iterable):
-        raise InvalidArgumentType("numbers", f"expected a sequence of phe.EncryptedNumber, got {type(numbers).__name__}")
+        raise InvalidArgumentType(
+            "numbers", f"expected a sequence of phe.EncryptedNumber, got {type(numbers).__name__}"
+        )
     items = list(numbers)
     if not items:
         raise InvalidArgument("numbers", "must not be empty (the JSON form carries the key)")
@@ -290,9 +291,7 @@ def encrypted_numbers_to_json(numbers: Sequence[Any]) -> str:
     )
 
 
-def encrypted_numbers_from_json(
-    text: str | bytes, *, insecure_for_tests: bool = False
-) -> tuple[PublicKey, list[Any]]:
+def encrypted_numbers_from_json(text: str | bytes, *, insecure_for_tests: bool = False) -> tuple[PublicKey, list[Any]]:
     """Read phe's documented JSON form; every ciphertext is validated.
 
     Bounded: at most :data:`MAX_JSON_CHARS` of text, :data:`MAX_PHE_VALUES` numbers, keys
@@ -336,7 +335,9 @@ def _decimal(value: object, argument: str, max_bits: int) -> int:
     else:
         max_digits = max_bits * 30103 // 100000 + 1
         if not value or len(value) > max_digits or not (value.isascii() and value.isdigit()):
-            raise InvalidArgument(argument, f"expected a decimal string of at most {max_digits} digits, got {_show(value)}")
+            raise InvalidArgument(
+                argument, f"expected a decimal string of at most {max_digits} digits, got {_show(value)}"
+            )
         number = 0
         for i in range(0, len(value), 1000):  # chunks below CPython's int/str conversion limit
             chunk = value[i : i + 1000]

@@ -331,8 +331,13 @@ class PrivateKey:
         hp = pow((pow(n + 1, p - 1, p * p) - 1) // p, -1, p)
         hq = pow((pow(n + 1, q - 1, q * q) - 1) // q, -1, q)
         self._ctx = _k.PrivateContext(
-            _int_bytes(p), _int_bytes(q), _int_bytes(hp), _int_bytes(hq), _int_bytes(pow(p, -1, q)),
-            public_key.n_bytes, public_key.c_bytes,
+            _int_bytes(p),
+            _int_bytes(q),
+            _int_bytes(hp),
+            _int_bytes(hq),
+            _int_bytes(pow(p, -1, q)),
+            public_key.n_bytes,
+            public_key.c_bytes,
         )
         self._phe: Any = None
 
@@ -388,7 +393,9 @@ class PrivateKey:
         """Decrypt one raw ciphertext integer to its plaintext in [0, n)."""
         c = self.public_key._check_ciphertext_int(ciphertext, "ciphertext")
         row = np.frombuffer(c.to_bytes(self.public_key.c_bytes, "big"), np.uint8).reshape(1, -1)
-        return int.from_bytes(self._decrypt_rows(self.public_key._from_bytes_rows(row, "ciphertext"))[0].tobytes(), "big")
+        return int.from_bytes(
+            self._decrypt_rows(self.public_key._from_bytes_rows(row, "ciphertext"))[0].tobytes(), "big"
+        )
 
     def decrypt(self, encrypted_number: Any) -> int | float:
         """Decrypt a ``phe.EncryptedNumber`` (made by phe or by :meth:`PublicKey.encrypt`;
@@ -446,8 +453,7 @@ def generate_keypair(
     if bits < _MIN_TEST_BITS or (bits < MIN_KEY_BITS and not insecure_for_tests):
         raise InvalidArgument(
             "bits",
-            f"{bits}-bit keys are too small: at least {MIN_KEY_BITS} "
-            "(smaller only with insecure_for_tests=True)",
+            f"{bits}-bit keys are too small: at least {MIN_KEY_BITS} (smaller only with insecure_for_tests=True)",
         )
     if bits > MAX_KEY_BITS:
         raise InvalidArgument("bits", f"{bits}-bit keys are too large: at most {MAX_KEY_BITS}")

@@ -114,7 +114,8 @@ class PackingLayout:
         slot_bits = (max_summands * ((1 << bits) - 1)).bit_length()
         if slot_bits > 63:
             raise InvalidArgument(
-                "max_summands", f"bits={bits} with max_summands={_show(max_summands)} needs {slot_bits}-bit slots (max 63)"
+                "max_summands",
+                f"bits={bits} with max_summands={_show(max_summands)} needs {slot_bits}-bit slots (max 63)",
             )
         total = (key_bits - 1) // slot_bits
         if total < 2:

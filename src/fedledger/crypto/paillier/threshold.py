@@ -155,7 +155,11 @@ class KeyShare:
             raise KeyMismatch("the vector was encrypted under a different public key")
         out = np.empty_like(vector._data)
         _k.power(
-            self.public_key._context(), vector._data, _int_bytes(2 * self.delta * self.share), True, out,
+            self.public_key._context(),
+            vector._data,
+            _int_bytes(2 * self.delta * self.share),
+            True,
+            out,
             num_threads(),
         )
         out.flags.writeable = False
@@ -210,8 +214,14 @@ class PartialDecryption:
             raise InvalidArgumentType("public_key", f"expected PublicKey, got {type(public_key).__name__}")
         rows = public_key._to_bytes_rows(self.values)
         header = _PARTIAL_HEADER.pack(
-            _PARTIAL_MAGIC, _VERSION, self.index, self.threshold, self.trustees, self.vector_digest,
-            rows.shape[0], public_key.c_bytes,
+            _PARTIAL_MAGIC,
+            _VERSION,
+            self.index,
+            self.threshold,
+            self.trustees,
+            self.vector_digest,
+            rows.shape[0],
+            public_key.c_bytes,
         )
         return header + rows.tobytes()
 
@@ -276,7 +286,9 @@ def combine_partial_decryptions(
     if not isinstance(vector, EncryptedVector):
         raise InvalidArgumentType("vector", f"expected EncryptedVector, got {type(vector).__name__}")
     if isinstance(partials, (str, bytes)) or not isinstance(partials, Iterable):
-        raise InvalidArgumentType("partials", f"expected a sequence of PartialDecryption, got {type(partials).__name__}")
+        raise InvalidArgumentType(
+            "partials", f"expected a sequence of PartialDecryption, got {type(partials).__name__}"
+        )
     items = list(partials)
     if not items:
         raise InvalidArgument("partials", "need at least one partial decryption")
@@ -302,11 +314,11 @@ def combine_partial_decryptions(
         # exactly, whatever the digest says.
         _check_rows(part.values, np.uint64, shape[1], f"partials[{i}].values", shape[0])
         by_index.setdefault(part.index, part)
-    t, l = items[0].threshold, items[0].trustees
+    t, trustees = items[0].threshold, items[0].trustees
     if len(by_index) < t:
         raise InvalidArgument("partials", f"need partials from {t} distinct trustees, got {len(by_index)}")
     chosen = sorted(by_index)[:t]
-    delta = math.factorial(l)
+    delta = math.factorial(trustees)
     n = vector.public_key.n
     exps: list[bytes] = []
     neg: list[bool] = []
@@ -323,8 +335,13 @@ def combine_partial_decryptions(
     factor = pow(4 * delta * delta, -1, n)
     plain = np.empty((vector.num_ciphertexts, vector.public_key.n_bytes), dtype=np.uint8)
     code, row = _k.combine(
-        vector.public_key._context(), [by_index[i].values for i in chosen], exps, neg,
-        _int_bytes(factor), plain, num_threads(),
+        vector.public_key._context(),
+        [by_index[i].values for i in chosen],
+        exps,
+        neg,
+        _int_bytes(factor),
+        plain,
+        num_threads(),
     )
     if code != _k.OK:
         raise DecryptionError(

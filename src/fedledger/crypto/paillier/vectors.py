@@ -150,8 +150,16 @@ class EncryptedVector:
         lay = self.layout
         n_raw = self.public_key.n.to_bytes(self.public_key.n_bytes, "big")
         header = _HEADER.pack(
-            _MAGIC, _VERSION, lay.bits, lay.clip, lay.max_summands, lay.count, lay.slot_bits, lay.slots,
-            self.weight, len(n_raw),
+            _MAGIC,
+            _VERSION,
+            lay.bits,
+            lay.clip,
+            lay.max_summands,
+            lay.count,
+            lay.slot_bits,
+            lay.slots,
+            self.weight,
+            len(n_raw),
         )
         return header + n_raw + self.ciphertexts.tobytes()
 
@@ -176,8 +184,14 @@ class EncryptedVector:
         magic, version, bits, clip, max_summands, count, slot_bits, slots, weight, nlen = _HEADER.unpack_from(raw)
         if magic != _MAGIC or version != _VERSION:
             raise InvalidArgument("data", "not a fedledger packed Paillier vector (bad magic or version)")
-        header = {"bits": bits, "clip": clip, "max_summands": max_summands, "count": count,
-                  "slot_bits": slot_bits, "slots": slots}
+        header = {
+            "bits": bits,
+            "clip": clip,
+            "max_summands": max_summands,
+            "count": count,
+            "slot_bits": slot_bits,
+            "slots": slots,
+        }
         for name, value in header.items():
             if value != getattr(layout, name):  # NaN clip differs too
                 raise LayoutMismatch(
@@ -196,9 +210,7 @@ class EncryptedVector:
             raise InvalidArgument("data", f"weight {weight} is outside [1, max_summands={layout.max_summands}]")
         rows, width = layout.num_ciphertexts, public_key.c_bytes
         if len(raw) - off != rows * width:
-            raise InvalidArgument(
-                "data", f"expected {rows} ciphertexts of {width} bytes, got {len(raw) - off} bytes"
-            )
+            raise InvalidArgument("data", f"expected {rows} ciphertexts of {width} bytes, got {len(raw) - off} bytes")
         arr = np.frombuffer(raw, dtype=np.uint8, offset=off).reshape(rows, width)
         return cls(public_key, layout, weight, public_key._from_bytes_rows(arr, "data"), _trusted=True)
 
