@@ -12,12 +12,21 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from fedledger import encoding
-from fedledger.errors import EncodingError
+from fedledger.errors import (
+    EncodingError,
+    FedLedgerError,
+    InvalidArgument,
+    InvalidArgumentType,
+    NotALedger,
+    TamperedLedger,
+)
 from fedledger.identity import IdentityCard
 from fedledger.ledger.state import LedgerState
+from fedledger.ledger.store import LedgerStore
+from fedledger.ledger.transaction import check_name
 from fedledger.ledger.validators import ValidatorSet
 
-__all__ = ["GENESIS_TYPE", "Genesis"]
+__all__ = ["GENESIS_TYPE", "Genesis", "read_or_create_genesis"]
 
 GENESIS_TYPE: Final = "fedledger.genesis/1"
 
@@ -101,3 +110,46 @@ class Genesis:
 
     def initial_state(self) -> LedgerState:
         return LedgerState(self.chain_id, self.validators, {c.verify_key.to_bytes(): c for c in self.members})
+
+
+def read_or_create_genesis(
+    store: LedgerStore, chain_id: str | None, validators: ValidatorSet | None, cards: list[IdentityCard]
+) -> Genesis:
+    """The store's genesis record, checked against the arguments given; or a new one, written.
+
+    Creating needs ``chain_id`` and ``validators``; opening checks that any argument given
+    matches the stored record. A record that does not parse is :class:`TamperedLedger`.
+    """
+    stored = store.get_meta("genesis")
+    if stored is None and getattr(store, "read_only", False):
+        raise NotALedger(f"{getattr(store, 'path', 'the store')} holds no genesis record")
+    if stored is None:
+        if store.count("blocks") or store.count("txs"):
+            raise TamperedLedger(0, "the genesis record is missing but blocks are stored")
+        if chain_id is None or validators is None:
+            raise InvalidArgument("validators", "a new ledger needs chain_id and validators")
+        if not isinstance(validators, ValidatorSet):
+            raise InvalidArgumentType("validators", f"expected ValidatorSet, got {type(validators).__name__}")
+        for i, card in enumerate(cards):
+            try:
+                card.verify()
+            except FedLedgerError as exc:
+                raise InvalidArgument(f"members[{i}]", f"identity card does not verify: {exc}") from None
+        genesis = Genesis(chain_id, validators, tuple(cards))
+        check_name(chain_id, "chain_id")
+        store.put_meta("genesis", genesis.to_bytes())
+    else:
+        try:
+            genesis = Genesis.from_bytes(stored)
+        except FedLedgerError as exc:
+            raise TamperedLedger(0, f"genesis record is corrupt: {exc}") from None
+        except (ValueError, TypeError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
+            # Defence in depth: Genesis.from_bytes raises only our errors on any input.
+            raise TamperedLedger(0, f"genesis record is corrupt: {type(exc).__name__}") from None
+        if chain_id is not None and chain_id != genesis.chain_id:
+            raise InvalidArgument("chain_id", f"this ledger is {genesis.chain_id!r}, not {chain_id!r}")
+        if validators is not None and validators != genesis.validators:
+            raise InvalidArgument("validators", "differ from this ledger's genesis validators")
+        if cards and tuple(c.to_bytes() for c in cards) != tuple(c.to_bytes() for c in genesis.members):
+            raise InvalidArgument("members", "differ from this ledger's genesis members")
+    return genesis

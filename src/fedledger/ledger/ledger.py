@@ -22,7 +22,6 @@ from fedledger.errors import (
     InvalidArgumentType,
     InvalidSignature,
     InvalidVote,
-    NotALedger,
     NotFound,
     QuorumNotReached,
     ReadOnlyLedger,
@@ -30,13 +29,13 @@ from fedledger.errors import (
     TamperedLedger,
 )
 from fedledger.identity import Identity, IdentityCard
-from fedledger.ledger import audit
+from fedledger.ledger import audit, proving
 from fedledger.ledger.block import BlockHeader, Certificate, Vote
-from fedledger.ledger.genesis import Genesis
-from fedledger.ledger.receipt import ConsistencyProof, LogEntry, Receipt, SignedTreeHead
-from fedledger.ledger.state import VALIDATOR_KINDS, LedgerState, next_validators
+from fedledger.ledger.genesis import Genesis, read_or_create_genesis
+from fedledger.ledger.receipt import ConsistencyProof, Receipt, SignedTreeHead
+from fedledger.ledger.state import LedgerState
 from fedledger.ledger.store import LedgerStore, SQLiteStore, StoredBlock, StoredTx, system_clock_ms
-from fedledger.ledger.transaction import Transaction, check_name
+from fedledger.ledger.transaction import Transaction
 from fedledger.ledger.validators import ValidatorSet
 
 __all__ = ["Block", "Genesis", "Ledger", "SignedTreeHead", "SubmitResult"]
@@ -220,38 +219,7 @@ class Ledger:
                 raise InvalidArgumentType(f"members[{i}]", f"expected IdentityCard, got {type(card).__name__}")
         if type(max_block_txs) is not int or max_block_txs < 1:
             raise InvalidArgument("max_block_txs", f"must be a positive int, got {max_block_txs!r}")
-        stored = store.get_meta("genesis")
-        if stored is None and getattr(store, "read_only", False):
-            raise NotALedger(f"{getattr(store, 'path', 'the store')} holds no genesis record")
-        if stored is None:
-            if store.count("blocks") or store.count("txs"):
-                raise TamperedLedger(0, "the genesis record is missing but blocks are stored")
-            if chain_id is None or validators is None:
-                raise InvalidArgument("validators", "a new ledger needs chain_id and validators")
-            if not isinstance(validators, ValidatorSet):
-                raise InvalidArgumentType("validators", f"expected ValidatorSet, got {type(validators).__name__}")
-            for i, card in enumerate(cards):
-                try:
-                    card.verify()
-                except FedLedgerError as exc:
-                    raise InvalidArgument(f"members[{i}]", f"identity card does not verify: {exc}") from None
-            genesis = Genesis(chain_id, validators, tuple(cards))
-            check_name(chain_id, "chain_id")
-            store.put_meta("genesis", genesis.to_bytes())
-        else:
-            try:
-                genesis = Genesis.from_bytes(stored)
-            except FedLedgerError as exc:
-                raise TamperedLedger(0, f"genesis record is corrupt: {exc}") from None
-            except (ValueError, TypeError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
-                # Defence in depth: Genesis.from_bytes raises only our errors on any input.
-                raise TamperedLedger(0, f"genesis record is corrupt: {type(exc).__name__}") from None
-            if chain_id is not None and chain_id != genesis.chain_id:
-                raise InvalidArgument("chain_id", f"this ledger is {genesis.chain_id!r}, not {chain_id!r}")
-            if validators is not None and validators != genesis.validators:
-                raise InvalidArgument("validators", "differ from this ledger's genesis validators")
-            if cards and tuple(c.to_bytes() for c in cards) != tuple(c.to_bytes() for c in genesis.members):
-                raise InvalidArgument("members", "differ from this ledger's genesis members")
+        genesis = read_or_create_genesis(store, chain_id, validators, cards)
         return cls(store, genesis, local, max_block_txs, clock)
 
     def close(self) -> None:
@@ -580,31 +548,6 @@ class Ledger:
         """The validator set that certified ``header`` (the one in force before its transactions)."""
         return self._validator_sets[header.validators_hash]
 
-    def _entry(self, row: StoredTx, size: int) -> LogEntry:
-        return LogEntry(row.data, row.seq, tuple(self._tree.inclusion_proof(row.seq, size)))
-
-    def _validator_changes(self, head: SignedTreeHead, since: ValidatorSet | None) -> tuple[LogEntry, ...]:
-        """The validator-set changes before ``head``'s block, from the last time ``since`` was in force."""
-        if since is not None and not isinstance(since, ValidatorSet):
-            raise InvalidArgumentType("since", f"expected ValidatorSet, got {type(since).__name__}")
-        rows = [
-            row
-            for kind in VALIDATOR_KINDS
-            for row in self._store.txs(kind, None, below=self.log_size)
-            if row.height < head.height
-        ]
-        rows.sort(key=lambda row: row.seq)
-        start = 0
-        if since is not None:
-            current, found = self._genesis.validators, self._genesis.validators == since
-            for i, row in enumerate(rows):
-                current = next_validators(current, self.chain_id, Transaction.from_authenticated_bytes(row.data))
-                if current == since:
-                    start, found = i + 1, True
-            if not found:
-                raise InvalidArgument("since", "this validator set was never in force before the head")
-        return tuple(self._entry(row, head.log_size) for row in rows[start:])
-
     def prove(self, tx_id: bytes, *, since: ValidatorSet | None = None) -> Receipt:
         """A self-contained receipt for a finalized transaction, checkable offline by :func:`verify_receipt`.
 
@@ -614,7 +557,8 @@ class Ledger:
         """
         row = self._locate(tx_id)
         head = self.tree_head()
-        return Receipt(self.chain_id, self._entry(row, head.log_size), head, self._validator_changes(head, since))
+        changes = proving.validator_changes(self._store, self._genesis, self._tree, head, since)
+        return Receipt(self.chain_id, proving.log_entry(self._tree, row, head.log_size), head, changes)
 
     def prove_consistency(self, old_size: int, *, since: ValidatorSet | None = None) -> ConsistencyProof:
         """Proof that the log of ``old_size`` transactions is a prefix of today's (RFC 9162).
@@ -632,7 +576,7 @@ class Ledger:
             self._tree.root_at(old_size),
             tuple(proof),
             head,
-            self._validator_changes(head, since),
+            proving.validator_changes(self._store, self._genesis, self._tree, head, since),
         )
 
     # -- audit ------------------------------------------------------------------------------

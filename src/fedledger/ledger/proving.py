@@ -1,0 +1,48 @@
+"""Building proofs from a ledger's store and log: the prover's half of :mod:`fedledger.ledger.receipt`.
+
+Reads the store it is handed; writes nothing.
+"""
+
+from __future__ import annotations
+
+from fedledger.crypto import merkle
+from fedledger.errors import InvalidArgument, InvalidArgumentType
+from fedledger.ledger.genesis import Genesis
+from fedledger.ledger.receipt import LogEntry, SignedTreeHead
+from fedledger.ledger.state import VALIDATOR_KINDS, next_validators
+from fedledger.ledger.store import LedgerStore, StoredTx
+from fedledger.ledger.transaction import Transaction
+from fedledger.ledger.validators import ValidatorSet
+
+__all__ = ["log_entry", "validator_changes"]
+
+
+def log_entry(tree: merkle.MerkleTree, row: StoredTx, size: int) -> LogEntry:
+    """A stored transaction with its inclusion proof in the log of ``size`` leaves."""
+    return LogEntry(row.data, row.seq, tuple(tree.inclusion_proof(row.seq, size)))
+
+
+def validator_changes(
+    store: LedgerStore, genesis: Genesis, tree: merkle.MerkleTree, head: SignedTreeHead, since: ValidatorSet | None
+) -> tuple[LogEntry, ...]:
+    """The validator-set changes before ``head``'s block, from the last time ``since`` was in
+    force (from genesis when ``since`` is None), each with its inclusion proof under ``head``."""
+    if since is not None and not isinstance(since, ValidatorSet):
+        raise InvalidArgumentType("since", f"expected ValidatorSet, got {type(since).__name__}")
+    rows = [
+        row
+        for kind in VALIDATOR_KINDS
+        for row in store.txs(kind, None, below=head.log_size)
+        if row.height < head.height
+    ]
+    rows.sort(key=lambda row: row.seq)
+    start = 0
+    if since is not None:
+        current, found = genesis.validators, genesis.validators == since
+        for i, row in enumerate(rows):
+            current = next_validators(current, genesis.chain_id, Transaction.from_authenticated_bytes(row.data))
+            if current == since:
+                start, found = i + 1, True
+        if not found:
+            raise InvalidArgument("since", "this validator set was never in force before the head")
+    return tuple(log_entry(tree, row, head.log_size) for row in rows[start:])
