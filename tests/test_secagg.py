@@ -987,3 +987,29 @@ def test_a_round_that_ends_for_want_of_inputs_says_which_limit_was_hit(where: st
         run_round(updates, SecAggConfig(neighbors=None, max_weight=10), **kw)
     msg = str(info.value)
     assert "min_survivors=3" in msg and "max_weight=10" in msg and "c000" in msg, msg
+
+
+def test_bad_constructor_arguments_are_argument_errors_not_protocol_errors() -> None:
+    from fedledger.errors import InvalidArgument, InvalidArgumentType
+
+    ident, server = Identity.generate("c1"), Identity.generate("aggregator")
+    keys = {"c1": ident.verify_key, "aggregator": server.verify_key}
+    with pytest.raises(InvalidArgumentType, match="identity"):
+        secagg.SecAggClient("c1", SecAggConfig(), server="aggregator", verify_keys=keys)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType, match="config"):
+        secagg.SecAggClient(ident, {}, server="aggregator", verify_keys=keys)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType, match="dimension"):
+        secagg.SecAggServer(server, SecAggConfig(), clients=["c1"], verify_keys=keys, dimension=2.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="dimension") as neg:
+        secagg.SecAggServer(server, SecAggConfig(), clients=["c1"], verify_keys=keys, dimension=-1)
+    assert not isinstance(neg.value, (InvalidArgumentType, SecAggError))
+    with pytest.raises(InvalidArgument, match="clients"):
+        secagg.SecAggServer(server, SecAggConfig(), clients=["c1", "aggregator"], verify_keys=keys, dimension=2)
+    msg = secagg.AdvertiseKeys(round_id=1, sender="c1", receiver="aggregator", seal_key=b"", mask_key=b"")
+    with pytest.raises(InvalidArgument, match="identity"):
+        msg.signed(server)
+    for bad in ({"threshold": "3"}, {"max_weight": 2.0}, {"min_survivors": "3"}, {"round_id": 1.0}):
+        with pytest.raises(InvalidArgumentType):
+            SecAggConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        SecAggConfig().degree(3.0)  # type: ignore[arg-type]

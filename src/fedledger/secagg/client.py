@@ -62,9 +62,9 @@ class SecAggClient:
         random_bytes: RandomBytes | None = None,
     ) -> None:
         if not isinstance(identity, Identity):
-            raise SecAggError(f"expected an Identity, got {type(identity).__name__}")
+            raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
         if not isinstance(config, SecAggConfig):
-            raise SecAggError(f"expected a SecAggConfig, got {type(config).__name__}")
+            raise InvalidArgumentType("config", f"expected a SecAggConfig, got {type(config).__name__}")
         if type(server) is not str:
             raise InvalidArgumentType("server", f"expected the server's name as a str, got {type(server).__name__}")
         if not isinstance(verify_keys, Mapping):
@@ -205,7 +205,7 @@ class SecAggClient:
         self._stage = "failed"
         cfg = self.config
         if not isinstance(update, np.ndarray) or update.ndim != 1 or update.dtype not in (np.float32, np.float64):
-            raise SecAggError(f"{self.name}: the update must be a 1-D float32 or float64 array")
+            raise InvalidArgumentType("update", f"{self.name}: the update must be a 1-D float32 or float64 array")
         if type(weight) is not int or not 1 <= weight <= cfg.max_weight:
             raise QuantizationError(f"{self.name}: weight {weight!r} is not in [1, max_weight={cfg.max_weight}]")
         peers = set(relayed.sealed)

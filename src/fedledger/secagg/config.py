@@ -62,7 +62,9 @@ class SecAggConfig:
     seal_inputs: bool = True
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and (type(self.threshold) is not int or self.threshold < 1):
+        if self.threshold is not None and type(self.threshold) is not int:
+            raise InvalidArgumentType("threshold", f"expected None or int, got {type(self.threshold).__name__}")
+        if self.threshold is not None and self.threshold < 1:
             raise InvalidArgument("threshold", f"must be None or an int >= 1, got {self.threshold!r}")
         if not (self.neighbors is None or self.neighbors == "auto" or (type(self.neighbors) is int and self.neighbors >= 1)):
             raise InvalidArgument("neighbors", f"must be 'auto', None or an int >= 1, got {self.neighbors!r}")
@@ -70,15 +72,21 @@ class SecAggConfig:
             raise InvalidArgument("bits", f"must be 32 or 64, got {self.bits!r}")
         if not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool) and math.isfinite(self.clip) and self.clip > 0):
             raise InvalidArgument("clip", f"must be a finite number > 0, got {self.clip!r}")
-        if type(self.max_weight) is not int or self.max_weight < 1:
+        if type(self.max_weight) is not int:
+            raise InvalidArgumentType("max_weight", f"expected int, got {type(self.max_weight).__name__}")
+        if self.max_weight < 1:
             raise InvalidArgument("max_weight", f"must be an int >= 1, got {self.max_weight!r}")
-        if type(self.min_survivors) is not int or self.min_survivors < MIN_SURVIVORS:
+        if type(self.min_survivors) is not int:
+            raise InvalidArgumentType("min_survivors", f"expected int, got {type(self.min_survivors).__name__}")
+        if self.min_survivors < MIN_SURVIVORS:
             raise InvalidArgument(
                 "min_survivors", f"must be an int >= {MIN_SURVIVORS} (it can be raised, never lowered), got {self.min_survivors!r}"
             )
         if self.scale is not None and not (isinstance(self.scale, float) and math.isfinite(self.scale) and self.scale > 0):
             raise InvalidArgument("scale", f"must be None or a finite float > 0, got {self.scale!r}")
-        if type(self.round_id) is not int or not 0 <= self.round_id < 2**63:
+        if type(self.round_id) is not int:
+            raise InvalidArgumentType("round_id", f"expected int, got {type(self.round_id).__name__}")
+        if not 0 <= self.round_id < 2**63:
             raise InvalidArgument("round_id", f"must be an int in [0, 2**63), got {self.round_id!r}")
         if type(self.seal_inputs) is not bool:
             raise InvalidArgumentType("seal_inputs", f"expected bool, got {type(self.seal_inputs).__name__}")
@@ -87,7 +95,9 @@ class SecAggConfig:
 
     def degree(self, n: int) -> int:
         """k for n clients: the number of neighbours of each client (n - 1 for the full graph)."""
-        if type(n) is not int or n < 1:
+        if type(n) is not int:
+            raise InvalidArgumentType("n", f"expected int, got {type(n).__name__}")
+        if n < 1:
             raise InvalidArgument("n", f"the number of clients must be an int >= 1, got {n!r}")
         if self.neighbors is None:
             return n - 1
@@ -163,7 +173,9 @@ class NeighbourView(Mapping[str, frozenset[str]]):
     def __init__(self, ids: Sequence[str], k: int, seed: bytes) -> None:
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or any(type(c) is not str for c in ids):
             raise InvalidArgumentType("ids", "must be a sequence of str client ids")
-        if type(k) is not int or k < 0:
+        if type(k) is not int:
+            raise InvalidArgumentType("k", f"expected int, got {type(k).__name__}")
+        if k < 0:
             raise InvalidArgument("k", f"must be an int >= 0, got {k!r}")
         if type(seed) is not bytes:
             raise InvalidArgumentType("seed", f"expected bytes, got {type(seed).__name__}")

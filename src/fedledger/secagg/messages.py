@@ -35,7 +35,7 @@ from fedledger import encoding
 from fedledger.crypto import masking, seal, signing
 from fedledger.crypto.seal import SealContext
 from fedledger.crypto.signing import VerifyKey
-from fedledger.errors import EncodingError, FedLedgerError, InvalidSignature, SecAggError
+from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument, InvalidSignature
 from fedledger.identity import Identity
 
 __all__ = [
@@ -139,7 +139,7 @@ class Message:
     def signed(self: M, identity: Identity) -> M:
         """A copy signed by ``identity`` (whose name must be the sender)."""
         if identity.name != self.sender:
-            raise SecAggError(f"{identity.name!r} cannot sign a message from {self.sender!r}")
+            raise InvalidArgument("identity", f"{identity.name!r} cannot sign a message from {self.sender!r}")
         return replace(self, signature=identity.sign(self.signed_bytes()))
 
     def verify_signature(self, key: VerifyKey) -> None:
@@ -320,7 +320,7 @@ class MaskedInput(Message):
 
     def _body(self) -> dict[str, encoding.Value]:
         if self.sealed and not self.root:
-            raise SecAggError("a sealed masked input needs the root of its plaintext")
+            raise InvalidArgument("root", "a sealed masked input needs the root of its plaintext")
         return {"len": len(self.data), "root": self.root or masking.vector_root(self.data),
                 "w": self.weight, "bad": list(self.complaints), "sealed": self.sealed}
 

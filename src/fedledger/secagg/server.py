@@ -25,6 +25,7 @@ from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import (
     EncodingError,
     FedLedgerError,
+    InvalidArgument,
     InvalidArgumentType,
     InvalidProof,
     InvalidSignature,
@@ -89,8 +90,10 @@ class SecAggServer:
         dimension: int,
         random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
-        if type(dimension) is not int or dimension < 0:
-            raise SecAggError(f"dimension must be an int >= 0, got {dimension!r}")
+        if type(dimension) is not int:
+            raise InvalidArgumentType("dimension", f"expected int, got {type(dimension).__name__}")
+        if dimension < 0:
+            raise InvalidArgument("dimension", f"must be >= 0, got {dimension!r}")
         if not isinstance(identity, Identity):
             raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
         if not isinstance(config, SecAggConfig):
@@ -106,7 +109,7 @@ class SecAggServer:
         if any(type(c) is not str for c in self.clients):
             raise InvalidArgumentType("clients", "every client name must be a str")
         if self.name in self.clients:
-            raise SecAggError("the server cannot also be a client")
+            raise InvalidArgument("clients", f"the server {self.name!r} cannot also be a client")
         self.dimension = dimension
         self._keys = dict(verify_keys)
         self._stage = "advertise_keys"
