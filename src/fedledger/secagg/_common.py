@@ -20,7 +20,7 @@ SERVER_ROLE: Final = "server"
 
 
 def seal_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
-    """The AES-256-GCM keys a client seals shares to its neighbours under (each the same both
+    """The AES-256-GCM keys a client seals shares to its neighbors under (each the same both
     ways), many peers at once (native X25519, in parallel)."""
     ctx = encoding.encode(["fedledger/secagg/seal-key/v1", round_id])
     return agreement.pairwise_seeds(own, peers, context=ctx, length=32)

@@ -1,9 +1,10 @@
-"""The parameters of a secure-aggregation round, and the neighbour graph they define."""
+"""The parameters of a secure-aggregation round, and the neighbor graph they define."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Union
@@ -11,7 +12,7 @@ from typing import Final, Literal, Union
 from fedledger.crypto import masking
 from fedledger.errors import InvalidArgument, InvalidArgumentType
 
-__all__ = ["MIN_SURVIVORS", "SecAggConfig", "neighbour_graph"]
+__all__ = ["MIN_SURVIVORS", "NeighborView", "SecAggConfig", "neighbor_graph", "neighbour_graph"]
 
 _GRAPH_DOMAIN: Final = b"fedledger/secagg/graph/v1\x00"
 
@@ -26,10 +27,10 @@ class SecAggConfig:
     """What every party of a round agrees on before it starts.
 
     - ``threshold``: shares needed to reconstruct a client's secrets, out of its
-      neighbourhood (itself and its neighbours). None: a majority, m // 2 + 1 for a
-      neighbourhood of m. It must exceed m / 2 (else a server could obtain both secrets of a
+      neighborhood (itself and its neighbors). None: a majority, m // 2 + 1 for a
+      neighborhood of m. It must exceed m / 2 (else a server could obtain both secrets of a
       client from two disjoint halves) and be at most m.
-    - ``neighbors``: k, each client's number of neighbours in a k-regular random graph
+    - ``neighbors``: k, each client's number of neighbors in a k-regular random graph
       (SecAgg+); ``"auto"`` picks k = 2 * ceil(log2 n); ``None`` is the full graph (SecAgg).
     - ``bits``: the ring Z_(2^bits), 32 or 64; the wire carries bits / 8 bytes per parameter.
     - ``clip``: every parameter is clipped to [-clip, clip] before quantization.
@@ -43,7 +44,7 @@ class SecAggConfig:
     - ``scale``: explicit quantization scale; None picks the largest that cannot overflow.
     - ``round_id``: bound into every message, seal and mask key (replays from another round
       are rejected).
-    - ``graph_seed``: the seed of the neighbour graph; empty means SHA-256 of the round id.
+    - ``graph_seed``: the seed of the neighbor graph; empty means SHA-256 of the round id.
       In a deployment take it from the ledger (e.g. the last block hash), not from the server.
     - ``seal_inputs``: seal each masked vector to the server (AES-256-GCM records under the
       client-server key): the second encryption layer. The revealed shares are always sealed
@@ -94,7 +95,7 @@ class SecAggConfig:
             raise InvalidArgumentType("graph_seed", f"expected bytes, got {type(self.graph_seed).__name__}")
 
     def degree(self, n: int) -> int:
-        """k for n clients: the number of neighbours of each client (n - 1 for the full graph)."""
+        """k for n clients: the number of neighbors of each client (n - 1 for the full graph)."""
         if type(n) is not int:
             raise InvalidArgumentType("n", f"expected int, got {type(n).__name__}")
         if n < 1:
@@ -105,20 +106,26 @@ class SecAggConfig:
         if k >= n - 1:
             return n - 1
         if k % 2 and n % 2:
-            k += 1  # no k-regular graph with k and n both odd: one more neighbour each
+            k += 1  # no k-regular graph with k and n both odd: one more neighbor each
         return min(k, n - 1)
 
-    def neighbourhood(self, n: int) -> int:
-        """m: how many parties hold shares of each client's secrets (itself and k neighbours)."""
+    def neighborhood(self, n: int) -> int:
+        """m: how many parties hold shares of each client's secrets (itself and k neighbors)."""
         return self.degree(n) + 1
 
+    def neighbourhood(self, n: int) -> int:
+        """Deprecated spelling of :meth:`neighborhood`."""
+        warnings.warn("SecAggConfig.neighbourhood is deprecated; use SecAggConfig.neighborhood",
+                      DeprecationWarning, stacklevel=2)
+        return self.neighborhood(n)
+
     def threshold_for(self, n: int) -> int:
-        """t for n clients, checked against the neighbourhood size."""
-        m = self.neighbourhood(n)
+        """t for n clients, checked against the neighborhood size."""
+        m = self.neighborhood(n)
         t = m // 2 + 1 if self.threshold is None else self.threshold
         if not m / 2 < t <= m:
             raise InvalidArgument(
-                "threshold", f"must be in ({m / 2}, {m}] for a neighbourhood of {m} (n={n}), got {t}"
+                "threshold", f"must be in ({m / 2}, {m}] for a neighborhood of {m} (n={n}), got {t}"
             )
         return t
 
@@ -154,21 +161,28 @@ def _permutation(n: int, seed: bytes) -> list[int]:
     return perm
 
 
-def neighbour_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
-    """The deterministic k-regular neighbour graph on ``ids`` (sorted first).
+def neighbor_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
+    """The deterministic k-regular neighbor graph on ``ids`` (sorted first).
 
     k >= n - 1 gives the complete graph. Otherwise the ids are placed on a cycle in a random
     order drawn from ``seed`` and each is joined to the k // 2 nearest on either side, plus
     the diametrically opposite one when k is odd (n is then even): a Harary graph on a random
     permutation, as in Bell et al. (CCS'20).
     """
-    view = NeighbourView(ids, k, seed)
+    view = NeighborView(ids, k, seed)
     return {c: view[c] for c in view}
 
 
-class NeighbourView(Mapping[str, frozenset[str]]):
-    """:func:`neighbour_graph` as a read-only mapping that builds a row when it is first
-    asked for: a client needs its own row and its neighbours', not all n."""
+def neighbour_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
+    """Deprecated spelling of :func:`neighbor_graph`."""
+    warnings.warn("fedledger.secagg.neighbour_graph is deprecated; use fedledger.secagg.neighbor_graph",
+                  DeprecationWarning, stacklevel=2)
+    return neighbor_graph(ids, k, seed)
+
+
+class NeighborView(Mapping[str, frozenset[str]]):
+    """:func:`neighbor_graph` as a read-only mapping that builds a row when it is first
+    asked for: a client needs its own row and its neighbors', not all n."""
 
     def __init__(self, ids: Sequence[str], k: int, seed: bytes) -> None:
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or any(type(c) is not str for c in ids):
