@@ -185,10 +185,10 @@ class SecAggServer:
             if verify:
                 msg.verify(key)
         except InvalidSignature as exc:
-            self._reject(sender, f"{kind.STAGE}: bad signature ({exc.reason})")
+            self._reject(sender, kind.STAGE, f"bad signature ({exc.reason})")
             return None
         except SecAggError as exc:
-            self._reject(sender, f"{kind.STAGE}: {exc}")
+            self._reject(sender, kind.STAGE, str(exc))
             return None
         if verify:
             assert isinstance(seen, set)
@@ -201,9 +201,11 @@ class SecAggServer:
         no longer counts against it."""
         self.rejected.pop(sender, None)
 
-    def _reject(self, client: str, reason: str) -> None:
+    def _reject(self, client: str, stage: str, why: str) -> None:
+        """Record that ``client``'s message at ``stage`` was refused, and why (the first
+        reason stays on record)."""
         if client in self.clients:
-            self.rejected.setdefault(client, reason)
+            self.rejected.setdefault(client, f"{stage}: {why}")
 
     @staticmethod
     def _messages(messages: object, what: str) -> Iterable[object]:
@@ -235,7 +237,7 @@ class SecAggServer:
                 C.check_public_key(msg.seal_key, "seal key", sender)
                 C.check_public_key(msg.mask_key, "mask key", sender)
             except SecAggError as exc:
-                self._reject(sender, f"advertise_keys: {exc}")
+                self._reject(sender, Stage.ADVERTISE_KEYS, str(exc))
                 continue
             self._adverts[sender] = msg
         self._mark_missing(self.clients, self._adverts, Stage.ADVERTISE_KEYS)
@@ -243,7 +245,7 @@ class SecAggServer:
         n = len(ids)
         if n < self.config.min_survivors:
             self._stage = Stage.FAILED
-            raise RoundFailed(f"after advertise_keys: only {n} client(s) advertised keys, fewer than "
+            raise RoundFailed(f"after {Stage.ADVERTISE_KEYS}: only {n} client(s) advertised keys, fewer than "
                               f"min_survivors={self.config.min_survivors}; the round stops and nothing is revealed")
         try:
             self._threshold = self.config.threshold_for(n)
@@ -279,10 +281,10 @@ class SecAggServer:
             assert isinstance(msg, ShareKeys)
             want = set(self._holders[sender])
             if set(msg.sealed) != want or set(msg.digests) != want or any(len(d) != 64 for d in msg.digests.values()):
-                self._reject(sender, "share_keys: shares are not exactly for its neighborhood")
+                self._reject(sender, Stage.SHARE_KEYS, "shares are not exactly for its neighborhood")
                 continue
             if msg.sealed[sender] != b"" or any(not ct for h, ct in msg.sealed.items() if h != sender):
-                self._reject(sender, "share_keys: malformed sealed shares")
+                self._reject(sender, Stage.SHARE_KEYS, "malformed sealed shares")
                 continue
             accepted[sender] = msg
         # A client with fewer than t live holders of its secrets could not be recovered if it
@@ -293,12 +295,12 @@ class SecAggServer:
             if not short:
                 break
             for u in short:
-                self._reject(u, f"share_keys: fewer than the threshold {self._threshold} of its neighborhood shared keys")
+                self._reject(u, Stage.SHARE_KEYS, f"fewer than the threshold {self._threshold} of its neighborhood shared keys")
             live -= short
         if len(live) < self.config.min_survivors:
             self._stage = Stage.FAILED
             raise RoundFailed(
-                f"after share_keys: only {len(live)} client(s) shared keys with at least the threshold "
+                f"after {Stage.SHARE_KEYS}: only {len(live)} client(s) shared keys with at least the threshold "
                 f"{self._threshold} of their neighborhood ({len(accepted)} shared), fewer than min_survivors="
                 f"{self.config.min_survivors}; the round stops and nothing is revealed"
             )
@@ -330,7 +332,7 @@ class SecAggServer:
         try:
             msg.verify_signature(C.verified(self._keys.get(sender), sender))
         except InvalidSignature as exc:
-            self._reject(sender, f"masked_input: bad signature ({exc.reason})")
+            self._reject(sender, Stage.MASKED_INPUT, f"bad signature ({exc.reason})")
             return False
         # The signature covers the header, not the bytes behind it: the sender's turn is used
         # only once the data opened and matched the signed root (a tampered copy of a genuine
@@ -338,15 +340,15 @@ class SecAggServer:
         sealed = self.config.seal_inputs
         size = seal.sealed_records_size(expected) if sealed else expected
         if type(msg.weight) is not int or not 1 <= msg.weight <= self.config.max_weight:
-            self._reject(sender, f"masked_input: declared weight {msg.weight!r} is not in [1, max_weight="
+            self._reject(sender, Stage.MASKED_INPUT, f"declared weight {msg.weight!r} is not in [1, max_weight="
                                  f"{self.config.max_weight}]")
             return False
         if msg.sealed != sealed:
-            self._reject(sender, f"masked_input: {'unsealed' if sealed else 'sealed'}, and this round "
+            self._reject(sender, Stage.MASKED_INPUT, f"{'unsealed' if sealed else 'sealed'}, and this round "
                                  f"{'seals' if sealed else 'does not seal'} inputs")
             return False
         if len(msg.data) != size:
-            self._reject(sender, f"masked_input: {len(msg.data)} bytes, expected {size} "
+            self._reject(sender, Stage.MASKED_INPUT, f"{len(msg.data)} bytes, expected {size} "
                                  f"({self.dimension} parameters + weight, {width} bytes each"
                                  f"{', sealed' if sealed else ''})")
             return False
@@ -359,7 +361,7 @@ class SecAggServer:
                                          C.to_server(sender, self.name, self.config.round_id, C.INPUT_PURPOSE),
                                          self._opened.data)
             except SealError:
-                self._reject(sender, "masked_input: its sealed vector does not open")
+                self._reject(sender, Stage.MASKED_INPUT, "its sealed vector does not open")
                 return False
             data = self._opened.data
         if self._sum is None:
@@ -367,7 +369,7 @@ class SecAggServer:
         try:
             masking.add_verified(self._sum, data, msg.root)
         except InvalidProof:
-            self._reject(sender, "masked_input: the data does not match its signed vector root")
+            self._reject(sender, Stage.MASKED_INPUT, "the data does not match its signed vector root")
             return False
         self.commitments[sender] = msg.root
         self.weights[sender] = msg.weight
@@ -392,11 +394,11 @@ class SecAggServer:
         self._dropped_after_sharing = tuple(sorted(self._u2 - set(self._u3)))
         if len(self._u3) < self.config.min_survivors:
             self._stage = Stage.FAILED
-            refused = sorted((c, why) for c, why in self.rejected.items() if why.startswith("masked_input:"))
+            refused = sorted((c, why) for c, why in self.rejected.items() if why.startswith(f"{Stage.MASKED_INPUT}:"))
             why = "; refused: " + "; ".join(f"{c}: {r}" for c, r in refused[:5]) if refused else ""
             more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
             raise RoundFailed(
-                f"after masked_input: only {len(self._u3)} masked input(s) arrived, fewer than min_survivors="
+                f"after {Stage.MASKED_INPUT}: only {len(self._u3)} masked input(s) arrived, fewer than min_survivors="
                 f"{self.config.min_survivors}; the round stops and nothing is revealed{why}{more}"
             )
         self._require_holders(frozenset(self._u3), Stage.MASKED_INPUT)
@@ -449,11 +451,11 @@ class SecAggServer:
                 seed_shares, key_shares = msg.open_shares(self._client_keys[sender],
                                               C.to_server(sender, self.name, self.config.round_id, C.UNMASK_PURPOSE))
             except (SealError, EncodingError) as exc:
-                self._reject(sender, f"unmask: its sealed shares do not open ({exc})")
+                self._reject(sender, Stage.UNMASK, f"its sealed shares do not open ({exc})")
                 continue
             problem = self._check_response(sender, seed_shares, key_shares, alive, dropped)
             if problem:
-                self._reject(sender, f"unmask: {problem}")
+                self._reject(sender, Stage.UNMASK, problem)
                 continue
             responses[sender] = msg
         self._opened = None
