@@ -72,7 +72,7 @@ print(elapsed, ",".join(heavy) or "-")
 
 
 def test_import_is_fast_and_compiles_nothing() -> None:
-    # Best of three cold interpreters, so a noisy neighbour does not decide the verdict.
+    # Best of three cold interpreters, so a noisy neighbor does not decide the verdict.
     best = float("inf")
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True)

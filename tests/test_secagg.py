@@ -1008,7 +1008,8 @@ def test_bad_constructor_arguments_are_argument_errors_not_protocol_errors() -> 
     msg = secagg.AdvertiseKeys(round_id=1, sender="c1", receiver="aggregator", seal_key=b"", mask_key=b"")
     with pytest.raises(InvalidArgument, match="identity"):
         msg.signed(server)
-    for bad in ({"threshold": "3"}, {"max_weight": 2.0}, {"min_survivors": "3"}, {"round_id": 1.0}):
+    for bad in ({"threshold": "3"}, {"max_weight": 2.0}, {"min_survivors": "3"}, {"round_id": 1.0}, {"clip": "1"},
+                {"scale": 5}):
         with pytest.raises(InvalidArgumentType):
             SecAggConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentType):

@@ -395,6 +395,25 @@ def test_masking_arguments_of_the_wrong_type_or_size_are_typed_errors() -> None:
     assert not isinstance(short.value, InvalidArgumentType)
     with pytest.raises(InvalidArgumentType):
         masking.quantization_scale(3.0, bits=32, clip=1.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        masking.quantization_scale(3, bits=32, clip="1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        masking.check_scale(3, bits=32, clip=1.0, max_weight=1, scale=5)
+    key = b"k" * masking.KEY_SIZE
+    for call in (lambda: masking.expand(key.decode(), 4),  # type: ignore[arg-type]
+                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [bytearray(key)], [1]),  # type: ignore[list-item]
+                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [1.0]),  # type: ignore[list-item]
+                 lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), "r" * 32),  # type: ignore[arg-type]
+                 lambda: masking.quantize(np.zeros(3), np.zeros(3, np.uint32), scale=1.0, clip=1.0,
+                                          key=key.decode())):  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentType):
+            call()
+    for call in (lambda: masking.expand(key[:-1], 4),
+                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [2]),
+                 lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), b"r" * 31)):
+        with pytest.raises(InvalidArgument) as exc:
+            call()
+        assert not isinstance(exc.value, InvalidArgumentType)
     for length in (10**5000, -1, 2**40):
         with pytest.raises(InvalidArgument):
             masking.expand(b"k" * masking.KEY_SIZE, length)

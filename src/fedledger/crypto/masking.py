@@ -95,13 +95,20 @@ def ring_dtype(bits: int) -> type[np.unsignedinteger]:
     raise InvalidArgument("bits", f"must be 32 or 64, got {bits!r}")
 
 
+def _fixed_bytes(value: object, size: int, argument: str) -> bytes:
+    """``value`` if it is exactly ``size`` bytes: InvalidArgumentType if it is not bytes,
+    InvalidArgument if it is bytes of another length."""
+    if type(value) is not bytes:
+        raise InvalidArgumentType(argument, f"expected bytes, got {type(value).__name__}")
+    if len(value) != size:
+        raise InvalidArgument(argument, f"expected {size} bytes, got {len(value)}")
+    return value
+
+
 def mask_key(seed: bytes, *, purpose: bytes) -> bytes:
     """The 16-byte AES-128 key of the mask derived from a 32-byte seed: HKDF-SHA256 with the
     purpose (round, role, parties, as canonical bytes) in ``info``."""
-    if type(seed) is not bytes:
-        raise InvalidArgumentType("seed", f"expected bytes, got {type(seed).__name__}")
-    if len(seed) != 32:
-        raise InvalidArgument("seed", f"expected 32 bytes, got {len(seed)}")
+    _fixed_bytes(seed, 32, "seed")
     return mask_keys([seed], purpose=purpose)[0]
 
 
@@ -132,13 +139,14 @@ def _keys(keys: Sequence[bytes], signs: Sequence[int]) -> tuple[NDArray[np.uint8
         raise InvalidArgument("signs", f"{len(signs)} signs for {len(keys)} keys")
     arr = np.empty((len(keys), KEY_SIZE), dtype=np.uint8)
     for i, key in enumerate(keys):
-        if type(key) is not bytes or len(key) != KEY_SIZE:
-            raise InvalidArgument(f"keys[{i}]", f"expected {KEY_SIZE} bytes")
+        _fixed_bytes(key, KEY_SIZE, f"keys[{i}]")
         arr[i] = np.frombuffer(key, dtype=np.uint8)
     sg = np.empty(len(signs), dtype=np.int8)
     for i, s in enumerate(signs):
-        if s not in (1, -1) or type(s) is not int:
-            raise InvalidArgument(f"signs[{i}]", f"must be +1 or -1, got {s!r}")
+        if type(s) is not int:
+            raise InvalidArgumentType(f"signs[{i}]", f"expected int, got {type(s).__name__}")
+        if s not in (1, -1):
+            raise InvalidArgument(f"signs[{i}]", f"must be +1 or -1, got {int_repr(s)}")
         sg[i] = s
     return arr, sg
 
@@ -170,8 +178,7 @@ def accumulate(
 def expand(key: bytes, length: int, bits: int = 32) -> RingArray:
     """The mask of ``key``: ``length`` ring elements (a fresh array)."""
     dtype = ring_dtype(bits)
-    if type(key) is not bytes or len(key) != KEY_SIZE:
-        raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
+    _fixed_bytes(key, KEY_SIZE, "key")
     length = as_int(length, "length")
     if not 0 <= length <= MAX_VECTOR_LENGTH:
         raise InvalidArgument("length", f"must be in [0, 2**36], got {int_repr(length)}")
@@ -231,8 +238,7 @@ def add_verified(acc: RingArray, data: bytes | memoryview, root: bytes) -> None:
     """
     view, width = _ring(acc)
     item = _input(data, view.shape[0], "data")
-    if type(root) is not bytes or len(root) != 32:
-        raise InvalidArgument("root", "expected 32 bytes")
+    _fixed_bytes(root, 32, "root")
     leaves = _leaf_rows(view.shape[0])
     rc = _k.vector_pass(view, width, None, 0.0, 0.0, 0.0, _NO_BYTES, item, 1, _NO_KEYS, _NO_SIGNS,
                         leaves, True, num_threads())
@@ -265,8 +271,7 @@ def quantize_and_mask(
     view, width = _ring(out)
     if out.shape[0] < xs.shape[0]:
         raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
-    if type(rounding_key) is not bytes or len(rounding_key) != KEY_SIZE:
-        raise InvalidArgument("rounding_key", f"expected {KEY_SIZE} bytes")
+    _fixed_bytes(rounding_key, KEY_SIZE, "rounding_key")
     karr, sarr = _keys(keys, signs)
     leaves = _leaf_rows(view.shape[0])
     rc = _k.vector_pass(view, width, xs, float(scale), float(clip), float(weight), np.frombuffer(rounding_key, np.uint8),
@@ -300,7 +305,9 @@ def quantization_scale(n: int, *, bits: int, clip: float, max_weight: int = 1) -
         raise InvalidArgumentType("n", f"expected int, got {type(n).__name__}")
     if n < 1:
         raise InvalidArgument("n", f"must be an int >= 1, got {int_repr(n)}")
-    if not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+    if not isinstance(clip, (int, float)):
+        raise InvalidArgumentType("clip", f"expected a number, got {type(clip).__name__}")
+    if not (math.isfinite(clip) and clip > 0):
         raise InvalidArgument("clip", f"must be a finite number > 0, got {clip!r}")
     if type(max_weight) is not int:
         raise InvalidArgumentType("max_weight", f"expected int, got {type(max_weight).__name__}")
@@ -326,7 +333,9 @@ def quantization_scale(n: int, *, bits: int, clip: float, max_weight: int = 1) -
 def check_scale(n: int, *, bits: int, clip: float, max_weight: int, scale: float) -> None:
     """QuantizationError unless an explicit ``scale`` keeps n clients' sum from wrapping."""
     limit = 2 ** (bits - 1) - 1
-    if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0):
+    if not isinstance(scale, float):
+        raise InvalidArgumentType("scale", f"expected float, got {type(scale).__name__}")
+    if not (math.isfinite(scale) and scale > 0):
         raise InvalidArgument("scale", f"must be a finite float > 0, got {scale!r}")
     span = float(clip) * max_weight
     if n * max_weight > limit or span * scale >= _EXACT or n * (math.floor(span * scale) + 1) > limit:
@@ -356,8 +365,7 @@ def quantize(
     if out.shape[0] < xs.shape[0]:
         raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
     rk = os.urandom(KEY_SIZE) if key is None else key
-    if type(rk) is not bytes or len(rk) != KEY_SIZE:
-        raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
+    _fixed_bytes(rk, KEY_SIZE, "key")
     rc = _k.quantize(xs, view, width, float(scale), float(clip), float(weight), np.frombuffer(rk, np.uint8), num_threads())
     if rc & _k.ERR_NONFINITE:
         raise QuantizationError("the update holds NaN or infinite values")

@@ -71,7 +71,9 @@ class SecAggConfig:
             raise InvalidArgument("neighbors", f"must be 'auto', None or an int >= 1, got {self.neighbors!r}")
         if self.bits not in masking.RING_BITS:
             raise InvalidArgument("bits", f"must be 32 or 64, got {self.bits!r}")
-        if not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool) and math.isfinite(self.clip) and self.clip > 0):
+        if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)):
+            raise InvalidArgumentType("clip", f"expected a number, got {type(self.clip).__name__}")
+        if not (math.isfinite(self.clip) and self.clip > 0):
             raise InvalidArgument("clip", f"must be a finite number > 0, got {self.clip!r}")
         if type(self.max_weight) is not int:
             raise InvalidArgumentType("max_weight", f"expected int, got {type(self.max_weight).__name__}")
@@ -83,7 +85,9 @@ class SecAggConfig:
             raise InvalidArgument(
                 "min_survivors", f"must be an int >= {MIN_SURVIVORS} (it can be raised, never lowered), got {self.min_survivors!r}"
             )
-        if self.scale is not None and not (isinstance(self.scale, float) and math.isfinite(self.scale) and self.scale > 0):
+        if self.scale is not None and not isinstance(self.scale, float):
+            raise InvalidArgumentType("scale", f"expected None or float, got {type(self.scale).__name__}")
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
             raise InvalidArgument("scale", f"must be None or a finite float > 0, got {self.scale!r}")
         if type(self.round_id) is not int:
             raise InvalidArgumentType("round_id", f"expected int, got {type(self.round_id).__name__}")
