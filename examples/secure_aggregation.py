@@ -69,6 +69,12 @@ def main() -> None:
     assert report.weights == {s: samples[s] for s in alive} and sum(report.weights.values()) == result.total_weight
     print(f"declared sample counts recorded for {len(report.weights)} sites, beside their commitments")
 
+    # What a ledger stores for the round: the frozen outcome's canonical record (no vectors).
+    record = result.outcome.record_bytes()
+    assert secagg.RoundOutcome.from_bytes(record) == result.outcome
+    print(f"round outcome record: {len(record):,} bytes (survivors, dropouts by stage, rejections, "
+          f"commitments, weights, parameters)")
+
 
 if __name__ == "__main__":
     main()
