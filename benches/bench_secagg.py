@@ -47,9 +47,9 @@ def updates(n: int, d: int) -> dict[str, np.ndarray]:
 
 
 def drops(ids: list[str], config: secagg.SecAggConfig, frac: float) -> dict[str, str]:
-    """Like flower_peer: drop a client only if every neighbourhood keeps >= t live holders."""
+    """Like flower_peer: drop a client only if every neighborhood keeps >= t live holders."""
     n = len(ids)
-    graph = secagg.neighbour_graph(ids, config.degree(n), config.seed())
+    graph = secagg.neighbor_graph(ids, config.degree(n), config.seed())
     t = config.threshold_for(n)
     want = int(round(frac * n))
     chosen: set[str] = set()

@@ -6,7 +6,7 @@ Run it after `pip install .`:
     python examples/secure_aggregation.py
 
 Twenty sites each hold a model update of 100,000 parameters and a sample count. They run one
-SecAgg+ round (Bonawitz et al. with the sparse neighbour graph of Bell et al.) in this process:
+SecAgg+ round (Bonawitz et al. with the sparse neighbor graph of Bell et al.) in this process:
 every message is signed, passed through bytes, and checked; masked vectors and revealed shares
 are sealed to the aggregator (AES-256-GCM); each site's sample count is declared in its signed
 message, and the unmasked sum must match those counts and lie within their weighted clip range. Two sites vanish before sending their masked
@@ -32,7 +32,7 @@ def main() -> None:
     config = secagg.SecAggConfig(neighbors="auto", clip=0.5, max_weight=1_000, round_id=7)
     n = len(sites)
     print(f"{n} sites, {config.degree(n)} neighbours each, threshold {config.threshold_for(n)} "
-          f"of {config.neighbourhood(n)}, {config.bits}-bit ring, masked vectors sealed: {config.seal_inputs}")
+          f"of {config.neighborhood(n)}, {config.bits}-bit ring, masked vectors sealed: {config.seal_inputs}")
 
     dropouts = {"hospital-03": "masked_input", "hospital-11": "masked_input", "hospital-17": "unmask"}
     t0 = time.perf_counter()
@@ -68,6 +68,12 @@ def main() -> None:
     # recorded beside each commitment; the unmasked weight slot had to match their sum.
     assert report.weights == {s: samples[s] for s in alive} and sum(report.weights.values()) == result.total_weight
     print(f"declared sample counts recorded for {len(report.weights)} sites, beside their commitments")
+
+    # What a ledger stores for the round: the frozen outcome's canonical record (no vectors).
+    record = result.outcome.record_bytes()
+    assert secagg.RoundOutcome.from_bytes(record) == result.outcome
+    print(f"round outcome record: {len(record):,} bytes (survivors, dropouts by stage, rejections, "
+          f"commitments, weights, parameters)")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,18 @@ def test_build_info_reports_every_kernel_and_library() -> None:
     assert info["num_threads"] >= 1
 
 
+def test_build_info_is_typed_and_names_the_shamir_kernel() -> None:
+    from typing import get_type_hints
+
+    info = fedledger.build_info()
+    assert set(info) == set(get_type_hints(fedledger.BuildInfo))
+    # Shamir is a compiled Cython kernel like the rest; no JIT is reported or needed.
+    assert "_shamir" in info["modules"] and info["modules"]["_shamir"].endswith((".so", ".pyd"))
+    assert not any("numba" in key for key in info)
+    for key, kind in get_type_hints(fedledger.BuildInfo).items():
+        assert isinstance(info[key], getattr(kind, "__origin__", kind)), key  # type: ignore[literal-required]
+
+
 def test_openmp_is_built_in_where_the_compiler_has_it() -> None:
     # Our build machines' gcc has OpenMP; a build that silently lost it would be a regression.
     assert fedledger.build_info()["openmp"] is True
@@ -60,7 +72,7 @@ print(elapsed, ",".join(heavy) or "-")
 
 
 def test_import_is_fast_and_compiles_nothing() -> None:
-    # Best of three cold interpreters, so a noisy neighbour does not decide the verdict.
+    # Best of three cold interpreters, so a noisy neighbor does not decide the verdict.
     best = float("inf")
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True)

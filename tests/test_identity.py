@@ -153,3 +153,31 @@ def test_import_fedledger_stays_cheap() -> None:
     assert "Identity" in dir(fedledger) and "IdentityCard" in fedledger.__all__
     with pytest.raises(AttributeError):
         fedledger.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_scrypt_lives_in_the_crypto_layer() -> None:
+    from fedledger import identity
+    from fedledger.crypto import kdf
+
+    # RFC 7914 section 12, the N=1024 vector.
+    want = bytes.fromhex(
+        "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162"
+        "2eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"
+    )
+    assert kdf.scrypt_password(b"password", salt=b"NaCl", n=1024, r=8, p=16, length=64) == want
+    assert kdf.scrypt_password("password", salt=b"NaCl", n=1024, r=8, p=16, length=64) == want
+    # The identity file's PEM password is the hex of that function at the fixed cost.
+    salt = bytes(range(16))
+    hardened = identity._harden("pw", {"name": "scrypt", "salt": salt, "n": 2**15, "r": 8, "p": 1})
+    assert hardened == kdf.scrypt_password("pw", salt=salt, n=2**15, r=8, p=1).hex().encode()
+    with pytest.raises(InvalidArgument):
+        kdf.scrypt_password("", salt=salt, n=1024, r=8, p=1)
+    with pytest.raises(InvalidArgument):
+        kdf.scrypt_password("pw", salt=salt, n=1000, r=8, p=1)
+    with pytest.raises(InvalidArgument):
+        kdf.scrypt_password("pw", salt=salt, n=2**40, r=8, p=1)
+    with pytest.raises(InvalidArgumentType):
+        kdf.scrypt_password("pw", salt="salt", n=1024, r=8, p=1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        kdf.scrypt_password("pw", salt=salt, n=1024.0, r=8, p=1)  # type: ignore[arg-type]
+    assert "fedledger.crypto.kdf" in sys.modules

@@ -70,10 +70,10 @@ def assert_refused(res: secagg.RoundResult, updates: Mapping[str, np.ndarray], c
 
 
 def feasible_drops(ids: list[str], config: SecAggConfig, want: int, stages: list[str]) -> dict[str, str]:
-    """Greedily pick up to ``want`` clients to drop so that every neighbourhood keeps at least
+    """Greedily pick up to ``want`` clients to drop so that every neighborhood keeps at least
     ``threshold`` live holders (the condition the protocol survives), cycling the stages."""
     n = len(ids)
-    graph = secagg.neighbour_graph(ids, config.degree(n), config.seed())
+    graph = secagg.neighbor_graph(ids, config.degree(n), config.seed())
     t = config.threshold_for(n)
     chosen: list[str] = []
     for c in ids:
@@ -117,7 +117,7 @@ def test_dropouts_up_to_n_minus_threshold_at_each_stage(n: int, stage: str) -> N
 @pytest.mark.parametrize("neighbors", [None, "auto"])
 def test_hundred_clients_with_the_most_dropouts_the_threshold_allows(neighbors: object, stage: str) -> None:
     # Full graph: n - t = 49 of 100 drop. Sparse (k = 14, t = 8 of 15): as many as keep every
-    # neighbourhood at t live holders, at least n - t of some neighbourhood.
+    # neighborhood at t live holders, at least n - t of some neighborhood.
     n = 100
     config = SecAggConfig(neighbors=neighbors)  # type: ignore[arg-type]
     updates = make_updates(n, 5, seed=7)
@@ -126,7 +126,7 @@ def test_hundred_clients_with_the_most_dropouts_the_threshold_allows(neighbors: 
     drops = feasible_drops(ids, config, n - t, [stage])
     if neighbors is None:
         assert len(drops) == n - t
-    assert len(drops) >= config.neighbourhood(n) - t
+    assert len(drops) >= config.neighborhood(n) - t
     res = run_round(updates, config, dropouts=drops)
     assert res.report.dropped == drops
     assert set(res.report.survivors) == (set(ids) if stage == "unmask" else set(ids) - set(drops))
@@ -159,11 +159,11 @@ def test_sparse_graph_really_is_sparse() -> None:
     config = SecAggConfig(neighbors=3)
     updates = make_updates(n, 4)
     res = run_round(updates, config)
-    # a client's sealed shares go to its k = 3 neighbours (and itself), not to n - 1 others
+    # a client's sealed shares go to its k = 3 neighbors (and itself), not to n - 1 others
     per_client_share_bytes = res.report.bytes_up["share_keys"] / n
     full = run_round(make_updates(20, 4), SecAggConfig(neighbors=None)).report.bytes_up["share_keys"] / 20
     assert per_client_share_bytes < full / 3
-    graph = secagg.neighbour_graph(sorted(updates), config.degree(n), config.seed())
+    graph = secagg.neighbor_graph(sorted(updates), config.degree(n), config.seed())
     assert {len(v) for v in graph.values()} == {3}
 
 
@@ -451,7 +451,7 @@ def fork(secret: bytes, like: shamir.Share) -> bytes:
 
 
 class CorruptOneShare(secagg.SecAggClient):
-    """Deals one neighbour a share of its seed whose values are off (same commitment)."""
+    """Deals one neighbor a share of its seed whose values are off (same commitment)."""
 
     victim = "c001"
 
@@ -464,7 +464,7 @@ class CorruptOneShare(secagg.SecAggClient):
 
 
 class ForkOneShare(secagg.SecAggClient):
-    """Deals one neighbour a share of a different seed (another polynomial, another commitment)."""
+    """Deals one neighbor a share of a different seed (another polynomial, another commitment)."""
 
     def _deal_share(self, holder: str, share: shamir.Share, kind: str) -> bytes:
         if holder == "c002" and kind == "b":
@@ -672,30 +672,30 @@ def _graph_by_definition(ids: list[str], k: int, seed: bytes) -> dict[str, froze
 
 
 @pytest.mark.parametrize("n,k", [(2, 1), (3, 2), (10, 3), (10, 4), (31, 6), (100, 3), (100, 14), (100, 99), (7, 50)])
-def test_neighbour_view_builds_the_rows_of_the_definition(n: int, k: int) -> None:
-    from fedledger.secagg.config import NeighbourView
+def test_neighbor_view_builds_the_rows_of_the_definition(n: int, k: int) -> None:
+    from fedledger.secagg.config import NeighborView
 
     ids = [f"n{i:03d}" for i in range(n)]
     want = _graph_by_definition(ids, k, b"seed")
-    view = NeighbourView(list(reversed(ids)), k, b"seed")
+    view = NeighborView(list(reversed(ids)), k, b"seed")
     assert [view[c] for c in reversed(ids)] == [want[c] for c in reversed(ids)]  # rows on demand, any order
-    assert dict(view) == want == secagg.neighbour_graph(ids, k, b"seed")
+    assert dict(view) == want == secagg.neighbor_graph(ids, k, b"seed")
     assert len(view) == n and list(view) == ids
     with pytest.raises(KeyError):
         view["stranger"]
 
 
-def test_neighbour_graph_is_regular_symmetric_and_seeded() -> None:
+def test_neighbor_graph_is_regular_symmetric_and_seeded() -> None:
     ids = [f"n{i}" for i in range(31)]
-    g = secagg.neighbour_graph(ids, 6, b"seed")
+    g = secagg.neighbor_graph(ids, 6, b"seed")
     assert all(len(v) == 6 and c not in v for c, v in g.items())
     assert all(c in g[v] for c, vs in g.items() for v in vs)
-    assert g == secagg.neighbour_graph(list(reversed(ids)), 6, b"seed")
-    assert g != secagg.neighbour_graph(ids, 6, b"other seed")
-    g5 = secagg.neighbour_graph(ids[:30], 5, b"seed")
+    assert g == secagg.neighbor_graph(list(reversed(ids)), 6, b"seed")
+    assert g != secagg.neighbor_graph(ids, 6, b"other seed")
+    g5 = secagg.neighbor_graph(ids[:30], 5, b"seed")
     assert {len(v) for v in g5.values()} == {5}
     assert SecAggConfig(neighbors=5).degree(31) == 6  # odd k and odd n: one more
-    assert all(len(v) == 30 for v in secagg.neighbour_graph(ids, 30, b"s").values())
+    assert all(len(v) == 30 for v in secagg.neighbor_graph(ids, 30, b"s").values())
 
 
 @pytest.mark.parametrize("sealed", [True, False])
@@ -987,3 +987,174 @@ def test_a_round_that_ends_for_want_of_inputs_says_which_limit_was_hit(where: st
         run_round(updates, SecAggConfig(neighbors=None, max_weight=10), **kw)
     msg = str(info.value)
     assert "min_survivors=3" in msg and "max_weight=10" in msg and "c000" in msg, msg
+
+
+def test_bad_constructor_arguments_are_argument_errors_not_protocol_errors() -> None:
+    from fedledger.errors import InvalidArgument, InvalidArgumentType
+
+    ident, server = Identity.generate("c1"), Identity.generate("aggregator")
+    keys = {"c1": ident.verify_key, "aggregator": server.verify_key}
+    with pytest.raises(InvalidArgumentType, match="identity"):
+        secagg.SecAggClient("c1", SecAggConfig(), server="aggregator", verify_keys=keys)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType, match="config"):
+        secagg.SecAggClient(ident, {}, server="aggregator", verify_keys=keys)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType, match="dimension"):
+        secagg.SecAggServer(server, SecAggConfig(), clients=["c1"], verify_keys=keys, dimension=2.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="dimension") as neg:
+        secagg.SecAggServer(server, SecAggConfig(), clients=["c1"], verify_keys=keys, dimension=-1)
+    assert not isinstance(neg.value, (InvalidArgumentType, SecAggError))
+    with pytest.raises(InvalidArgument, match="clients"):
+        secagg.SecAggServer(server, SecAggConfig(), clients=["c1", "aggregator"], verify_keys=keys, dimension=2)
+    msg = secagg.AdvertiseKeys(round_id=1, sender="c1", receiver="aggregator", seal_key=b"", mask_key=b"")
+    with pytest.raises(InvalidArgument, match="identity"):
+        msg.signed(server)
+    for bad in ({"threshold": "3"}, {"max_weight": 2.0}, {"min_survivors": "3"}, {"round_id": 1.0}, {"clip": "1"},
+                {"scale": 5}):
+        with pytest.raises(InvalidArgumentType):
+            SecAggConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        SecAggConfig().degree(3.0)  # type: ignore[arg-type]
+
+
+def test_the_old_neighbour_spelling_still_works_and_is_deprecated() -> None:
+    ids = [f"c{i}" for i in range(8)]
+    with pytest.warns(DeprecationWarning, match="neighbor_graph"):
+        old = secagg.neighbour_graph(ids, 4, b"seed")
+    assert old == secagg.neighbor_graph(ids, 4, b"seed")
+    with pytest.warns(DeprecationWarning, match="neighborhood"):
+        assert SecAggConfig(neighbors=4).neighbourhood(8) == SecAggConfig(neighbors=4).neighborhood(8) == 5
+
+
+def test_stages_are_an_enum_that_reads_and_encodes_as_the_old_strings() -> None:
+    from fedledger.secagg import Stage
+
+    assert secagg.DROPOUT_STAGES == ("advertise_keys", "share_keys", "masked_input", "unmask")
+    assert [m.STAGE for m in (secagg.AdvertiseKeys, secagg.KeyDirectory, secagg.ShareKeys, secagg.RelayedShares,
+                              secagg.MaskedInput, secagg.UnmaskRequest, secagg.UnmaskResponse)] == [
+        "advertise_keys", "key_directory", "share_keys", "relayed_shares", "masked_input", "unmask_request", "unmask"]
+    for stage in Stage:
+        assert stage == stage.value and Stage(stage.value) is stage
+        assert (str(stage), f"{stage}", repr(stage)) == (stage.value, stage.value, repr(stage.value))
+        assert type(str(stage)) is str
+    ident = Identity.generate("c1")
+    msg = secagg.AdvertiseKeys(round_id=7, sender="c1", receiver="aggregator", seal_key=b"s" * 32,
+                               mask_key=b"m" * 32).signed(ident)
+    head = encoding.decode(msg.signed_bytes())
+    assert isinstance(head, dict) and type(head["stage"]) is str and head["stage"] == "advertise_keys"
+    assert secagg.AdvertiseKeys.from_bytes(msg.to_bytes()) == msg
+
+
+def _outcome_round(ids: dict[str, Identity]) -> secagg.RoundResult:
+    """8 clients, weighted; c001 never shows up, c002 vanishes before its masked input, c003's
+    masked input is tampered with in transit (rejected), c004 does not help unmask."""
+    updates = make_updates(8, 33, seed=5)
+
+    def tamper(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "masked_input" and sender == "c003":
+            return data[:-1] + bytes([data[-1] ^ 1])
+        return data
+
+    return run_round(updates, SecAggConfig(neighbors=None, max_weight=50, round_id=9),
+                     {"c001": "advertise_keys", "c002": "masked_input", "c004": "unmask"},
+                     weights={c: 10 + i for i, c in enumerate(sorted(updates))}, identities=ids, intercept=tamper,
+                     random_bytes=lambda c: drbg(b"outcome/" + c.encode()))
+
+
+def test_the_round_outcome_is_a_frozen_canonical_record() -> None:
+    import dataclasses
+
+    ids = idents(make_updates(8, 1))
+    res = _outcome_round(ids)
+    out = res.outcome
+    assert isinstance(out, secagg.RoundOutcome) and out is res.report.outcome
+    assert out.protocol == "fedledger/secagg/v1" and out.round_id == 9
+    assert out.participants == tuple(f"c{i:03d}" for i in range(8))
+    assert out.survivors == ("c000", "c004", "c005", "c006", "c007") == res.report.survivors
+    assert dict(out.dropouts) == {"c001": "advertise_keys", "c002": "masked_input", "c003": "masked_input",
+                                  "c004": "unmask"}
+    assert all(type(v) is str for v in out.dropouts.values())
+    assert list(out.rejections) == ["c003"] and out.rejections["c003"].startswith("masked_input:")
+    assert dict(out.weights) == {"c000": 10, "c004": 14, "c005": 15, "c006": 16, "c007": 17}
+    assert out.total_weight == res.total_weight == 72
+    assert set(out.commitments) == set(out.survivors) and all(len(r) == 32 for r in out.commitments.values())
+    assert out.length == 33 and out.ring_bits == 32
+    assert out.params["threshold"] == 4 and out.params["degree"] == 6 and out.params["seal_inputs"] is True
+    assert float.fromhex(str(out.params["scale"])) == res.scale
+    assert float.fromhex(str(out.params["clip"])) == 1.0
+    # Round-trips, through the record and through its bytes; encode accepts the record as is.
+    record = out.to_record()
+    assert encoding.encode(record) == out.record_bytes()
+    assert secagg.RoundOutcome.from_record(record) == out
+    assert secagg.RoundOutcome.from_bytes(out.record_bytes()) == out
+    assert secagg.RoundOutcome.from_record(encoding.decode(out.record_bytes())).to_record() == record
+    assert record["params_digest"] == out.params_digest and record["total_weight"] == 72
+
+    def plain(v: object) -> bool:  # str, int, bytes, bool, lists and str-keyed maps only
+        if isinstance(v, dict):
+            return all(type(k) is str and plain(x) for k, x in v.items())
+        if isinstance(v, list):
+            return all(plain(x) for x in v)
+        return type(v) in (str, int, bytes, bool)
+
+    assert plain(record)
+    # Frozen, read-only inside too.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        out.survivors = ()  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        out.weights["c000"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        out.dropouts["c000"] = "unmask"  # type: ignore[index]
+
+
+def test_the_same_round_gives_the_same_outcome_bytes() -> None:
+    ids = idents(make_updates(8, 1))
+    first, again = _outcome_round(ids).outcome, _outcome_round(ids).outcome
+    assert first.record_bytes() == again.record_bytes()
+    assert first.aggregate_root == again.aggregate_root != b""
+    other = _outcome_round(idents(make_updates(8, 1))).outcome  # other signing keys: other ciphertexts
+    assert other.survivors == first.survivors and other.params_digest == first.params_digest
+
+
+def test_a_tampered_outcome_record_is_refused() -> None:
+    ids = idents(make_updates(8, 1))
+    out = _outcome_round(ids).outcome
+    good = out.to_record()
+    assert secagg.RoundOutcome.from_record(dict(good)) == out
+    bad: list[dict[str, Any]] = [
+        {**good, "total_weight": 71},
+        {**good, "params": {**good["params"], "threshold": 5}},  # type: ignore[dict-item]
+        {**good, "extra": 1},
+        {**good, "type": "something/else"},
+        {**good, "survivors": [*good["survivors"], "stranger"]},  # type: ignore[misc]
+        {**good, "weights": {**good["weights"], "c000": 0}},  # type: ignore[dict-item]
+        {**good, "participants": list(reversed(good["participants"]))},  # type: ignore[call-overload]
+        {**good, "round": "9"},
+    ]
+    for record in bad:
+        with pytest.raises(EncodingError):
+            secagg.RoundOutcome.from_record(record)
+    with pytest.raises(EncodingError):
+        secagg.RoundOutcome.from_bytes(b"\xa0")
+
+
+def test_the_server_hands_out_the_outcome_only_when_the_round_is_done() -> None:
+    updates = make_updates(4, 5)
+    ids = idents(updates)
+    seen: list[secagg.SecAggServer] = []
+
+    class Spy(secagg.SecAggServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            seen.append(self)
+            assert self.outcome is None
+
+    import fedledger.secagg.simulate as sim
+
+    original = sim.SecAggServer
+    sim.SecAggServer = Spy  # type: ignore[misc]
+    try:
+        res = run_round(updates, SecAggConfig(neighbors=None), identities=ids)
+    finally:
+        sim.SecAggServer = original  # type: ignore[misc]
+    assert seen[0].outcome is res.outcome
+    assert seen[0].outcome is not None and seen[0].outcome.survivors == tuple(sorted(updates))

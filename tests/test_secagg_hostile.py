@@ -424,10 +424,10 @@ BAD_CALLS: Final[dict[str, Callable[[], object]]] = {
     "server one message": lambda: _server().key_directories(SAMPLES[AdvertiseKeys]),  # type: ignore[arg-type]
     "client server": lambda: secagg.SecAggClient(IDS["c0"], _CFG, server=3, verify_keys=KEYS),  # type: ignore[arg-type]
     "client verify_keys": lambda: secagg.SecAggClient(IDS["c0"], _CFG, server="aggregator", verify_keys=None),  # type: ignore[arg-type]
-    "graph ids": lambda: secagg.neighbour_graph([1, 2, 3], 2, b""),  # type: ignore[list-item]
-    "graph ids as one str": lambda: secagg.neighbour_graph("abc", 2, b""),
-    "graph k": lambda: secagg.neighbour_graph(["a", "b"], -1, b""),
-    "graph seed": lambda: secagg.neighbour_graph(["a", "b", "c"], 2, "seed"),  # type: ignore[arg-type]
+    "graph ids": lambda: secagg.neighbor_graph([1, 2, 3], 2, b""),  # type: ignore[list-item]
+    "graph ids as one str": lambda: secagg.neighbor_graph("abc", 2, b""),
+    "graph k": lambda: secagg.neighbor_graph(["a", "b"], -1, b""),
+    "graph seed": lambda: secagg.neighbor_graph(["a", "b", "c"], 2, "seed"),  # type: ignore[arg-type]
     "config degree": lambda: _CFG.degree(0),
     "config threshold_for": lambda: _CFG.threshold_for(None),  # type: ignore[arg-type]
 }

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fedledger
-from fedledger.crypto import masking
+from fedledger.crypto import agreement, masking
 from fedledger.errors import InvalidArgument, InvalidProof, QuantizationError
 from reference import masking as ref
 from reference import rfc9162
@@ -195,7 +195,7 @@ def test_pairwise_seeds_equal_the_one_at_a_time_derivation() -> None:
     peers = [agreement.AgreementKey.generate().public_key.to_bytes() for _ in range(13)]
     peers += [agreement.AgreementKey.generate().public_key.to_bytes() for _ in range(87)]
     for n in (0, 1, 7, 13, 100):  # below and above the parallel cut-overs (X25519 8, HKDF 64)
-        got = masking.pairwise_seeds(own, peers[:n], context=b"ctx", length=32)
+        got = agreement.pairwise_seeds(own, peers[:n], context=b"ctx", length=32)
         assert got == [agreement.pairwise_seed(own, p, context=b"ctx") for p in peers[:n]]
 
 
@@ -207,7 +207,7 @@ def test_pairwise_seeds_refuse_low_order_peers() -> None:
     good = agreement.AgreementKey.generate().public_key.to_bytes()
     for low in (bytes(32), (1).to_bytes(32, "little")):  # u = 0 and u = 1 are of low order
         with pytest.raises(InvalidKey, match=r"peers\[1\]"):
-            masking.pairwise_seeds(own, [good, low, good], context=b"c")
+            agreement.pairwise_seeds(own, [good, low, good], context=b"c")
 
 
 # -- the fused passes and the vector root -------------------------------------------------
@@ -376,7 +376,7 @@ def test_native_hkdf_refuses_an_empty_info_without_crashing() -> None:
     assert failed == 1
     assert out[2].tobytes() == _native_hkdf(bytes(32), b"s", b"B", 32)
     with pytest.raises(InvalidArgument, match="info"):
-        masking._hkdf_many(np.zeros((1, 32), np.uint8), b"", [b""], 32)
+        agreement.hkdf_sha256_many(np.zeros((1, 32), np.uint8), salt=b"", infos=[b""], length=32)
 
 
 def test_masking_arguments_of_the_wrong_type_or_size_are_typed_errors() -> None:
@@ -385,7 +385,35 @@ def test_masking_arguments_of_the_wrong_type_or_size_are_typed_errors() -> None:
 
     peer = AgreementKey.generate().public_key.to_bytes()
     with pytest.raises(InvalidArgumentType):
-        masking.pairwise_seeds(AgreementKey.generate(), [peer], context=b"c", length=3.5)  # type: ignore[arg-type]
+        agreement.pairwise_seeds(AgreementKey.generate(), [peer], context=b"c", length=3.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        masking.mask_key("x" * 32, purpose=b"p")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        masking.mask_keys([bytearray(32)], purpose=b"p")  # type: ignore[list-item]
+    with pytest.raises(InvalidArgument) as short:
+        masking.mask_key(b"x" * 31, purpose=b"p")
+    assert not isinstance(short.value, InvalidArgumentType)
+    with pytest.raises(InvalidArgumentType):
+        masking.quantization_scale(3.0, bits=32, clip=1.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        masking.quantization_scale(3, bits=32, clip="1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentType):
+        masking.check_scale(3, bits=32, clip=1.0, max_weight=1, scale=5)
+    key = b"k" * masking.KEY_SIZE
+    for call in (lambda: masking.expand(key.decode(), 4),  # type: ignore[arg-type]
+                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [bytearray(key)], [1]),  # type: ignore[list-item]
+                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [1.0]),  # type: ignore[list-item]
+                 lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), "r" * 32),  # type: ignore[arg-type]
+                 lambda: masking.quantize(np.zeros(3), np.zeros(3, np.uint32), scale=1.0, clip=1.0,
+                                          key=key.decode())):  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentType):
+            call()
+    for call in (lambda: masking.expand(key[:-1], 4),
+                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [2]),
+                 lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), b"r" * 31)):
+        with pytest.raises(InvalidArgument) as exc:
+            call()
+        assert not isinstance(exc.value, InvalidArgumentType)
     for length in (10**5000, -1, 2**40):
         with pytest.raises(InvalidArgument):
             masking.expand(b"k" * masking.KEY_SIZE, length)

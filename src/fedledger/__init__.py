@@ -2,7 +2,7 @@
 
 >>> import fedledger
 >>> info = fedledger.build_info()
->>> "_merkle" in info["modules"]  # every native kernel that loaded, with its file
+>>> "_merkle" in info["modules"] and "_shamir" in info["modules"]  # every native kernel, with its file
 True
 >>> info["num_threads"] >= 1
 True
@@ -10,7 +10,7 @@ True
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from fedledger._version import __version__
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from fedledger.ledger import Ledger, Receipt, Transaction, ValidatorSet, verify_receipt
 
 __all__ = [
+    "BuildInfo",
     "Identity",
     "IdentityCard",
     "Ledger",
@@ -59,9 +60,31 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-def build_info() -> dict[str, Any]:
-    """What the native build provides: loaded kernel modules, library versions (OpenSSL, GMP,
-    libsodium), OpenMP, threads.
+class BuildInfo(TypedDict):
+    """What :func:`build_info` reports."""
+
+    #: fedledger's version.
+    version: str
+    #: Every compiled kernel module (``_runtime``, ``_merkle``, ``_signing``, ``_paillier``,
+    #: ``_masking``, ``_seal``, ``_shamir``: all Cython, compiled ahead of time) -> its file.
+    modules: dict[str, str]
+    #: The OpenSSL the kernels run on, as OpenSSL words it ("OpenSSL 3.x.y ...").
+    openssl: str
+    #: GMP's version ("6.x.y").
+    gmp: str
+    #: libsodium's version ("1.0.x").
+    libsodium: str
+    #: Whether the kernels were built with OpenMP.
+    openmp: bool
+    #: OpenMP's own thread limit (omp_get_max_threads()).
+    omp_max_threads: int
+    #: How many threads fedledger's parallel kernels use (see :func:`set_num_threads`).
+    num_threads: int
+
+
+def build_info() -> BuildInfo:
+    """What the native build provides: loaded kernel modules (the Shamir kernel among them),
+    library versions (OpenSSL, GMP, libsodium), OpenMP, threads.
 
     Raises ImportError, with rebuild instructions, if any kernel module is missing or broken.
     """
@@ -69,17 +92,17 @@ def build_info() -> dict[str, Any]:
     from fedledger.crypto import _threads
 
     runtime = _ext.load("_runtime")
-    modules = {name: _ext.load(name).__file__ for name in _ext.KERNEL_MODULES}
-    return {
-        "version": __version__,
-        "modules": modules,
-        "openssl": runtime.openssl_version(),
-        "gmp": runtime.gmp_version_string(),
-        "libsodium": _ext.load("_signing").libsodium_version(),
-        "openmp": runtime.openmp_enabled(),
-        "omp_max_threads": runtime.omp_max_threads(),
-        "num_threads": _threads.num_threads(),
-    }
+    modules = {name: str(_ext.load(name).__file__) for name in _ext.KERNEL_MODULES}
+    return BuildInfo(
+        version=__version__,
+        modules=modules,
+        openssl=str(runtime.openssl_version()),
+        gmp=str(runtime.gmp_version_string()),
+        libsodium=str(_ext.load("_signing").libsodium_version()),
+        openmp=bool(runtime.openmp_enabled()),
+        omp_max_threads=int(runtime.omp_max_threads()),
+        num_threads=_threads.num_threads(),
+    )
 
 
 def set_num_threads(n: int) -> None:

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Union
 
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from fedledger import encoding
-from fedledger.crypto._keys import password_bytes
+from fedledger.crypto import kdf as _kdf
 from fedledger.crypto import signing
 from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey
 from fedledger.crypto.signing import SigningKey, VerifyKey
@@ -47,11 +45,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 _SCRYPT: Final[dict[str, int]] = {"n": 2**15, "r": 8, "p": 1}
 
 
-def _harden(password: object, kdf: dict[str, encoding.Value]) -> bytes:
+def _harden(password: bytes | str, kdf: dict[str, encoding.Value]) -> bytes:
     """The PKCS#8 password: scrypt of the user's password, hex-encoded."""
     salt = kdf["salt"]
     assert isinstance(salt, bytes)
-    key = Scrypt(salt=salt, length=32, n=_SCRYPT["n"], r=_SCRYPT["r"], p=_SCRYPT["p"]).derive(password_bytes(password))
+    key = _kdf.scrypt_password(password, salt=salt, n=_SCRYPT["n"], r=_SCRYPT["r"], p=_SCRYPT["p"])
     return key.hex().encode("ascii")
 
 

@@ -1,7 +1,9 @@
 """X25519 key agreement (RFC 7748) and HKDF-SHA256 (RFC 5869), through ``cryptography``.
 
 Used to derive the pairwise seeds of secure aggregation: both parties of a pair derive the
-same seed from their own private key and the other's public key.
+same seed from their own private key and the other's public key. :func:`pairwise_seeds`
+derives many at once, the X25519 exchanges (libsodium) and HKDFs (OpenSSL) done natively in
+parallel by the ``_masking`` kernel.
 
 A peer's public value of low order (one that gives the all-zero shared secret for every
 private key) is rejected with InvalidKey, as RFC 7748 §6.1 allows; so is any exchange whose
@@ -18,23 +20,36 @@ from __future__ import annotations
 
 import hmac
 import operator
+from collections.abc import Sequence
 from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedledger.crypto._args import as_bytes
+from fedledger._ext import rebuild_error
+from fedledger.crypto._args import as_bytes, as_int, int_repr
 from fedledger.crypto._keys import encrypted_pem, load_private_pem
+from fedledger.crypto._threads import num_threads
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey
+
+try:
+    from fedledger._ext import _masking as _k
+except ImportError as exc:  # pragma: no cover - exercised by test_build
+    raise rebuild_error("_masking", exc) from exc
 
 __all__ = [
     "KEY_SIZE",
     "AgreementKey",
     "AgreementPublicKey",
     "hkdf_sha256",
-    "pairwise_seed",
+    "hkdf_sha256_many",
     "pairwise_info",
+    "pairwise_seed",
+    "pairwise_seeds",
     "seed_from_shared",
 ]
 
@@ -42,6 +57,8 @@ KEY_SIZE: Final = 32
 _HASH_SIZE: Final = 32
 _MAX_HKDF_LENGTH: Final = 255 * _HASH_SIZE
 _ZERO: Final = bytes(KEY_SIZE)
+#: OpenSSL 3.0's HKDF keeps at most 1024 bytes of info.
+_MAX_INFO: Final = 1024
 # Any fixed scalar works: a low-order point times any clamped scalar is the identity (u = 0).
 _PROBE: Final = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 
@@ -182,8 +199,8 @@ def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, contex
 
 def seed_from_shared(shared: bytes, own_public: bytes, peer_public: bytes, *, context: bytes, length: int = 32) -> bytes:
     """The HKDF step of :func:`pairwise_seed`, for callers that computed the X25519 secret
-    themselves (fedledger.crypto.masking.pairwise_seeds does many at once, natively, with
-    :func:`pairwise_info` and OpenSSL's HKDF)."""
+    themselves (:func:`pairwise_seeds` does many at once, natively, with :func:`pairwise_info`
+    and OpenSSL's HKDF)."""
     return hkdf_sha256(shared, salt=b"", info=pairwise_info(own_public, peer_public, context), length=length)
 
 
@@ -193,3 +210,38 @@ def pairwise_info(own_public: bytes, peer_public: bytes, context: bytes) -> byte
     low, high = sorted((own_public, peer_public))
     return b"fedledger/pairwise-seed/v1\x00" + low + high + context
 
+
+
+def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes, length: int = 32) -> list[bytes]:
+    """``[pairwise_seed(own, p, context=context, length=length) for p in peers]``, the X25519
+    exchanges done natively (libsodium) in parallel. InvalidKey, naming the index, if a peer
+    value is of low order (the shared secret is all zeros)."""
+    if not isinstance(own, AgreementKey):
+        raise InvalidArgumentType("own", f"expected AgreementKey, got {type(own).__name__}")
+    length = as_int(length, "length")
+    raw = [AgreementPublicKey(p).to_bytes() for p in peers]
+    if not raw:
+        return []
+    out = np.empty((len(raw), 32), dtype=np.uint8)
+    ok = np.empty(len(raw), dtype=np.uint8)
+    _k.x25519_many(np.frombuffer(own.to_bytes(), np.uint8), np.frombuffer(b"".join(raw), np.uint8).reshape(-1, 32),
+                   out, ok, num_threads())
+    bad = np.flatnonzero(ok == 0)
+    if bad.size:
+        raise InvalidKey(f"peers[{int(bad[0])}]: X25519 exchange gave the all-zero secret (low-order key)")
+    mine = own.public_key.to_bytes()
+    return hkdf_sha256_many(out, salt=b"", infos=[pairwise_info(mine, p, context) for p in raw], length=length)
+
+
+def hkdf_sha256_many(ikm: NDArray[np.uint8], *, salt: bytes, infos: Sequence[bytes], length: int) -> list[bytes]:
+    """``[hkdf_sha256(ikm[i], salt=salt, info=infos[i], length=length)]`` natively (OpenSSL's
+    HKDF) in parallel; ``ikm`` is an (n, 32) uint8 array, each info 1 to 1024 bytes."""
+    if not 1 <= length <= _MAX_HKDF_LENGTH:
+        raise InvalidArgument("length", f"must be in [1, {_MAX_HKDF_LENGTH}], got {int_repr(length)}")
+    if any(not 0 < len(info) <= _MAX_INFO for info in infos):
+        # empty: OpenSSL 3.0's HKDF mishandles an empty info on a reused context
+        raise InvalidArgument("info", f"must be 1 to {_MAX_INFO} bytes")
+    out = np.empty((len(infos), length), dtype=np.uint8)
+    if _k.hkdf_many(ikm, np.frombuffer(salt, np.uint8), tuple(infos), out, num_threads()):  # pragma: no cover
+        raise MemoryError("HKDF kernel failed")
+    return [row.tobytes() for row in out]

@@ -43,8 +43,8 @@ from fedledger._ext import rebuild_error
 from fedledger.crypto import merkle
 from fedledger.crypto._args import as_finite_float, as_int, int_repr
 from fedledger.crypto._threads import num_threads
-from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, pairwise_info
-from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey, InvalidProof, QuantizationError
+from fedledger.crypto.agreement import hkdf_sha256_many
+from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidProof, QuantizationError
 
 __all__ = [
     "CHUNK_SIZE",
@@ -58,7 +58,6 @@ __all__ = [
     "expand",
     "mask_key",
     "mask_keys",
-    "pairwise_seeds",
     "quantization_scale",
     "quantize",
     "quantize_and_mask",
@@ -76,8 +75,6 @@ KEY_SIZE: Final = 16
 CHUNK_SIZE: Final[int] = _k.CHUNK_SIZE
 RING_BITS: Final = (32, 64)
 _MASK_INFO: Final = b"fedledger/secagg/mask-key/v1\x00"
-#: OpenSSL 3.0's HKDF keeps at most 1024 bytes of info.
-_MAX_INFO: Final = 1024
 #: Ring elements in one mask or vector at most (2^36: 256 GiB of 32-bit elements), so a
 #: hostile length is a typed error rather than an allocation failure.
 MAX_VECTOR_LENGTH: Final = 2**36
@@ -98,46 +95,21 @@ def ring_dtype(bits: int) -> type[np.unsignedinteger]:
     raise InvalidArgument("bits", f"must be 32 or 64, got {bits!r}")
 
 
+def _fixed_bytes(value: object, size: int, argument: str) -> bytes:
+    """``value`` if it is exactly ``size`` bytes: InvalidArgumentType if it is not bytes,
+    InvalidArgument if it is bytes of another length."""
+    if type(value) is not bytes:
+        raise InvalidArgumentType(argument, f"expected bytes, got {type(value).__name__}")
+    if len(value) != size:
+        raise InvalidArgument(argument, f"expected {size} bytes, got {len(value)}")
+    return value
+
+
 def mask_key(seed: bytes, *, purpose: bytes) -> bytes:
     """The 16-byte AES-128 key of the mask derived from a 32-byte seed: HKDF-SHA256 with the
     purpose (round, role, parties, as canonical bytes) in ``info``."""
-    if type(seed) is not bytes or len(seed) != 32:
-        raise InvalidArgument("seed", "expected 32 bytes")
+    _fixed_bytes(seed, 32, "seed")
     return mask_keys([seed], purpose=purpose)[0]
-
-
-def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes, length: int = 32) -> list[bytes]:
-    """``[agreement.pairwise_seed(own, p, context=context, length=length) for p in peers]``,
-    the X25519 exchanges done natively (libsodium) in parallel. InvalidKey, naming the
-    index, if a peer value is of low order (the shared secret is all zeros)."""
-    if not isinstance(own, AgreementKey):
-        raise InvalidArgumentType("own", f"expected AgreementKey, got {type(own).__name__}")
-    length = as_int(length, "length")
-    raw = [AgreementPublicKey(p).to_bytes() for p in peers]
-    if not raw:
-        return []
-    out = np.empty((len(raw), 32), dtype=np.uint8)
-    ok = np.empty(len(raw), dtype=np.uint8)
-    _k.x25519_many(np.frombuffer(own.to_bytes(), np.uint8), np.frombuffer(b"".join(raw), np.uint8).reshape(-1, 32),
-                   out, ok, num_threads())
-    bad = np.flatnonzero(ok == 0)
-    if bad.size:
-        raise InvalidKey(f"peers[{int(bad[0])}]: X25519 exchange gave the all-zero secret (low-order key)")
-    mine = own.public_key.to_bytes()
-    return _hkdf_many(out, b"", [pairwise_info(mine, p, context) for p in raw], length)
-
-
-def _hkdf_many(ikm: NDArray[np.uint8], salt: bytes, infos: Sequence[bytes], length: int) -> list[bytes]:
-    """[HKDF-SHA256(ikm[i], salt, infos[i], length)], natively (OpenSSL's HKDF) in parallel."""
-    if not 1 <= length <= 255 * 32:
-        raise InvalidArgument("length", f"must be in [1, {255 * 32}], got {int_repr(length)}")
-    if any(not 0 < len(info) <= _MAX_INFO for info in infos):
-        # empty: OpenSSL 3.0's HKDF mishandles an empty info on a reused context
-        raise InvalidArgument("info", f"must be 1 to {_MAX_INFO} bytes")
-    out = np.empty((len(infos), length), dtype=np.uint8)
-    if _k.hkdf_many(ikm, np.frombuffer(salt, np.uint8), tuple(infos), out, num_threads()):  # pragma: no cover
-        raise MemoryError("HKDF kernel failed")
-    return [row.tobytes() for row in out]
 
 
 def mask_keys(seeds: Sequence[bytes], *, purpose: bytes) -> list[bytes]:
@@ -146,10 +118,12 @@ def mask_keys(seeds: Sequence[bytes], *, purpose: bytes) -> list[bytes]:
         raise InvalidArgumentType("purpose", f"expected bytes, got {type(purpose).__name__}")
     if not seeds:
         return []
-    if any(type(s) is not bytes or len(s) != 32 for s in seeds):
+    if any(type(s) is not bytes for s in seeds):
+        raise InvalidArgumentType("seeds", "expected a sequence of bytes")
+    if any(len(s) != 32 for s in seeds):
         raise InvalidArgument("seeds", "expected 32-byte seeds")
     ikm = np.frombuffer(b"".join(seeds), np.uint8).reshape(-1, 32)
-    return _hkdf_many(ikm, b"", [_MASK_INFO + purpose] * len(seeds), KEY_SIZE)
+    return hkdf_sha256_many(ikm, salt=b"", infos=[_MASK_INFO + purpose] * len(seeds), length=KEY_SIZE)
 
 
 def _ring(acc: object) -> tuple[NDArray[np.uint8], int]:
@@ -165,13 +139,14 @@ def _keys(keys: Sequence[bytes], signs: Sequence[int]) -> tuple[NDArray[np.uint8
         raise InvalidArgument("signs", f"{len(signs)} signs for {len(keys)} keys")
     arr = np.empty((len(keys), KEY_SIZE), dtype=np.uint8)
     for i, key in enumerate(keys):
-        if type(key) is not bytes or len(key) != KEY_SIZE:
-            raise InvalidArgument(f"keys[{i}]", f"expected {KEY_SIZE} bytes")
+        _fixed_bytes(key, KEY_SIZE, f"keys[{i}]")
         arr[i] = np.frombuffer(key, dtype=np.uint8)
     sg = np.empty(len(signs), dtype=np.int8)
     for i, s in enumerate(signs):
-        if s not in (1, -1) or type(s) is not int:
-            raise InvalidArgument(f"signs[{i}]", f"must be +1 or -1, got {s!r}")
+        if type(s) is not int:
+            raise InvalidArgumentType(f"signs[{i}]", f"expected int, got {type(s).__name__}")
+        if s not in (1, -1):
+            raise InvalidArgument(f"signs[{i}]", f"must be +1 or -1, got {int_repr(s)}")
         sg[i] = s
     return arr, sg
 
@@ -203,8 +178,7 @@ def accumulate(
 def expand(key: bytes, length: int, bits: int = 32) -> RingArray:
     """The mask of ``key``: ``length`` ring elements (a fresh array)."""
     dtype = ring_dtype(bits)
-    if type(key) is not bytes or len(key) != KEY_SIZE:
-        raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
+    _fixed_bytes(key, KEY_SIZE, "key")
     length = as_int(length, "length")
     if not 0 <= length <= MAX_VECTOR_LENGTH:
         raise InvalidArgument("length", f"must be in [0, 2**36], got {int_repr(length)}")
@@ -264,8 +238,7 @@ def add_verified(acc: RingArray, data: bytes | memoryview, root: bytes) -> None:
     """
     view, width = _ring(acc)
     item = _input(data, view.shape[0], "data")
-    if type(root) is not bytes or len(root) != 32:
-        raise InvalidArgument("root", "expected 32 bytes")
+    _fixed_bytes(root, 32, "root")
     leaves = _leaf_rows(view.shape[0])
     rc = _k.vector_pass(view, width, None, 0.0, 0.0, 0.0, _NO_BYTES, item, 1, _NO_KEYS, _NO_SIGNS,
                         leaves, True, num_threads())
@@ -298,8 +271,7 @@ def quantize_and_mask(
     view, width = _ring(out)
     if out.shape[0] < xs.shape[0]:
         raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
-    if type(rounding_key) is not bytes or len(rounding_key) != KEY_SIZE:
-        raise InvalidArgument("rounding_key", f"expected {KEY_SIZE} bytes")
+    _fixed_bytes(rounding_key, KEY_SIZE, "rounding_key")
     karr, sarr = _keys(keys, signs)
     leaves = _leaf_rows(view.shape[0])
     rc = _k.vector_pass(view, width, xs, float(scale), float(clip), float(weight), np.frombuffer(rounding_key, np.uint8),
@@ -329,12 +301,18 @@ def quantization_scale(n: int, *, bits: int, clip: float, max_weight: int = 1) -
     configuration cannot aggregate anything meaningful.
     """
     ring_dtype(bits)
-    if type(n) is not int or n < 1:
-        raise InvalidArgument("n", f"must be an int >= 1, got {n!r}")
-    if not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+    if type(n) is not int:
+        raise InvalidArgumentType("n", f"expected int, got {type(n).__name__}")
+    if n < 1:
+        raise InvalidArgument("n", f"must be an int >= 1, got {int_repr(n)}")
+    if not isinstance(clip, (int, float)):
+        raise InvalidArgumentType("clip", f"expected a number, got {type(clip).__name__}")
+    if not (math.isfinite(clip) and clip > 0):
         raise InvalidArgument("clip", f"must be a finite number > 0, got {clip!r}")
-    if type(max_weight) is not int or max_weight < 1:
-        raise InvalidArgument("max_weight", f"must be an int >= 1, got {max_weight!r}")
+    if type(max_weight) is not int:
+        raise InvalidArgumentType("max_weight", f"expected int, got {type(max_weight).__name__}")
+    if max_weight < 1:
+        raise InvalidArgument("max_weight", f"must be an int >= 1, got {int_repr(max_weight)}")
     limit = 2 ** (bits - 1) - 1
     # Each client adds at most clip * w * s + 1 in absolute value; the weights' own sum too.
     if n * max_weight > limit:
@@ -355,7 +333,9 @@ def quantization_scale(n: int, *, bits: int, clip: float, max_weight: int = 1) -
 def check_scale(n: int, *, bits: int, clip: float, max_weight: int, scale: float) -> None:
     """QuantizationError unless an explicit ``scale`` keeps n clients' sum from wrapping."""
     limit = 2 ** (bits - 1) - 1
-    if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0):
+    if not isinstance(scale, float):
+        raise InvalidArgumentType("scale", f"expected float, got {type(scale).__name__}")
+    if not (math.isfinite(scale) and scale > 0):
         raise InvalidArgument("scale", f"must be a finite float > 0, got {scale!r}")
     span = float(clip) * max_weight
     if n * max_weight > limit or span * scale >= _EXACT or n * (math.floor(span * scale) + 1) > limit:
@@ -385,8 +365,7 @@ def quantize(
     if out.shape[0] < xs.shape[0]:
         raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
     rk = os.urandom(KEY_SIZE) if key is None else key
-    if type(rk) is not bytes or len(rk) != KEY_SIZE:
-        raise InvalidArgument("key", f"expected {KEY_SIZE} bytes")
+    _fixed_bytes(rk, KEY_SIZE, "key")
     rc = _k.quantize(xs, view, width, float(scale), float(clip), float(weight), np.frombuffer(rk, np.uint8), num_threads())
     if rc & _k.ERR_NONFINITE:
         raise QuantizationError("the update holds NaN or infinite values")

@@ -1,9 +1,9 @@
-"""Secure aggregation: SecAgg (Bonawitz et al., CCS'17) with the sparse neighbour graph of
+"""Secure aggregation: SecAgg (Bonawitz et al., CCS'17) with the sparse neighbor graph of
 SecAgg+ (Bell et al., CCS'20), as pure state machines plus an in-process driver.
 
 The server learns the sum of the surviving clients' quantized updates and, of any one of
 them, only its declared weight (sample count, public and recorded), as long as fewer than
-``threshold`` of a client's neighbourhood collude with it (fewer than 2t - m of its m
+``threshold`` of a client's neighborhood collude with it (fewer than 2t - m of its m
 holders, if the server also lies about who dropped: raise the threshold for an untrusted
 aggregator); dropouts up to the threshold never lose the round. No honest party helps
 unmask a sum of fewer than ``min_survivors`` (at least 3) inputs. The unmasked sum must
@@ -25,7 +25,7 @@ shares and, by default, masked vectors are sealed to the server. See docs/securi
 from __future__ import annotations
 
 from fedledger.secagg.client import SecAggClient
-from fedledger.secagg.config import MIN_SURVIVORS, SecAggConfig, neighbour_graph
+from fedledger.secagg.config import MIN_SURVIVORS, SecAggConfig, neighbor_graph, neighbour_graph
 from fedledger.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -33,9 +33,11 @@ from fedledger.secagg.messages import (
     Message,
     RelayedShares,
     ShareKeys,
+    Stage,
     UnmaskRequest,
     UnmaskResponse,
 )
+from fedledger.secagg.outcome import RoundOutcome
 from fedledger.secagg.server import Aggregate, SecAggServer
 from fedledger.secagg.simulate import DROPOUT_STAGES, RoundReport, RoundResult, run_round
 
@@ -48,14 +50,17 @@ __all__ = [
     "MaskedInput",
     "Message",
     "RelayedShares",
+    "RoundOutcome",
     "RoundReport",
     "RoundResult",
     "SecAggClient",
     "SecAggConfig",
     "SecAggServer",
     "ShareKeys",
+    "Stage",
     "UnmaskRequest",
     "UnmaskResponse",
+    "neighbor_graph",
     "neighbour_graph",
     "run_round",
 ]

@@ -19,23 +19,18 @@ UNMASK_PURPOSE: Final = "fedledger/secagg/unmask"
 SERVER_ROLE: Final = "server"
 
 
-def seal_key(own: agreement.AgreementKey, peer: bytes, round_id: int) -> bytes:
-    """The AES-256-GCM key a pair of neighbours seals shares under (same both ways)."""
-    ctx = encoding.encode(["fedledger/secagg/seal-key/v1", round_id])
-    return agreement.pairwise_seed(own, peer, context=ctx, length=32)
-
-
 def seal_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
-    """:func:`seal_key` for many peers at once (native X25519, in parallel)."""
+    """The AES-256-GCM keys a client seals shares to its neighbors under (each the same both
+    ways), many peers at once (native X25519, in parallel)."""
     ctx = encoding.encode(["fedledger/secagg/seal-key/v1", round_id])
-    return masking.pairwise_seeds(own, peers, context=ctx, length=32)
+    return agreement.pairwise_seeds(own, peers, context=ctx, length=32)
 
 
 def server_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
     """The AES-256-GCM keys between a client and the server, from the client's seal key and
     the server's round key (same both ways); many peers at once (the server's side)."""
     ctx = encoding.encode(["fedledger/secagg/server-seal-key/v1", round_id])
-    return masking.pairwise_seeds(own, peers, context=ctx, length=32)
+    return agreement.pairwise_seeds(own, peers, context=ctx, length=32)
 
 
 def to_server(client: str, server: str, round_id: int, purpose: str) -> SealContext:
@@ -43,20 +38,14 @@ def to_server(client: str, server: str, round_id: int, purpose: str) -> SealCont
 
 
 def pairwise_mask_keys(own: agreement.AgreementKey, peers: list[bytes], round_id: int) -> list[bytes]:
-    """:func:`pairwise_mask_key` for many peers at once (native X25519, in parallel)."""
+    """The AES-128 keys of the pairwise masks between a client and each peer (each the same
+    both ways), many peers at once (native X25519, in parallel)."""
     ctx = encoding.encode(["fedledger/secagg/pairwise-mask/v1", round_id])
-    return masking.mask_keys(masking.pairwise_seeds(own, peers, context=ctx, length=32), purpose=ctx)
+    return masking.mask_keys(agreement.pairwise_seeds(own, peers, context=ctx, length=32), purpose=ctx)
 
 
 def seal_context(dealer: str, holder: str, round_id: int) -> SealContext:
     return SealContext(sender=dealer, receiver=holder, round=round_id, purpose=SEAL_PURPOSE)
-
-
-def pairwise_mask_key(own: agreement.AgreementKey, peer: bytes, round_id: int) -> bytes:
-    """The AES-128 key of the pairwise mask between two clients (same both ways)."""
-    ctx = encoding.encode(["fedledger/secagg/pairwise-mask/v1", round_id])
-    seed = agreement.pairwise_seed(own, peer, context=ctx, length=32)
-    return masking.mask_key(seed, purpose=ctx)
 
 
 def self_mask_key(seed: bytes, client: str, round_id: int) -> bytes:

@@ -24,7 +24,7 @@ from fedledger.errors import (
 )
 from fedledger.identity import Identity
 from fedledger.secagg import _common as C
-from fedledger.secagg.config import NeighbourView, SecAggConfig
+from fedledger.secagg.config import NeighborView, SecAggConfig
 from fedledger.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -32,6 +32,7 @@ from fedledger.secagg.messages import (
     Message,
     RelayedShares,
     ShareKeys,
+    Stage,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -62,9 +63,9 @@ class SecAggClient:
         random_bytes: RandomBytes | None = None,
     ) -> None:
         if not isinstance(identity, Identity):
-            raise SecAggError(f"expected an Identity, got {type(identity).__name__}")
+            raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
         if not isinstance(config, SecAggConfig):
-            raise SecAggError(f"expected a SecAggConfig, got {type(config).__name__}")
+            raise InvalidArgumentType("config", f"expected a SecAggConfig, got {type(config).__name__}")
         if type(server) is not str:
             raise InvalidArgumentType("server", f"expected the server's name as a str, got {type(server).__name__}")
         if not isinstance(verify_keys, Mapping):
@@ -75,7 +76,7 @@ class SecAggClient:
         self.server = server
         self._keys = dict(verify_keys)
         self._rand: RandomBytes = random_bytes or os.urandom
-        self._stage = "advertise_keys"
+        self._stage = Stage.ADVERTISE_KEYS
         self._seal_sk = agreement.AgreementKey.from_bytes(self._rand(32))
         self._mask_sk = agreement.AgreementKey.from_bytes(self._rand(32))
         self._seed = self._rand(32)
@@ -115,18 +116,18 @@ class SecAggClient:
 
     # -- stage 1 -----------------------------------------------------------------------------
     def advertise_keys(self) -> AdvertiseKeys:
-        if self._stage != "advertise_keys":
+        if self._stage != Stage.ADVERTISE_KEYS:
             raise SecAggError(f"{self.name}: already advertised")
-        self._stage = "share_keys"
+        self._stage = Stage.SHARE_KEYS
         msg = AdvertiseKeys(round_id=self.config.round_id, sender=self.name, receiver=self.server,
                             seal_key=self._seal_sk.public_key.to_bytes(), mask_key=self._mask_sk.public_key.to_bytes())
         return self._stamp(msg)  # type: ignore[no-any-return]
 
     # -- stage 3 -----------------------------------------------------------------------------
     def share_keys(self, directory: KeyDirectory) -> ShareKeys:
-        """Check the neighbours' adverts and deal shares of the seed and mask key to them."""
-        self._accept(directory, "share_keys", KeyDirectory)
-        self._stage = "failed"
+        """Check the neighbors' adverts and deal shares of the seed and mask key to them."""
+        self._accept(directory, Stage.SHARE_KEYS, KeyDirectory)
+        self._stage = Stage.FAILED
         ids = directory.participants
         if len(set(ids)) != len(ids) or list(ids) != sorted(ids) or self.name not in ids:
             raise SecAggError(f"{self.name}: malformed participant list", self.server)
@@ -135,7 +136,7 @@ class SecAggClient:
         if n < cfg.min_survivors:
             raise SecAggError(f"{self.name}: only {n} participants, fewer than min_survivors={cfg.min_survivors}", self.server)
         self._threshold = cfg.threshold_for(n)
-        self._graph = NeighbourView(ids, cfg.degree(n), cfg.seed())
+        self._graph = NeighborView(ids, cfg.degree(n), cfg.seed())
         mine = self._graph[self.name]
         adverts: dict[str, AdvertiseKeys] = {}
         for raw in directory.adverts:
@@ -174,7 +175,7 @@ class SecAggClient:
         try:
             self._seal_keys = dict(zip(others, C.seal_keys(self._seal_sk, [adverts[h].seal_key for h in others], rid)))
         except (InvalidKey, InvalidArgument) as exc:
-            raise SecAggError(f"{self.name}: unusable seal key among its neighbours ({exc})", self.server) from None
+            raise SecAggError(f"{self.name}: unusable seal key among its neighbors ({exc})", self.server) from None
         for holder, b, s in zip(holders, b_shares, s_shares):
             bb, sb = self._deal_share(holder, b, "b"), self._deal_share(holder, s, "s")
             digests[holder] = C.share_digest(rid, self.name, holder, "b", bb) + C.share_digest(rid, self.name, holder, "s", sb)
@@ -185,7 +186,7 @@ class SecAggClient:
             key = self._seal_keys[holder]
             payload = struct.pack(">I", len(bb)) + bb + sb  # seed share, then key share
             sealed[holder] = seal.seal(key, payload, C.seal_context(self.name, holder, rid))
-        self._stage = "masked_input"
+        self._stage = Stage.MASKED_INPUT
         return self._stamp(ShareKeys(round_id=rid, sender=self.name, receiver=self.server, sealed=sealed, digests=digests))  # type: ignore[no-any-return]
 
     def _deal_share(self, holder: str, share: shamir.Share, kind: str) -> bytes:
@@ -196,23 +197,23 @@ class SecAggClient:
     def masked_input(self, relayed: RelayedShares, update: NDArray[np.floating], weight: int = 1) -> MaskedInput:
         """Open the shares dealt to this client, then quantize and mask ``update``.
 
-        Pairwise masks are added for exactly the neighbours whose shares the server relayed
+        Pairwise masks are added for exactly the neighbors whose shares the server relayed
         (those that completed stage 3). ``weight`` is the sample count, 1 <= weight <=
         config.max_weight; it is declared in the signed header and travels as the
         vector's last element too (the server checks the two agree in sum).
         """
-        self._accept(relayed, "masked_input", RelayedShares)
-        self._stage = "failed"
+        self._accept(relayed, Stage.MASKED_INPUT, RelayedShares)
+        self._stage = Stage.FAILED
         cfg = self.config
         if not isinstance(update, np.ndarray) or update.ndim != 1 or update.dtype not in (np.float32, np.float64):
-            raise SecAggError(f"{self.name}: the update must be a 1-D float32 or float64 array")
+            raise InvalidArgumentType("update", f"{self.name}: the update must be a 1-D float32 or float64 array")
         if type(weight) is not int or not 1 <= weight <= cfg.max_weight:
             raise QuantizationError(f"{self.name}: weight {weight!r} is not in [1, max_weight={cfg.max_weight}]")
         peers = set(relayed.sealed)
         if not peers <= self._graph[self.name]:
-            raise SecAggError(f"{self.name}: relayed shares from non-neighbours {sorted(peers - self._graph[self.name])}", self.server)
+            raise SecAggError(f"{self.name}: relayed shares from non-neighbors {sorted(peers - self._graph[self.name])}", self.server)
         if len(peers) + 1 < self._threshold:
-            raise SecAggError(f"{self.name}: only {len(peers)} neighbours left, below the threshold {self._threshold}", self.server)
+            raise SecAggError(f"{self.name}: only {len(peers)} neighbors left, below the threshold {self._threshold}", self.server)
         complaints = []
         for dealer in sorted(peers):
             try:
@@ -237,7 +238,7 @@ class SecAggClient:
         try:
             keys += C.pairwise_mask_keys(self._mask_sk, [self._adverts[p].mask_key for p in self._peers], cfg.round_id)
         except (InvalidKey, InvalidArgument) as exc:
-            raise SecAggError(f"{self.name}: unusable mask key among its neighbours ({exc})", self.server) from None
+            raise SecAggError(f"{self.name}: unusable mask key among its neighbors ({exc})", self.server) from None
         signs += [C.pair_sign(self.name, peer) for peer in self._peers]
         # One pass: quantize into the vector, add the masks, hash the chunks for the root.
         vec = np.empty(update.shape[0] + 1, dtype=dtype)
@@ -247,19 +248,19 @@ class SecAggClient:
         data: bytes | memoryview = vec.view(np.uint8).data
         if cfg.seal_inputs:
             data = seal.seal_records(self._server_key, data, C.to_server(self.name, self.server, cfg.round_id, C.INPUT_PURPOSE))
-        self._stage = "unmask"
+        self._stage = Stage.UNMASK
         msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=data, weight=weight,
                           complaints=tuple(complaints), root=root, sealed=cfg.seal_inputs)
         return self._stamp(msg)  # type: ignore[no-any-return]
 
     # -- stage 7 -----------------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        """Reveal seed shares of survivors and key shares of dropped neighbours, never both
+        """Reveal seed shares of survivors and key shares of dropped neighbors, never both
         for one client, only if the survivors (the inputs in the sum) are at least
         ``min_survivors`` distinct participants, and only if enough of this client's
-        neighbourhood survived."""
-        self._accept(request, "unmask", UnmaskRequest)
-        self._stage = "failed"
+        neighborhood survived."""
+        self._accept(request, Stage.UNMASK, UnmaskRequest)
+        self._stage = Stage.FAILED
         alive, dropped = set(request.survivors), set(request.dropped)
         listed = len(request.survivors) + len(request.dropped)
         if len(alive) + len(dropped) != listed or not (alive | dropped) <= set(self._participants):
@@ -278,7 +279,7 @@ class SecAggClient:
         hood = set(self._peers) | {self.name}
         if len(alive & hood) < self._threshold:
             raise SecAggError(
-                f"{self.name}: only {len(alive & hood)} of its neighbourhood survived, below the threshold {self._threshold}",
+                f"{self.name}: only {len(alive & hood)} of its neighborhood survived, below the threshold {self._threshold}",
                 self.server,
             )
         if not (dropped & set(self._graph[self.name])) <= set(self._peers):
@@ -286,7 +287,7 @@ class SecAggClient:
         seeds = {c: self._held[c][0] for c in sorted(alive & hood) if c in self._held}
         keys = {c: self._held[c][1] for c in sorted(dropped & set(self._peers)) if c in self._held}
         seeds, keys = self._reveal(seeds, keys)
-        self._stage = "done"
+        self._stage = Stage.DONE
         rid = self.config.round_id
         sealed = UnmaskResponse.seal_shares(self._server_key, C.to_server(self.name, self.server, rid, C.UNMASK_PURPOSE),
                                             seeds, keys)

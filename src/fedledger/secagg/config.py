@@ -1,9 +1,10 @@
-"""The parameters of a secure-aggregation round, and the neighbour graph they define."""
+"""The parameters of a secure-aggregation round, and the neighbor graph they define."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Union
@@ -11,7 +12,7 @@ from typing import Final, Literal, Union
 from fedledger.crypto import masking
 from fedledger.errors import InvalidArgument, InvalidArgumentType
 
-__all__ = ["MIN_SURVIVORS", "SecAggConfig", "neighbour_graph"]
+__all__ = ["MIN_SURVIVORS", "NeighborView", "SecAggConfig", "neighbor_graph", "neighbour_graph"]
 
 _GRAPH_DOMAIN: Final = b"fedledger/secagg/graph/v1\x00"
 
@@ -26,10 +27,10 @@ class SecAggConfig:
     """What every party of a round agrees on before it starts.
 
     - ``threshold``: shares needed to reconstruct a client's secrets, out of its
-      neighbourhood (itself and its neighbours). None: a majority, m // 2 + 1 for a
-      neighbourhood of m. It must exceed m / 2 (else a server could obtain both secrets of a
+      neighborhood (itself and its neighbors). None: a majority, m // 2 + 1 for a
+      neighborhood of m. It must exceed m / 2 (else a server could obtain both secrets of a
       client from two disjoint halves) and be at most m.
-    - ``neighbors``: k, each client's number of neighbours in a k-regular random graph
+    - ``neighbors``: k, each client's number of neighbors in a k-regular random graph
       (SecAgg+); ``"auto"`` picks k = 2 * ceil(log2 n); ``None`` is the full graph (SecAgg).
     - ``bits``: the ring Z_(2^bits), 32 or 64; the wire carries bits / 8 bytes per parameter.
     - ``clip``: every parameter is clipped to [-clip, clip] before quantization.
@@ -43,7 +44,7 @@ class SecAggConfig:
     - ``scale``: explicit quantization scale; None picks the largest that cannot overflow.
     - ``round_id``: bound into every message, seal and mask key (replays from another round
       are rejected).
-    - ``graph_seed``: the seed of the neighbour graph; empty means SHA-256 of the round id.
+    - ``graph_seed``: the seed of the neighbor graph; empty means SHA-256 of the round id.
       In a deployment take it from the ledger (e.g. the last block hash), not from the server.
     - ``seal_inputs``: seal each masked vector to the server (AES-256-GCM records under the
       client-server key): the second encryption layer. The revealed shares are always sealed
@@ -62,23 +63,35 @@ class SecAggConfig:
     seal_inputs: bool = True
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and (type(self.threshold) is not int or self.threshold < 1):
+        if self.threshold is not None and type(self.threshold) is not int:
+            raise InvalidArgumentType("threshold", f"expected None or int, got {type(self.threshold).__name__}")
+        if self.threshold is not None and self.threshold < 1:
             raise InvalidArgument("threshold", f"must be None or an int >= 1, got {self.threshold!r}")
         if not (self.neighbors is None or self.neighbors == "auto" or (type(self.neighbors) is int and self.neighbors >= 1)):
             raise InvalidArgument("neighbors", f"must be 'auto', None or an int >= 1, got {self.neighbors!r}")
         if self.bits not in masking.RING_BITS:
             raise InvalidArgument("bits", f"must be 32 or 64, got {self.bits!r}")
-        if not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool) and math.isfinite(self.clip) and self.clip > 0):
+        if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)):
+            raise InvalidArgumentType("clip", f"expected a number, got {type(self.clip).__name__}")
+        if not (math.isfinite(self.clip) and self.clip > 0):
             raise InvalidArgument("clip", f"must be a finite number > 0, got {self.clip!r}")
-        if type(self.max_weight) is not int or self.max_weight < 1:
+        if type(self.max_weight) is not int:
+            raise InvalidArgumentType("max_weight", f"expected int, got {type(self.max_weight).__name__}")
+        if self.max_weight < 1:
             raise InvalidArgument("max_weight", f"must be an int >= 1, got {self.max_weight!r}")
-        if type(self.min_survivors) is not int or self.min_survivors < MIN_SURVIVORS:
+        if type(self.min_survivors) is not int:
+            raise InvalidArgumentType("min_survivors", f"expected int, got {type(self.min_survivors).__name__}")
+        if self.min_survivors < MIN_SURVIVORS:
             raise InvalidArgument(
                 "min_survivors", f"must be an int >= {MIN_SURVIVORS} (it can be raised, never lowered), got {self.min_survivors!r}"
             )
-        if self.scale is not None and not (isinstance(self.scale, float) and math.isfinite(self.scale) and self.scale > 0):
+        if self.scale is not None and not isinstance(self.scale, float):
+            raise InvalidArgumentType("scale", f"expected None or float, got {type(self.scale).__name__}")
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
             raise InvalidArgument("scale", f"must be None or a finite float > 0, got {self.scale!r}")
-        if type(self.round_id) is not int or not 0 <= self.round_id < 2**63:
+        if type(self.round_id) is not int:
+            raise InvalidArgumentType("round_id", f"expected int, got {type(self.round_id).__name__}")
+        if not 0 <= self.round_id < 2**63:
             raise InvalidArgument("round_id", f"must be an int in [0, 2**63), got {self.round_id!r}")
         if type(self.seal_inputs) is not bool:
             raise InvalidArgumentType("seal_inputs", f"expected bool, got {type(self.seal_inputs).__name__}")
@@ -86,8 +99,10 @@ class SecAggConfig:
             raise InvalidArgumentType("graph_seed", f"expected bytes, got {type(self.graph_seed).__name__}")
 
     def degree(self, n: int) -> int:
-        """k for n clients: the number of neighbours of each client (n - 1 for the full graph)."""
-        if type(n) is not int or n < 1:
+        """k for n clients: the number of neighbors of each client (n - 1 for the full graph)."""
+        if type(n) is not int:
+            raise InvalidArgumentType("n", f"expected int, got {type(n).__name__}")
+        if n < 1:
             raise InvalidArgument("n", f"the number of clients must be an int >= 1, got {n!r}")
         if self.neighbors is None:
             return n - 1
@@ -95,20 +110,26 @@ class SecAggConfig:
         if k >= n - 1:
             return n - 1
         if k % 2 and n % 2:
-            k += 1  # no k-regular graph with k and n both odd: one more neighbour each
+            k += 1  # no k-regular graph with k and n both odd: one more neighbor each
         return min(k, n - 1)
 
-    def neighbourhood(self, n: int) -> int:
-        """m: how many parties hold shares of each client's secrets (itself and k neighbours)."""
+    def neighborhood(self, n: int) -> int:
+        """m: how many parties hold shares of each client's secrets (itself and k neighbors)."""
         return self.degree(n) + 1
 
+    def neighbourhood(self, n: int) -> int:
+        """Deprecated spelling of :meth:`neighborhood`."""
+        warnings.warn("SecAggConfig.neighbourhood is deprecated; use SecAggConfig.neighborhood",
+                      DeprecationWarning, stacklevel=2)
+        return self.neighborhood(n)
+
     def threshold_for(self, n: int) -> int:
-        """t for n clients, checked against the neighbourhood size."""
-        m = self.neighbourhood(n)
+        """t for n clients, checked against the neighborhood size."""
+        m = self.neighborhood(n)
         t = m // 2 + 1 if self.threshold is None else self.threshold
         if not m / 2 < t <= m:
             raise InvalidArgument(
-                "threshold", f"must be in ({m / 2}, {m}] for a neighbourhood of {m} (n={n}), got {t}"
+                "threshold", f"must be in ({m / 2}, {m}] for a neighborhood of {m} (n={n}), got {t}"
             )
         return t
 
@@ -144,26 +165,35 @@ def _permutation(n: int, seed: bytes) -> list[int]:
     return perm
 
 
-def neighbour_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
-    """The deterministic k-regular neighbour graph on ``ids`` (sorted first).
+def neighbor_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
+    """The deterministic k-regular neighbor graph on ``ids`` (sorted first).
 
     k >= n - 1 gives the complete graph. Otherwise the ids are placed on a cycle in a random
     order drawn from ``seed`` and each is joined to the k // 2 nearest on either side, plus
     the diametrically opposite one when k is odd (n is then even): a Harary graph on a random
     permutation, as in Bell et al. (CCS'20).
     """
-    view = NeighbourView(ids, k, seed)
+    view = NeighborView(ids, k, seed)
     return {c: view[c] for c in view}
 
 
-class NeighbourView(Mapping[str, frozenset[str]]):
-    """:func:`neighbour_graph` as a read-only mapping that builds a row when it is first
-    asked for: a client needs its own row and its neighbours', not all n."""
+def neighbour_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
+    """Deprecated spelling of :func:`neighbor_graph`."""
+    warnings.warn("fedledger.secagg.neighbour_graph is deprecated; use fedledger.secagg.neighbor_graph",
+                  DeprecationWarning, stacklevel=2)
+    return neighbor_graph(ids, k, seed)
+
+
+class NeighborView(Mapping[str, frozenset[str]]):
+    """:func:`neighbor_graph` as a read-only mapping that builds a row when it is first
+    asked for: a client needs its own row and its neighbors', not all n."""
 
     def __init__(self, ids: Sequence[str], k: int, seed: bytes) -> None:
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or any(type(c) is not str for c in ids):
             raise InvalidArgumentType("ids", "must be a sequence of str client ids")
-        if type(k) is not int or k < 0:
+        if type(k) is not int:
+            raise InvalidArgumentType("k", f"expected int, got {type(k).__name__}")
+        if k < 0:
             raise InvalidArgument("k", f"must be an int >= 0, got {k!r}")
         if type(seed) is not bytes:
             raise InvalidArgumentType("seed", f"expected bytes, got {type(seed).__name__}")

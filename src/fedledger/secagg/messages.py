@@ -12,8 +12,8 @@ Stages, in order (client -> server unless said otherwise):
 1. ``advertise_keys``: :class:`AdvertiseKeys`, the client's two fresh X25519 public keys
    (one to seal shares, one to agree pairwise masks).
 2. ``key_directory`` (server -> client): :class:`KeyDirectory`, the participants, the
-   neighbours' signed advertisements and the server's round key.
-3. ``share_keys``: :class:`ShareKeys`, for each neighbour a sealed pair of Shamir shares (of
+   neighbors' signed advertisements and the server's round key.
+3. ``share_keys``: :class:`ShareKeys`, for each neighbor a sealed pair of Shamir shares (of
    the self-mask seed and of the mask secret key) and the SHA-256 digest of each share.
 4. ``relayed_shares`` (server -> client): :class:`RelayedShares`, the sealed shares for it.
 5. ``masked_input``: :class:`MaskedInput`, the quantized, masked vector (sealed to the
@@ -28,6 +28,7 @@ from __future__ import annotations
 import hmac
 import struct
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import ClassVar, Final, TypedDict, TypeVar
 
 
@@ -35,7 +36,7 @@ from fedledger import encoding
 from fedledger.crypto import masking, seal, signing
 from fedledger.crypto.seal import SealContext
 from fedledger.crypto.signing import VerifyKey
-from fedledger.errors import EncodingError, FedLedgerError, InvalidSignature, SecAggError
+from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument, InvalidSignature
 from fedledger.identity import Identity
 
 __all__ = [
@@ -45,11 +46,39 @@ __all__ = [
     "Message",
     "RelayedShares",
     "ShareKeys",
+    "Stage",
     "UnmaskRequest",
     "UnmaskResponse",
 ]
 
 PROTOCOL: Final = "fedledger/secagg/v1"
+
+
+class Stage(str, Enum):
+    """The stages of a round, as message kinds and as party states (``DONE``, ``FAILED``).
+
+    A member is its value as a string: it compares, hashes, prints, formats and reprs as
+    ``"share_keys"`` etc., so stage names in messages, reports and errors are unchanged.
+    Encode ``.value`` (the data model takes plain str only)."""
+
+    ADVERTISE_KEYS = "advertise_keys"
+    KEY_DIRECTORY = "key_directory"
+    SHARE_KEYS = "share_keys"
+    RELAYED_SHARES = "relayed_shares"
+    MASKED_INPUT = "masked_input"
+    UNMASK_REQUEST = "unmask_request"
+    UNMASK = "unmask"
+    DONE = "done"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return str.__str__(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 _MAX_HEADER: Final = 1 << 24
 
 M = TypeVar("M", bound="Message")
@@ -124,7 +153,7 @@ class Message:
 
     # -- shared ----------------------------------------------------------------------------
     def _header(self) -> dict[str, encoding.Value]:
-        return {"p": PROTOCOL, "stage": self.STAGE, "round": self.round_id, "from": self.sender,
+        return {"p": PROTOCOL, "stage": str(self.STAGE), "round": self.round_id, "from": self.sender,
                 "to": self.receiver, "body": self._body()}
 
     def signed_bytes(self) -> bytes:
@@ -139,7 +168,7 @@ class Message:
     def signed(self: M, identity: Identity) -> M:
         """A copy signed by ``identity`` (whose name must be the sender)."""
         if identity.name != self.sender:
-            raise SecAggError(f"{identity.name!r} cannot sign a message from {self.sender!r}")
+            raise InvalidArgument("identity", f"{identity.name!r} cannot sign a message from {self.sender!r}")
         return replace(self, signature=identity.sign(self.signed_bytes()))
 
     def verify_signature(self, key: VerifyKey) -> None:
@@ -216,13 +245,13 @@ class Message:
 class AdvertiseKeys(Message):
     """Stage 1, client -> server: fresh X25519 public keys for this round.
 
-    ``seal_key`` agrees the keys that seal shares between neighbours; ``mask_key`` agrees
+    ``seal_key`` agrees the keys that seal shares between neighbors; ``mask_key`` agrees
     the pairwise masks (its secret half is what gets Shamir-shared).
     """
 
     seal_key: bytes
     mask_key: bytes
-    STAGE: ClassVar[str] = "advertise_keys"
+    STAGE: ClassVar[str] = Stage.ADVERTISE_KEYS
     BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"c", "s"})
 
     def _body(self) -> dict[str, encoding.Value]:
@@ -236,13 +265,13 @@ class AdvertiseKeys(Message):
 @dataclass(frozen=True, kw_only=True)
 class KeyDirectory(Message):
     """Stage 2, server -> client: every participant that advertised (sorted), the
-    neighbours' :class:`AdvertiseKeys` messages as received (still signed by their senders),
+    neighbors' :class:`AdvertiseKeys` messages as received (still signed by their senders),
     and the server's fresh X25519 key for this round (what clients seal to it under)."""
 
     participants: tuple[str, ...]
     adverts: tuple[bytes, ...]
     server_key: bytes
-    STAGE: ClassVar[str] = "key_directory"
+    STAGE: ClassVar[str] = Stage.KEY_DIRECTORY
     BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ids", "adv", "srv"})
 
     def _body(self) -> dict[str, encoding.Value]:
@@ -259,13 +288,13 @@ class KeyDirectory(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class ShareKeys(Message):
-    """Stage 3, client -> server: for each holder (its neighbours and itself), the sealed
+    """Stage 3, client -> server: for each holder (its neighbors and itself), the sealed
     pair of shares (empty for itself) and the SHA-256 digests of the two shares, which the
     server checks revealed shares against in stage 7."""
 
     sealed: dict[str, bytes]
     digests: dict[str, bytes]  # holder -> digest of the seed share (32) || digest of the key share (32)
-    STAGE: ClassVar[str] = "share_keys"
+    STAGE: ClassVar[str] = Stage.SHARE_KEYS
     BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct", "dg"})
 
     def _body(self) -> dict[str, encoding.Value]:
@@ -278,10 +307,10 @@ class ShareKeys(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class RelayedShares(Message):
-    """Stage 4, server -> client: the sealed shares each neighbour dealt to it, by dealer."""
+    """Stage 4, server -> client: the sealed shares each neighbor dealt to it, by dealer."""
 
     sealed: dict[str, bytes]
-    STAGE: ClassVar[str] = "relayed_shares"
+    STAGE: ClassVar[str] = Stage.RELAYED_SHARES
     BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct"})
 
     def _body(self) -> dict[str, encoding.Value]:
@@ -314,13 +343,13 @@ class MaskedInput(Message):
     complaints: tuple[str, ...] = ()
     root: bytes = field(default=b"", compare=False)
     sealed: bool = False
-    STAGE: ClassVar[str] = "masked_input"
+    STAGE: ClassVar[str] = Stage.MASKED_INPUT
     BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"len", "root", "w", "bad", "sealed"})
     _HAS_TAIL: ClassVar[bool] = True
 
     def _body(self) -> dict[str, encoding.Value]:
         if self.sealed and not self.root:
-            raise SecAggError("a sealed masked input needs the root of its plaintext")
+            raise InvalidArgument("root", "a sealed masked input needs the root of its plaintext")
         return {"len": len(self.data), "root": self.root or masking.vector_root(self.data),
                 "w": self.weight, "bad": list(self.complaints), "sealed": self.sealed}
 
@@ -365,7 +394,7 @@ class UnmaskRequest(Message):
 
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
-    STAGE: ClassVar[str] = "unmask_request"
+    STAGE: ClassVar[str] = Stage.UNMASK_REQUEST
     BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"alive", "dropped"})
 
     def _body(self) -> dict[str, encoding.Value]:
@@ -386,7 +415,7 @@ class UnmaskResponse(Message):
     so that nobody on the wire can rebuild a self mask (and with it the aggregate)."""
 
     sealed: bytes
-    STAGE: ClassVar[str] = "unmask"
+    STAGE: ClassVar[str] = Stage.UNMASK
     BODY_KEYS: ClassVar[frozenset[str]] = frozenset({"ct"})
 
     def _body(self) -> dict[str, encoding.Value]:

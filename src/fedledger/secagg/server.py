@@ -25,6 +25,7 @@ from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import (
     EncodingError,
     FedLedgerError,
+    InvalidArgument,
     InvalidArgumentType,
     InvalidProof,
     InvalidSignature,
@@ -34,17 +35,20 @@ from fedledger.errors import (
 )
 from fedledger.identity import Identity
 from fedledger.secagg import _common as C
-from fedledger.secagg.config import SecAggConfig, neighbour_graph
+from fedledger.secagg.config import SecAggConfig, neighbor_graph
 from fedledger.secagg.messages import (
+    PROTOCOL,
     AdvertiseKeys,
     KeyDirectory,
     MaskedInput,
     Message,
     RelayedShares,
     ShareKeys,
+    Stage,
     UnmaskRequest,
     UnmaskResponse,
 )
+from fedledger.secagg.outcome import RoundOutcome
 
 __all__ = ["Aggregate", "SecAggServer"]
 
@@ -57,7 +61,8 @@ class Aggregate:
     """The unmasked result: the dequantized weighted sum of the survivors' clipped updates,
     the sum of their weights, the exact ring sum it came from, and ``weights``: each
     survivor's declared (signed) weight, public to the aggregator and ready for a ledger.
-    Their sum is ``total_weight`` and equals the unmasked weight slot (checked)."""
+    Their sum is ``total_weight`` and equals the unmasked weight slot (checked). ``outcome``
+    is the frozen record of the round (:class:`~fedledger.secagg.RoundOutcome`)."""
 
     aggregate: NDArray[np.float64]
     total_weight: int
@@ -65,6 +70,8 @@ class Aggregate:
     scale: float
     survivors: tuple[str, ...]
     weights: Mapping[str, int]
+    #: The round's record for a ledger (everything here but the vectors).
+    outcome: RoundOutcome
 
 
 class SecAggServer:
@@ -89,8 +96,10 @@ class SecAggServer:
         dimension: int,
         random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
-        if type(dimension) is not int or dimension < 0:
-            raise SecAggError(f"dimension must be an int >= 0, got {dimension!r}")
+        if type(dimension) is not int:
+            raise InvalidArgumentType("dimension", f"expected int, got {type(dimension).__name__}")
+        if dimension < 0:
+            raise InvalidArgument("dimension", f"must be >= 0, got {dimension!r}")
         if not isinstance(identity, Identity):
             raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
         if not isinstance(config, SecAggConfig):
@@ -106,10 +115,10 @@ class SecAggServer:
         if any(type(c) is not str for c in self.clients):
             raise InvalidArgumentType("clients", "every client name must be a str")
         if self.name in self.clients:
-            raise SecAggError("the server cannot also be a client")
+            raise InvalidArgument("clients", f"the server {self.name!r} cannot also be a client")
         self.dimension = dimension
         self._keys = dict(verify_keys)
-        self._stage = "advertise_keys"
+        self._stage = Stage.ADVERTISE_KEYS
         #: client -> why its message was rejected (it counts as dropped at that stage). A
         #: forged message in a client's name is listed until the client's genuine one
         #: arrives; a second message from a client already heard is refused silently.
@@ -141,6 +150,7 @@ class SecAggServer:
         self._sum: NDArray[np.unsignedinteger] | None = None
         self._u3: tuple[str, ...] = ()
         self._dropped_after_sharing: tuple[str, ...] = ()
+        self._outcome: RoundOutcome | None = None
 
     @property
     def stage(self) -> str:
@@ -175,10 +185,10 @@ class SecAggServer:
             if verify:
                 msg.verify(key)
         except InvalidSignature as exc:
-            self._reject(sender, f"{kind.STAGE}: bad signature ({exc.reason})")
+            self._reject(sender, kind.STAGE, f"bad signature ({exc.reason})")
             return None
         except SecAggError as exc:
-            self._reject(sender, f"{kind.STAGE}: {exc}")
+            self._reject(sender, kind.STAGE, str(exc))
             return None
         if verify:
             assert isinstance(seen, set)
@@ -191,9 +201,11 @@ class SecAggServer:
         no longer counts against it."""
         self.rejected.pop(sender, None)
 
-    def _reject(self, client: str, reason: str) -> None:
+    def _reject(self, client: str, stage: str, why: str) -> None:
+        """Record that ``client``'s message at ``stage`` was refused, and why (the first
+        reason stays on record)."""
         if client in self.clients:
-            self.rejected.setdefault(client, reason)
+            self.rejected.setdefault(client, f"{stage}: {why}")
 
     @staticmethod
     def _messages(messages: object, what: str) -> Iterable[object]:
@@ -201,7 +213,7 @@ class SecAggServer:
             raise InvalidArgumentType(what, f"expected an iterable of messages, got {type(messages).__name__}")
         return messages
 
-    def _advance(self, stage: str, new: str) -> None:
+    def _advance(self, stage: Stage, new: Stage) -> None:
         if self._stage != stage:
             raise SecAggError(f"server: cannot run {stage!r} at stage {self._stage!r}")
         self._stage = new
@@ -212,9 +224,9 @@ class SecAggServer:
 
     # -- stage 2 ------------------------------------------------------------------------------
     def key_directories(self, adverts: Iterable[AdvertiseKeys]) -> dict[str, KeyDirectory]:
-        """Accept the adverts; send each participant its neighbours' adverts."""
+        """Accept the adverts; send each participant its neighbors' adverts."""
         adverts = self._messages(adverts, "adverts")  # type: ignore[assignment]
-        self._advance("advertise_keys", "share_keys")
+        self._advance(Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS)
         seen: set[str] = set()
         for msg in adverts:
             sender = self._check(msg, AdvertiseKeys, self.clients, seen)
@@ -225,23 +237,23 @@ class SecAggServer:
                 C.check_public_key(msg.seal_key, "seal key", sender)
                 C.check_public_key(msg.mask_key, "mask key", sender)
             except SecAggError as exc:
-                self._reject(sender, f"advertise_keys: {exc}")
+                self._reject(sender, Stage.ADVERTISE_KEYS, str(exc))
                 continue
             self._adverts[sender] = msg
-        self._mark_missing(self.clients, self._adverts, "advertise_keys")
+        self._mark_missing(self.clients, self._adverts, Stage.ADVERTISE_KEYS)
         ids = tuple(sorted(self._adverts))
         n = len(ids)
         if n < self.config.min_survivors:
-            self._stage = "failed"
-            raise RoundFailed(f"after advertise_keys: only {n} client(s) advertised keys, fewer than "
+            self._stage = Stage.FAILED
+            raise RoundFailed(f"after {Stage.ADVERTISE_KEYS}: only {n} client(s) advertised keys, fewer than "
                               f"min_survivors={self.config.min_survivors}; the round stops and nothing is revealed")
         try:
             self._threshold = self.config.threshold_for(n)
             self.config.scale_for(n)
         except FedLedgerError as exc:
-            self._stage = "failed"
+            self._stage = Stage.FAILED
             raise RoundFailed(f"{n} clients advertised, and the configuration does not fit: {exc}") from None
-        self._graph = neighbour_graph(ids, self.config.degree(n), self.config.seed())
+        self._graph = neighbor_graph(ids, self.config.degree(n), self.config.seed())
         self._holders = {c: C.holders(c, self._graph) for c in ids}
         self._index = {c: {h: i + 1 for i, h in enumerate(hs)} for c, hs in self._holders.items()}
         rid = self.config.round_id
@@ -259,7 +271,7 @@ class SecAggServer:
     def relay_shares(self, messages: Iterable[ShareKeys]) -> dict[str, RelayedShares]:
         """Accept each client's sealed shares; give each client those dealt to it."""
         messages = self._messages(messages, "messages")  # type: ignore[assignment]
-        self._advance("share_keys", "masked_input")
+        self._advance(Stage.SHARE_KEYS, Stage.MASKED_INPUT)
         seen: set[str] = set()
         accepted: dict[str, ShareKeys] = {}
         for msg in messages:
@@ -269,31 +281,31 @@ class SecAggServer:
             assert isinstance(msg, ShareKeys)
             want = set(self._holders[sender])
             if set(msg.sealed) != want or set(msg.digests) != want or any(len(d) != 64 for d in msg.digests.values()):
-                self._reject(sender, "share_keys: shares are not exactly for its neighbourhood")
+                self._reject(sender, Stage.SHARE_KEYS, "shares are not exactly for its neighborhood")
                 continue
             if msg.sealed[sender] != b"" or any(not ct for h, ct in msg.sealed.items() if h != sender):
-                self._reject(sender, "share_keys: malformed sealed shares")
+                self._reject(sender, Stage.SHARE_KEYS, "malformed sealed shares")
                 continue
             accepted[sender] = msg
         # A client with fewer than t live holders of its secrets could not be recovered if it
-        # dropped later: leave it out now (its neighbours will not mask with it), repeatedly.
+        # dropped later: leave it out now (its neighbors will not mask with it), repeatedly.
         live = set(accepted)
         while True:
             short = {u for u in live if len(set(self._holders[u]) & live) < self._threshold}
             if not short:
                 break
             for u in short:
-                self._reject(u, f"share_keys: fewer than the threshold {self._threshold} of its neighbourhood shared keys")
+                self._reject(u, Stage.SHARE_KEYS, f"fewer than the threshold {self._threshold} of its neighborhood shared keys")
             live -= short
         if len(live) < self.config.min_survivors:
-            self._stage = "failed"
+            self._stage = Stage.FAILED
             raise RoundFailed(
-                f"after share_keys: only {len(live)} client(s) shared keys with at least the threshold "
-                f"{self._threshold} of their neighbourhood ({len(accepted)} shared), fewer than min_survivors="
+                f"after {Stage.SHARE_KEYS}: only {len(live)} client(s) shared keys with at least the threshold "
+                f"{self._threshold} of their neighborhood ({len(accepted)} shared), fewer than min_survivors="
                 f"{self.config.min_survivors}; the round stops and nothing is revealed"
             )
         accepted = {c: m for c, m in accepted.items() if c in live}
-        self._mark_missing(self._adverts, accepted, "share_keys")
+        self._mark_missing(self._adverts, accepted, Stage.SHARE_KEYS)
         self._u2 = frozenset(accepted)
         self._digests = {c: dict(m.digests) for c, m in accepted.items()}
         out: dict[str, RelayedShares] = {}
@@ -308,7 +320,7 @@ class SecAggServer:
         """Accept one masked input as it arrives: check it and add it to the running sum
         (one pass that also hashes it against its signed root), so the server holds one
         vector, not one per client. False, with the reason in :attr:`rejected`, if refused."""
-        if self._stage != "masked_input":
+        if self._stage != Stage.MASKED_INPUT:
             raise SecAggError(f"server: cannot take a masked input at stage {self._stage!r}")
         width = self.config.bits // 8
         expected = (self.dimension + 1) * width
@@ -320,7 +332,7 @@ class SecAggServer:
         try:
             msg.verify_signature(C.verified(self._keys.get(sender), sender))
         except InvalidSignature as exc:
-            self._reject(sender, f"masked_input: bad signature ({exc.reason})")
+            self._reject(sender, Stage.MASKED_INPUT, f"bad signature ({exc.reason})")
             return False
         # The signature covers the header, not the bytes behind it: the sender's turn is used
         # only once the data opened and matched the signed root (a tampered copy of a genuine
@@ -328,15 +340,15 @@ class SecAggServer:
         sealed = self.config.seal_inputs
         size = seal.sealed_records_size(expected) if sealed else expected
         if type(msg.weight) is not int or not 1 <= msg.weight <= self.config.max_weight:
-            self._reject(sender, f"masked_input: declared weight {msg.weight!r} is not in [1, max_weight="
+            self._reject(sender, Stage.MASKED_INPUT, f"declared weight {msg.weight!r} is not in [1, max_weight="
                                  f"{self.config.max_weight}]")
             return False
         if msg.sealed != sealed:
-            self._reject(sender, f"masked_input: {'unsealed' if sealed else 'sealed'}, and this round "
+            self._reject(sender, Stage.MASKED_INPUT, f"{'unsealed' if sealed else 'sealed'}, and this round "
                                  f"{'seals' if sealed else 'does not seal'} inputs")
             return False
         if len(msg.data) != size:
-            self._reject(sender, f"masked_input: {len(msg.data)} bytes, expected {size} "
+            self._reject(sender, Stage.MASKED_INPUT, f"{len(msg.data)} bytes, expected {size} "
                                  f"({self.dimension} parameters + weight, {width} bytes each"
                                  f"{', sealed' if sealed else ''})")
             return False
@@ -349,7 +361,7 @@ class SecAggServer:
                                          C.to_server(sender, self.name, self.config.round_id, C.INPUT_PURPOSE),
                                          self._opened.data)
             except SealError:
-                self._reject(sender, "masked_input: its sealed vector does not open")
+                self._reject(sender, Stage.MASKED_INPUT, "its sealed vector does not open")
                 return False
             data = self._opened.data
         if self._sum is None:
@@ -357,7 +369,7 @@ class SecAggServer:
         try:
             masking.add_verified(self._sum, data, msg.root)
         except InvalidProof:
-            self._reject(sender, "masked_input: the data does not match its signed vector root")
+            self._reject(sender, Stage.MASKED_INPUT, "the data does not match its signed vector root")
             return False
         self.commitments[sender] = msg.root
         self.weights[sender] = msg.weight
@@ -376,20 +388,20 @@ class SecAggServer:
         ``threshold`` live holders."""
         for msg in self._messages(messages, "messages"):
             self.receive_masked_input(msg)  # type: ignore[arg-type]
-        self._advance("masked_input", "unmask")
-        self._mark_missing(self._u2, self.commitments, "masked_input")
+        self._advance(Stage.MASKED_INPUT, Stage.UNMASK)
+        self._mark_missing(self._u2, self.commitments, Stage.MASKED_INPUT)
         self._u3 = tuple(sorted(self.commitments))
         self._dropped_after_sharing = tuple(sorted(self._u2 - set(self._u3)))
         if len(self._u3) < self.config.min_survivors:
-            self._stage = "failed"
-            refused = sorted((c, why) for c, why in self.rejected.items() if why.startswith("masked_input:"))
+            self._stage = Stage.FAILED
+            refused = sorted((c, why) for c, why in self.rejected.items() if why.startswith(f"{Stage.MASKED_INPUT}:"))
             why = "; refused: " + "; ".join(f"{c}: {r}" for c, r in refused[:5]) if refused else ""
             more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
             raise RoundFailed(
-                f"after masked_input: only {len(self._u3)} masked input(s) arrived, fewer than min_survivors="
+                f"after {Stage.MASKED_INPUT}: only {len(self._u3)} masked input(s) arrived, fewer than min_survivors="
                 f"{self.config.min_survivors}; the round stops and nothing is revealed{why}{more}"
             )
-        self._require_holders(frozenset(self._u3), "masked_input")
+        self._require_holders(frozenset(self._u3), Stage.MASKED_INPUT)
         out: dict[str, UnmaskRequest] = {}
         for u in self._u3:
             out[u] = self._sign(UnmaskRequest(round_id=self.config.round_id, sender=self.name, receiver=u,
@@ -398,7 +410,7 @@ class SecAggServer:
 
     def _needed(self) -> list[tuple[str, str]]:
         """(client, kind) of every secret to reconstruct: the survivors' seeds ("b") and the
-        keys ("s") of dropped clients with a surviving neighbour."""
+        keys ("s") of dropped clients with a surviving neighbor."""
         alive = set(self._u3)
         need = [(u, "b") for u in self._u3]
         need += [(d, "s") for d in self._dropped_after_sharing if self._graph[d] & alive]
@@ -407,12 +419,12 @@ class SecAggServer:
     def _require_holders(self, live: frozenset[str], stage: str) -> None:
         t = self._threshold
         if len(self._u3) == 0:
-            self._stage = "failed"
+            self._stage = Stage.FAILED
             raise RoundFailed("no masked input arrived")
         for client, kind in self._needed():
             have = [h for h in self._holders[client] if h in live and (kind == "b" or h != client)]
             if len(have) < t:
-                self._stage = "failed"
+                self._stage = Stage.FAILED
                 what = "self-mask seed" if kind == "b" else "mask key"
                 raise RoundFailed(
                     f"after {stage}: only {len(have)} live holders of {client!r}'s {what}, the threshold is {t}; "
@@ -424,7 +436,7 @@ class SecAggServer:
         """Check the revealed shares, reconstruct the secrets, remove the masks and return
         the sum. RoundFailed if a secret cannot be reconstructed."""
         messages = self._messages(messages, "messages")  # type: ignore[assignment]
-        self._advance("unmask", "failed")
+        self._advance(Stage.UNMASK, Stage.FAILED)
         survivors = frozenset(self._u3)
         seen: set[str] = set()
         responses: dict[str, UnmaskResponse] = {}
@@ -439,16 +451,16 @@ class SecAggServer:
                 seed_shares, key_shares = msg.open_shares(self._client_keys[sender],
                                               C.to_server(sender, self.name, self.config.round_id, C.UNMASK_PURPOSE))
             except (SealError, EncodingError) as exc:
-                self._reject(sender, f"unmask: its sealed shares do not open ({exc})")
+                self._reject(sender, Stage.UNMASK, f"its sealed shares do not open ({exc})")
                 continue
             problem = self._check_response(sender, seed_shares, key_shares, alive, dropped)
             if problem:
-                self._reject(sender, f"unmask: {problem}")
+                self._reject(sender, Stage.UNMASK, problem)
                 continue
             responses[sender] = msg
         self._opened = None
-        self._mark_missing(self._u3, responses, "unmask")
-        self._require_holders(frozenset(responses), "unmask")
+        self._mark_missing(self._u3, responses, Stage.UNMASK)
+        self._require_holders(frozenset(responses), Stage.UNMASK)
         rid = self.config.round_id
         keys: list[bytes] = []
         signs: list[int] = []
@@ -476,8 +488,35 @@ class SecAggServer:
         scale = self.config.scale_for(len(self._adverts))
         weights = {c: self.weights[c] for c in self._u3}
         total = self._check_sum(acc, weights, scale)
-        self._stage = "done"
-        return Aggregate(masking.dequantize(acc[:-1], scale), total, acc, scale, self._u3, weights)
+        self._stage = Stage.DONE
+        self._outcome = RoundOutcome(
+            protocol=PROTOCOL, round_id=rid, participants=tuple(self.clients), survivors=self._u3,
+            dropouts=self.dropped, rejections=self.rejected, misbehaving=self.misbehaving,
+            commitments={c: self.commitments[c] for c in self._u3}, weights=weights, length=self.dimension,
+            ring_bits=self.config.bits, aggregate_root=masking.vector_root(acc.view(np.uint8).data),
+            params=self._params(len(self._adverts), scale),
+        )
+        return Aggregate(masking.dequantize(acc[:-1], scale), total, acc, scale, self._u3, weights, self._outcome)
+
+    @property
+    def outcome(self) -> RoundOutcome | None:
+        """The frozen record of the round once :meth:`aggregate` returned (None before, and
+        for a round that failed)."""
+        return self._outcome
+
+    def _params(self, n: int, scale: float) -> dict[str, str | int | bytes | bool | None]:
+        """The parameters that interpret the sum, as record scalars (floats as exact hex)."""
+        cfg = self.config
+        return {
+            "threshold": self._threshold,
+            "degree": cfg.degree(n),
+            "graph_seed": cfg.seed(),
+            "clip": float(cfg.clip).hex(),
+            "scale": float(scale).hex(),
+            "max_weight": cfg.max_weight,
+            "min_survivors": cfg.min_survivors,
+            "seal_inputs": cfg.seal_inputs,
+        }
 
     def _check_sum(self, acc: NDArray[np.unsignedinteger], weights: Mapping[str, int], scale: float) -> int:
         """The total weight, once the unmasked sum passed the two checks a client cannot
@@ -568,7 +607,7 @@ class SecAggServer:
                     if tries > 0 or len(groups) > 1:
                         self.misbehaving.setdefault(client, f"dealt inconsistent shares of its {what}")
                     return secret
-        self._stage = "failed"
+        self._stage = Stage.FAILED
         self.misbehaving.setdefault(client, f"dealt inconsistent shares of its {what}")
         raise RoundFailed(f"cannot reconstruct {client!r}'s {what}: its shares are inconsistent", client)
 

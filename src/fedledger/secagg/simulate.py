@@ -22,15 +22,17 @@ from fedledger.secagg.messages import (
     Message,
     RelayedShares,
     ShareKeys,
+    Stage,
     UnmaskRequest,
     UnmaskResponse,
 )
+from fedledger.secagg.outcome import RoundOutcome
 from fedledger.secagg.server import SecAggServer
 
 __all__ = ["DROPOUT_STAGES", "RoundReport", "RoundResult", "run_round"]
 
 #: The stages before which a client may vanish (``dropouts`` values).
-DROPOUT_STAGES: Final = ("advertise_keys", "share_keys", "masked_input", "unmask")
+DROPOUT_STAGES: Final = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK)
 SERVER_NAME: Final = "aggregator"
 
 M = TypeVar("M", bound=Message)
@@ -49,10 +51,12 @@ class RoundReport:
     receiver's. ``client_seconds``: each client's total compute. ``dropped``: client -> stage
     it went missing at (no message or a rejected one); ``rejected``: client -> why its
     message was refused; ``misbehaving``: clients caught cheating without stopping the round;
-    ``commitments``: client -> the vector root of its masked input in the sum (what a ledger
-    records; see :func:`fedledger.crypto.masking.vector_root`); ``weights``: client -> the
-    weight (sample count) it declared in its signed masked input, for the inputs in the sum
-    (public to the aggregator; a ledger records it with the commitment).
+    ``outcome``: the server's frozen :class:`~fedledger.secagg.RoundOutcome` (what a ledger
+    records), read through ``survivors``, ``commitments`` (client -> the vector root of its
+    masked input in the sum; see :func:`fedledger.crypto.masking.vector_root`) and ``weights``
+    (client -> the weight it declared in its signed masked input, for the inputs in the sum).
+    ``dropped``, ``rejected`` and ``misbehaving`` are kept up to date while the round runs
+    (``rejected`` also lists messages the wire could not parse, which no server saw).
     """
 
     bytes_up: dict[str, int] = field(default_factory=dict)
@@ -62,9 +66,20 @@ class RoundReport:
     dropped: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     misbehaving: dict[str, str] = field(default_factory=dict)
-    survivors: tuple[str, ...] = ()
-    commitments: dict[str, bytes] = field(default_factory=dict)
-    weights: dict[str, int] = field(default_factory=dict)
+    #: The frozen record of the round, once it finished (None while it runs).
+    outcome: RoundOutcome | None = None
+
+    @property
+    def survivors(self) -> tuple[str, ...]:
+        return self.outcome.survivors if self.outcome is not None else ()
+
+    @property
+    def commitments(self) -> Mapping[str, bytes]:
+        return self.outcome.commitments if self.outcome is not None else {}
+
+    @property
+    def weights(self) -> Mapping[str, int]:
+        return self.outcome.weights if self.outcome is not None else {}
 
     @property
     def total_bytes_up(self) -> int:
@@ -84,6 +99,12 @@ class RoundResult:
     total_weight: int
     scale: float
     report: RoundReport
+
+    @property
+    def outcome(self) -> RoundOutcome:
+        """The round's frozen record (``report.outcome``)."""
+        assert self.report.outcome is not None
+        return self.report.outcome
 
     @property
     def mean(self) -> NDArray[np.float64]:
@@ -225,7 +246,7 @@ def run_round(
             if not present(c, stage):
                 continue
             msg = inbox.get(c)
-            if msg is None and stage != "advertise_keys":
+            if msg is None and stage != Stage.ADVERTISE_KEYS:
                 gone.add(c)  # nothing arrived for it: it cannot go on
                 continue
             t0 = time.perf_counter()
@@ -280,23 +301,21 @@ def run_round(
             report.misbehaving = dict(server.misbehaving)
 
     weight_of = dict(weights or {})
-    adverts = client_step("advertise_keys", {}, lambda cl, _m: cl.advertise_keys(), AdvertiseKeys)
-    directories = broadcast(timed("advertise_keys", lambda: server.key_directories(adverts)), KeyDirectory)
-    shares = client_step("share_keys", directories, lambda cl, m: cl.share_keys(m), ShareKeys)
-    relayed = broadcast(timed("share_keys", lambda: server.relay_shares(shares)), RelayedShares)
+    adverts = client_step(Stage.ADVERTISE_KEYS, {}, lambda cl, _m: cl.advertise_keys(), AdvertiseKeys)
+    directories = broadcast(timed(Stage.ADVERTISE_KEYS, lambda: server.key_directories(adverts)), KeyDirectory)
+    shares = client_step(Stage.SHARE_KEYS, directories, lambda cl, m: cl.share_keys(m), ShareKeys)
+    relayed = broadcast(timed(Stage.SHARE_KEYS, lambda: server.relay_shares(shares)), RelayedShares)
     # Masked inputs stream into the server's running sum as they arrive.
     client_step(
-        "masked_input", relayed,
+        Stage.MASKED_INPUT, relayed,
         lambda cl, m: cl.masked_input(m, np.asarray(updates[cl.name]), weight_of.get(cl.name, 1)),
         MaskedInput, server.receive_masked_input,
     )
-    requests = broadcast(timed("masked_input", lambda: server.unmask_requests()), UnmaskRequest)
-    responses = client_step("unmask", requests, lambda cl, m: cl.unmask(m), UnmaskResponse)
-    result = timed("unmask", lambda: server.aggregate(responses))
+    requests = broadcast(timed(Stage.MASKED_INPUT, lambda: server.unmask_requests()), UnmaskRequest)
+    responses = client_step(Stage.UNMASK, requests, lambda cl, m: cl.unmask(m), UnmaskResponse)
+    result = timed(Stage.UNMASK, lambda: server.aggregate(responses))
     report.bytes_up = dict(wire.up)
     report.bytes_down = dict(wire.down)
     report.client_seconds = dict(client_time)
-    report.survivors = result.survivors
-    report.commitments = {c: server.commitments[c] for c in result.survivors}
-    report.weights = dict(result.weights)
+    report.outcome = result.outcome
     return RoundResult(result.aggregate, result.total_weight, result.scale, report)
