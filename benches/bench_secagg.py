@@ -12,10 +12,10 @@ line (server, clients, serde, bytes, error). fedledger: ``secagg.run_round`` wit
 message through to_bytes/from_bytes, clients one after another too (each client's kernels
 use the machine's threads), fresh identities every round.
 
-Settings: N=100, D=10^6, 3 neighbours, 10% of clients dropping before the masked-input
+Settings: N=100, D=10^6, 3 neighbors, 10% of clients dropping before the masked-input
 stage; and the full graph, N=100, D=10^5, no dropout. Updates are float32 N(0, 0.05^2), the
-same arrays on both sides, weights 100 (max 1000). (Flower's K=3 is two neighbours plus the
-client itself; fedledger's 3 is three neighbours, a little more work.)
+same arrays on both sides, weights 100 (max 1000). (Flower's K=3 is two neighbors plus the
+client itself; fedledger's 3 is three neighbors, a little more work.)
 
 fedledger runs with its defaults: masked vectors committed to by their vector root and sealed
 to the server (AES-256-GCM records), revealed shares sealed. ``_unsealed`` turns off the

@@ -17,10 +17,10 @@ inside each client's ``secaggplus_mod`` call, per client and per stage (their su
 ``clients_s``); encoding plus decoding of every message in both directions (``serde_s``);
 the server is the rest (``server_s``). Bytes are the encoded sizes.
 
-Dropout: the grid learns each client's neighbourhood from the share-keys message the
-server sends it (it names the neighbours whose keys it carries) and the threshold from the
+Dropout: the grid learns each client's neighborhood from the share-keys message the
+server sends it (it names the neighbors whose keys it carries) and the threshold from the
 setup message. When the masked-input stage starts it picks, in node-id order, the clients
-to drop, taking one only if every neighbourhood keeps at least the threshold of live
+to drop, taking one only if every neighborhood keeps at least the threshold of live
 members, so the round can still finish. A dropped client receives the masked-input request
 and never answers; the server stops writing to it.
 
@@ -123,7 +123,7 @@ class InProcessGrid(Grid):
         self.clients = {c.node_id: c for c in clients}
         self.drop_frac = drop_frac
         self.threshold = 0
-        self.neighbours: dict[int, set[int]] = {}
+        self.neighbors: dict[int, set[int]] = {}
         self.dropped: set[int] = set()
         self.replies: dict[str, Message] = {}
         self.next_id = 0
@@ -200,9 +200,9 @@ class InProcessGrid(Grid):
         if stage == Stage.SETUP:
             self.threshold = int(config[Key.THRESHOLD])  # type: ignore[arg-type]
         elif stage == Stage.SHARE_KEYS:
-            # The server sends each client the public keys of its neighbourhood (itself
+            # The server sends each client the public keys of its neighborhood (itself
             # included), keyed by node id.
-            self.neighbours[node_id] = {int(k) for k in config.keys() if k != Key.STAGE}
+            self.neighbors[node_id] = {int(k) for k in config.keys() if k != Key.STAGE}
         elif stage == Stage.COLLECT_MASKED_VECTORS and self.drop_frac > 0 and not self.dropped:
             self.dropped = self._pick_drops({m.metadata.dst_node_id for m in batch})
 
@@ -213,7 +213,7 @@ class InProcessGrid(Grid):
             if len(chosen) >= want:
                 break
             trial = chosen | {node_id}
-            if all(len(nb - trial) >= self.threshold for nb in self.neighbours.values()):
+            if all(len(nb - trial) >= self.threshold for nb in self.neighbors.values()):
                 chosen = trial
         return chosen
 
@@ -251,7 +251,7 @@ def run_round(
 ) -> PeerRound:
     """One SecAgg+ round of Flower's code over ``updates`` (client i is node i + 1).
 
-    ``num_shares`` is Flower's: 3 is its example's setting (two neighbours and the client
+    ``num_shares`` is Flower's: 3 is its example's setting (two neighbors and the client
     itself, threshold 2); 0 runs the full graph (``SecAggWorkflow``, threshold 51%).
     """
     n, d = len(updates), int(updates[0].shape[0])

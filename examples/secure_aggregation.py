@@ -31,8 +31,10 @@ def main() -> None:
     samples = {s: int(rng.integers(50, 500)) for s in sites}
     config = secagg.SecAggConfig(neighbors="auto", clip=0.5, max_weight=1_000, round_id=7)
     n = len(sites)
-    print(f"{n} sites, {config.degree(n)} neighbours each, threshold {config.threshold_for(n)} "
-          f"of {config.neighborhood(n)}, {config.bits}-bit ring, masked vectors sealed: {config.seal_inputs}")
+    print(
+        f"{n} sites, {config.degree(n)} neighbors each, threshold {config.threshold_for(n)} "
+        f"of {config.neighborhood(n)}, {config.bits}-bit ring, masked vectors sealed: {config.seal_inputs}"
+    )
 
     dropouts = {"hospital-03": "masked_input", "hospital-11": "masked_input", "hospital-17": "unmask"}
     t0 = time.perf_counter()
@@ -41,15 +43,18 @@ def main() -> None:
     report = result.report
     alive = report.survivors
     plain = sum(np.clip(updates[s], -0.5, 0.5).astype(np.float64) * samples[s] for s in alive) / sum(
-        samples[s] for s in alive)
+        samples[s] for s in alive
+    )
     err = float(np.max(np.abs(result.mean - plain)))
     print(f"round done in {elapsed:.2f} s: {len(alive)} updates in the sum, dropped {sorted(report.dropped)}")
     # Stochastic rounding moves each site's weighted value by less than one step (1 / scale).
     bound = len(alive) / (result.scale * result.total_weight)
     assert err <= bound + 1e-12
     print(f"weighted mean of {result.total_weight:,} samples; max |secure - plain| = {err:.1e} (bound {bound:.1e})")
-    print(f"bytes up {report.total_bytes_up / 1e6:.1f} MB, down {report.total_bytes_down / 1e6:.2f} MB; "
-          f"median client compute {1e3 * float(np.median(list(report.client_seconds.values()))):.1f} ms")
+    print(
+        f"bytes up {report.total_bytes_up / 1e6:.1f} MB, down {report.total_bytes_down / 1e6:.2f} MB; "
+        f"median client compute {1e3 * float(np.median(list(report.client_seconds.values()))):.1f} ms"
+    )
 
     # A bit flips in one site's sealed update on the way: the aggregator refuses it, counts the
     # site as dropped, and the others' sum stays exact.
@@ -61,8 +66,10 @@ def main() -> None:
         return data
 
     tampered = secagg.run_round(updates, config, weights=samples, intercept=flip)
-    print(f"tampered update caught: hospital-05 {tampered.report.rejected['hospital-05'].split(': ', 1)[1]}; "
-          f"{len(tampered.report.survivors)} updates in the sum")
+    print(
+        f"tampered update caught: hospital-05 {tampered.report.rejected['hospital-05'].split(': ', 1)[1]}; "
+        f"{len(tampered.report.survivors)} updates in the sum"
+    )
 
     # Sample counts are declared in each site's signed message: public to the aggregator and
     # recorded beside each commitment; the unmasked weight slot had to match their sum.
@@ -72,8 +79,10 @@ def main() -> None:
     # What a ledger stores for the round: the frozen outcome's canonical record (no vectors).
     record = result.outcome.record_bytes()
     assert secagg.RoundOutcome.from_bytes(record) == result.outcome
-    print(f"round outcome record: {len(record):,} bytes (survivors, dropouts by stage, rejections, "
-          f"commitments, weights, parameters)")
+    print(
+        f"round outcome record: {len(record):,} bytes (survivors, dropouts by stage, rejections, "
+        f"commitments, weights, parameters)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from _wycheproof import case_id, cases
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _wycheproof import case_id, cases
 from fedledger.crypto.agreement import AgreementKey, AgreementPublicKey, hkdf_sha256, pairwise_seed
 from fedledger.errors import InvalidArgument, InvalidArgumentType, InvalidKey
 

@@ -56,7 +56,10 @@ def test_thread_count_validation_and_env_override() -> None:
         fedledger.set_num_threads("2")  # type: ignore[arg-type]
     out = subprocess.run(
         [sys.executable, "-c", "import fedledger, json; print(json.dumps(fedledger.build_info()['num_threads']))"],
-        capture_output=True, text=True, check=True, env={**os.environ, "FEDLEDGER_NUM_THREADS": "3"},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "FEDLEDGER_NUM_THREADS": "3"},
     )
     assert json.loads(out.stdout) == 3
 

@@ -57,7 +57,7 @@ def test_secure_aggregation_example_runs_twice(run: int) -> None:
     out = subprocess.run([sys.executable, str(SECAGG)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("20 sites, 10 neighbours each, threshold 6 of 11")
+    assert lines[0].startswith("20 sites, 10 neighbors each, threshold 6 of 11")
     assert "18 updates in the sum, dropped ['hospital-03', 'hospital-11', 'hospital-17']" in lines[1]
     assert "max |secure - plain|" in lines[2]
     assert lines[4].startswith("tampered update caught: hospital-05 its sealed vector does not open; 19 updates")

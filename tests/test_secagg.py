@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,14 +44,22 @@ def make_updates(n: int, d: int, seed: int = 0, spread: float = 0.9) -> dict[str
     return {f"c{i:03d}": rng.uniform(-spread, spread, d) for i in range(n)}
 
 
-def expected_sum(updates: Mapping[str, np.ndarray], survivors: list[str] | tuple[str, ...], clip: float = 1.0,
-                 weights: Mapping[str, int] | None = None) -> np.ndarray:
+def expected_sum(
+    updates: Mapping[str, np.ndarray],
+    survivors: list[str] | tuple[str, ...],
+    clip: float = 1.0,
+    weights: Mapping[str, int] | None = None,
+) -> np.ndarray:
     w = weights or {}
     return sum(np.clip(updates[c], -clip, clip) * w.get(c, 1) for c in survivors)  # type: ignore[return-value]
 
 
-def assert_within_bound(res: secagg.RoundResult, updates: Mapping[str, np.ndarray], clip: float = 1.0,
-                        weights: Mapping[str, int] | None = None) -> None:
+def assert_within_bound(
+    res: secagg.RoundResult,
+    updates: Mapping[str, np.ndarray],
+    clip: float = 1.0,
+    weights: Mapping[str, int] | None = None,
+) -> None:
     survivors = res.report.survivors
     want = expected_sum(updates, survivors, clip, weights)
     # stochastic rounding moves each client's value by less than one step (1 / scale)
@@ -86,6 +94,7 @@ def feasible_drops(ids: list[str], config: SecAggConfig, want: int, stages: list
 
 
 # -- exact sums ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", [3, 4, 10, 100])
 @pytest.mark.parametrize("neighbors", [None, "auto"])
@@ -219,6 +228,7 @@ def test_bad_threshold_is_refused() -> None:
 
 # -- past the threshold --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", ["share_keys", "masked_input", "unmask"])
 def test_one_dropout_past_the_threshold_fails_and_reveals_nothing(stage: str) -> None:
     n = 10
@@ -241,6 +251,7 @@ def test_one_dropout_past_the_threshold_fails_and_reveals_nothing(stage: str) ->
 
 # -- what the server sees ------------------------------------------------------------------
 
+
 def _capture(into: dict[str, bytes]) -> Callable[[str, str, str, bytes], bytes]:
     def spy(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
         if stage == "masked_input":
@@ -254,8 +265,12 @@ def _capture(into: dict[str, bytes]) -> Callable[[str, str, str, bytes], bytes]:
 def test_commitments_are_the_vector_roots_of_the_masked_inputs_in_the_sum(sealed: bool) -> None:
     updates = make_updates(6, 40_000, seed=3)  # several 64 KiB chunks
     wire: dict[str, bytes] = {}
-    res = run_round(updates, SecAggConfig(neighbors=None, seal_inputs=sealed), dropouts={"c004": "masked_input"},
-                    intercept=_capture(wire))
+    res = run_round(
+        updates,
+        SecAggConfig(neighbors=None, seal_inputs=sealed),
+        dropouts={"c004": "masked_input"},
+        intercept=_capture(wire),
+    )
     assert set(res.report.commitments) == set(res.report.survivors) == set(updates) - {"c004"}
     for c, root in res.report.commitments.items():
         if not sealed:  # the server saw exactly these bytes
@@ -274,9 +289,9 @@ def test_same_sum_gives_the_same_result_whatever_the_individual_inputs() -> None
     scale = 2.0**20
     config = SecAggConfig(neighbors=None, scale=scale, seal_inputs=False)
     rng = np.random.default_rng(11)
-    a = {f"c{i}": rng.integers(-2**19, 2**19, 64) / scale for i in range(5)}
+    a = {f"c{i}": rng.integers(-(2**19), 2**19, 64) / scale for i in range(5)}
     b = dict(a)
-    delta = rng.integers(-2**17, 2**17, 64) / scale
+    delta = rng.integers(-(2**17), 2**17, 64) / scale
     b["c0"], b["c1"] = a["c0"] + delta, a["c1"] - delta
     views_a: dict[str, bytes] = {}
     views_b: dict[str, bytes] = {}
@@ -306,8 +321,12 @@ def test_masked_vectors_are_uniform_chi_square() -> None:
     updates = make_updates(5, d, seed=1)
     views: dict[str, bytes] = {}
     # seal_inputs=False: the masked vectors as the server sees them once it opens the seals.
-    run_round(updates, SecAggConfig(neighbors=None, seal_inputs=False), intercept=_capture(views),
-              random_bytes=lambda c: drbg(b"chi2/" + c.encode()))
+    run_round(
+        updates,
+        SecAggConfig(neighbors=None, seal_inputs=False),
+        intercept=_capture(views),
+        random_bytes=lambda c: drbg(b"chi2/" + c.encode()),
+    )
     crit = chi2_critical(255, Z_0001)
     for c, raw in views.items():
         words = np.frombuffer(raw, dtype="<u4")[:d]
@@ -328,6 +347,7 @@ def test_chi_square_has_power_on_unmasked_input() -> None:
 
 
 # -- malicious or broken clients -----------------------------------------------------------
+
 
 def idents(updates: Mapping[str, np.ndarray]) -> dict[str, Identity]:
     out = {c: Identity.generate(c) for c in updates}
@@ -501,8 +521,9 @@ def test_inconsistent_key_shares_of_a_dropped_client_are_caught() -> None:
             return share.to_bytes()
 
     updates = make_updates(7, 20)
-    res = run_round(updates, SecAggConfig(neighbors=None), dropouts={"c000": "masked_input"},
-                    client_class={"c000": BadKeyShare})
+    res = run_round(
+        updates, SecAggConfig(neighbors=None), dropouts={"c000": "masked_input"}, client_class={"c000": BadKeyShare}
+    )
     assert "inconsistent" in res.report.misbehaving["c000"]
     assert_within_bound(res, updates)
 
@@ -517,6 +538,7 @@ def test_a_dealer_whose_shares_cannot_be_reconstructed_fails_the_round_typed() -
 def test_malformed_bytes_are_rejected_not_crashing() -> None:
     updates = make_updates(6, 10)
     for stage in ("advertise_keys", "share_keys", "masked_input", "unmask"):
+
         def garble(st: str, sender: str, receiver: str, data: bytes, stage: str = stage) -> bytes:
             return data[: len(data) // 2] if st == stage and sender == "c005" else data
 
@@ -542,6 +564,7 @@ def test_a_message_to_another_receiver_or_stage_is_rejected() -> None:
 
 # -- messages and state machines -----------------------------------------------------------
 
+
 def test_messages_round_trip_and_bind_their_header() -> None:
     ident = Identity.generate("c1")
     key = bytes(32)
@@ -557,12 +580,20 @@ def test_messages_round_trip_and_bind_their_header() -> None:
     with pytest.raises(SealError):  # bound to its sender, receiver, round and purpose
         back.open_shares(key, seal.SealContext(sender="c2", receiver="aggregator", round=3, purpose=ctx.purpose))
 
-    for changed in (replace(msg, round_id=4), replace(msg, receiver="c9"), replace(msg, sealed=sealed[:-1] + bytes([sealed[-1] ^ 1]))):
+    for changed in (
+        replace(msg, round_id=4),
+        replace(msg, receiver="c9"),
+        replace(msg, sealed=sealed[:-1] + bytes([sealed[-1] ^ 1])),
+    ):
         with pytest.raises(InvalidSignature):
             changed.verify(ident.verify_key)
     with pytest.raises(EncodingError):
         secagg.ShareKeys.from_bytes(msg.to_bytes())  # another stage
-    m = secagg.MaskedInput(round_id=1, sender="c1", receiver="aggregator", data=b"\x01" * 16, weight=1).with_root().signed(ident)
+    m = (
+        secagg.MaskedInput(round_id=1, sender="c1", receiver="aggregator", data=b"\x01" * 16, weight=1)
+        .with_root()
+        .signed(ident)
+    )
     assert secagg.MaskedInput.from_bytes(m.to_bytes()) == m
     assert m.root == masking.vector_root(b"\x01" * 16)
     raw = bytearray(m.to_bytes())
@@ -643,9 +674,15 @@ def test_client_refuses_to_reveal_both_secrets_of_one_client() -> None:
 def test_stages_out_of_order_are_refused() -> None:
     ident = Identity.generate("c1")
     server = Identity.generate("aggregator")
-    client = secagg.SecAggClient(ident, SecAggConfig(), server="aggregator",
-                                 verify_keys={"c1": ident.verify_key, "aggregator": server.verify_key})
-    req = secagg.UnmaskRequest(round_id=1, sender="aggregator", receiver="c1", survivors=("c1",), dropped=()).signed(server)
+    client = secagg.SecAggClient(
+        ident,
+        SecAggConfig(),
+        server="aggregator",
+        verify_keys={"c1": ident.verify_key, "aggregator": server.verify_key},
+    )
+    req = secagg.UnmaskRequest(round_id=1, sender="aggregator", receiver="c1", survivors=("c1",), dropped=()).signed(
+        server
+    )
     with pytest.raises(SecAggError):
         client.unmask(req)
     client.advertise_keys()
@@ -735,6 +772,7 @@ def test_server_state_machine_driven_by_hand_streams_inputs_and_ignores_forgerie
 
 # -- what a malicious client can and cannot do to the sum ------------------------------------
 
+
 class Shift(secagg.SecAggClient):
     """Adds ``delta`` ring units to coordinate ``at`` of its quantized vector and ``slot`` to
     its weight slot, under a valid signature: a client that ignores its clip (masks are
@@ -747,8 +785,12 @@ class Shift(secagg.SecAggClient):
     def _stamp(self, msg: Any) -> Any:
         if isinstance(msg, MaskedInput):
             bits = self.config.bits
-            ctx = seal.SealContext(sender=self.name, receiver=self.server, round=self.config.round_id,
-                                   purpose="fedledger/secagg/masked-input")
+            ctx = seal.SealContext(
+                sender=self.name,
+                receiver=self.server,
+                round=self.config.round_id,
+                purpose="fedledger/secagg/masked-input",
+            )
             plain = seal.unseal_records(self._server_key, msg.data, ctx) if msg.sealed else bytes(msg.data)
             vec = np.frombuffer(plain, dtype=masking.ring_dtype(bits)).copy()
             mod = 1 << bits
@@ -778,7 +820,8 @@ def sum_bound(config: SecAggConfig, weights: Mapping[str, int], scale: float) ->
 @pytest.mark.parametrize("sign", [1, -1])
 @pytest.mark.parametrize("sealed", [True, False])
 def test_a_client_pushing_a_coordinate_outside_the_weighted_clip_range_fails_the_range_check(
-        bits: int, sign: int, sealed: bool) -> None:
+    bits: int, sign: int, sealed: bool
+) -> None:
     # 5 clients of weight 2 (max_weight 100: the ring has room past 10 * clip): one adds
     # 4 * sum(w) * clip to a coordinate; the unmasked coordinate is beyond ±sum(w) * clip.
     n, clip = 5, 0.5
@@ -840,8 +883,9 @@ def test_a_declared_weight_outside_one_to_max_weight_is_refused_by_the_server(de
 def test_declared_weights_are_public_recorded_and_sum_to_the_total() -> None:
     updates = make_updates(6, 10, seed=8)
     weights = {c: w for c, w in zip(sorted(updates), [3, 1, 40, 7, 2, 9])}
-    res = run_round(updates, SecAggConfig(neighbors=None, max_weight=50), dropouts={"c002": "masked_input"},
-                    weights=weights)
+    res = run_round(
+        updates, SecAggConfig(neighbors=None, max_weight=50), dropouts={"c002": "masked_input"}, weights=weights
+    )
     want = {c: w for c, w in weights.items() if c != "c002"}
     assert res.report.weights == want
     assert res.total_weight == sum(want.values())
@@ -883,7 +927,9 @@ def test_a_complaint_is_recorded_as_the_complainers_word_not_as_proof() -> None:
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(delta=st.integers(0, 2**32 - 1), at=st.integers(0, 4), spare=st.integers(0, 2))
-def test_whatever_a_client_adds_the_returned_sum_stays_in_the_weighted_clip_range(delta: int, at: int, spare: int) -> None:
+def test_whatever_a_client_adds_the_returned_sum_stays_in_the_weighted_clip_range(
+    delta: int, at: int, spare: int
+) -> None:
     # Any shift, wrapping the ring or not: either the range check fails the round or the sum
     # it returns is one that clients of those declared weights could have produced.
     n = 3 + spare
@@ -899,6 +945,7 @@ def test_whatever_a_client_adds_the_returned_sum_stays_in_the_weighted_clip_rang
 
 
 # -- the smallest sum --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("stage", ["advertise_keys", "share_keys", "masked_input"])
 def test_a_round_with_fewer_survivors_than_min_survivors_is_refused_by_the_server(stage: str) -> None:
@@ -950,19 +997,24 @@ def _three_at_unmask() -> tuple[dict[str, secagg.SecAggClient], Identity]:
     return clients, ids["aggregator"]
 
 
-@pytest.mark.parametrize("survivors,dropped,why", [
-    (("c0", "c1"), ("c2",), "only 2 survivors, fewer than min_survivors=3"),
-    (("c0", "c1"), (), "only 2 survivors, fewer than min_survivors=3"),
-    (("c0", "c1", "ghost"), ("c2",), "non-participants"),
-    (("c0", "c1", "c1"), ("c2",), "repeat names"),
-])
+@pytest.mark.parametrize(
+    "survivors,dropped,why",
+    [
+        (("c0", "c1"), ("c2",), "only 2 survivors, fewer than min_survivors=3"),
+        (("c0", "c1"), (), "only 2 survivors, fewer than min_survivors=3"),
+        (("c0", "c1", "ghost"), ("c2",), "non-participants"),
+        (("c0", "c1", "c1"), ("c2",), "repeat names"),
+    ],
+)
 def test_a_client_refuses_to_unmask_for_fewer_survivors_than_min_survivors(
-        survivors: tuple[str, ...], dropped: tuple[str, ...], why: str) -> None:
+    survivors: tuple[str, ...], dropped: tuple[str, ...], why: str
+) -> None:
     # A server (signing correctly) asks for shares with a survivor set too small to hide an
     # input, padded with a stranger or with a repeated name: the client reveals nothing.
     clients, server = _three_at_unmask()
-    req = secagg.UnmaskRequest(round_id=1, sender="aggregator", receiver="c0", survivors=survivors,
-                               dropped=dropped).signed(server)
+    req = secagg.UnmaskRequest(
+        round_id=1, sender="aggregator", receiver="c0", survivors=survivors, dropped=dropped
+    ).signed(server)
     with pytest.raises(SecAggError, match=why):
         clients["c0"].unmask(req)
     assert clients["c0"].stage == "failed"
@@ -981,8 +1033,9 @@ def test_a_round_that_ends_for_want_of_inputs_says_which_limit_was_hit(where: st
                 msg = replace(msg, weight=11)
             return super()._stamp(msg)
 
-    kw: dict[str, Any] = ({"weights": {c: 11 for c in updates}} if where == "client"
-                          else {"client_class": {c: Declare for c in updates}})
+    kw: dict[str, Any] = (
+        {"weights": {c: 11 for c in updates}} if where == "client" else {"client_class": {c: Declare for c in updates}}
+    )
     with pytest.raises(RoundFailed) as info:
         run_round(updates, SecAggConfig(neighbors=None, max_weight=10), **kw)
     msg = str(info.value)
@@ -1008,8 +1061,14 @@ def test_bad_constructor_arguments_are_argument_errors_not_protocol_errors() -> 
     msg = secagg.AdvertiseKeys(round_id=1, sender="c1", receiver="aggregator", seal_key=b"", mask_key=b"")
     with pytest.raises(InvalidArgument, match="identity"):
         msg.signed(server)
-    for bad in ({"threshold": "3"}, {"max_weight": 2.0}, {"min_survivors": "3"}, {"round_id": 1.0}, {"clip": "1"},
-                {"scale": 5}):
+    for bad in (
+        {"threshold": "3"},
+        {"max_weight": 2.0},
+        {"min_survivors": "3"},
+        {"round_id": 1.0},
+        {"clip": "1"},
+        {"scale": 5},
+    ):
         with pytest.raises(InvalidArgumentType):
             SecAggConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentType):
@@ -1029,16 +1088,26 @@ def test_stages_are_an_enum_that_reads_and_encodes_as_the_old_strings() -> None:
     from fedledger.secagg import Stage
 
     assert secagg.DROPOUT_STAGES == ("advertise_keys", "share_keys", "masked_input", "unmask")
-    assert [m.STAGE for m in (secagg.AdvertiseKeys, secagg.KeyDirectory, secagg.ShareKeys, secagg.RelayedShares,
-                              secagg.MaskedInput, secagg.UnmaskRequest, secagg.UnmaskResponse)] == [
-        "advertise_keys", "key_directory", "share_keys", "relayed_shares", "masked_input", "unmask_request", "unmask"]
+    assert [
+        m.STAGE
+        for m in (
+            secagg.AdvertiseKeys,
+            secagg.KeyDirectory,
+            secagg.ShareKeys,
+            secagg.RelayedShares,
+            secagg.MaskedInput,
+            secagg.UnmaskRequest,
+            secagg.UnmaskResponse,
+        )
+    ] == ["advertise_keys", "key_directory", "share_keys", "relayed_shares", "masked_input", "unmask_request", "unmask"]
     for stage in Stage:
         assert stage == stage.value and Stage(stage.value) is stage
         assert (str(stage), f"{stage}", repr(stage)) == (stage.value, stage.value, repr(stage.value))
         assert type(str(stage)) is str
     ident = Identity.generate("c1")
-    msg = secagg.AdvertiseKeys(round_id=7, sender="c1", receiver="aggregator", seal_key=b"s" * 32,
-                               mask_key=b"m" * 32).signed(ident)
+    msg = secagg.AdvertiseKeys(
+        round_id=7, sender="c1", receiver="aggregator", seal_key=b"s" * 32, mask_key=b"m" * 32
+    ).signed(ident)
     head = encoding.decode(msg.signed_bytes())
     assert isinstance(head, dict) and type(head["stage"]) is str and head["stage"] == "advertise_keys"
     assert secagg.AdvertiseKeys.from_bytes(msg.to_bytes()) == msg
@@ -1054,10 +1123,15 @@ def _outcome_round(ids: dict[str, Identity]) -> secagg.RoundResult:
             return data[:-1] + bytes([data[-1] ^ 1])
         return data
 
-    return run_round(updates, SecAggConfig(neighbors=None, max_weight=50, round_id=9),
-                     {"c001": "advertise_keys", "c002": "masked_input", "c004": "unmask"},
-                     weights={c: 10 + i for i, c in enumerate(sorted(updates))}, identities=ids, intercept=tamper,
-                     random_bytes=lambda c: drbg(b"outcome/" + c.encode()))
+    return run_round(
+        updates,
+        SecAggConfig(neighbors=None, max_weight=50, round_id=9),
+        {"c001": "advertise_keys", "c002": "masked_input", "c004": "unmask"},
+        weights={c: 10 + i for i, c in enumerate(sorted(updates))},
+        identities=ids,
+        intercept=tamper,
+        random_bytes=lambda c: drbg(b"outcome/" + c.encode()),
+    )
 
 
 def test_the_round_outcome_is_a_frozen_canonical_record() -> None:
@@ -1070,8 +1144,12 @@ def test_the_round_outcome_is_a_frozen_canonical_record() -> None:
     assert out.protocol == "fedledger/secagg/v1" and out.round_id == 9
     assert out.participants == tuple(f"c{i:03d}" for i in range(8))
     assert out.survivors == ("c000", "c004", "c005", "c006", "c007") == res.report.survivors
-    assert dict(out.dropouts) == {"c001": "advertise_keys", "c002": "masked_input", "c003": "masked_input",
-                                  "c004": "unmask"}
+    assert dict(out.dropouts) == {
+        "c001": "advertise_keys",
+        "c002": "masked_input",
+        "c003": "masked_input",
+        "c004": "unmask",
+    }
     assert all(type(v) is str for v in out.dropouts.values())
     assert list(out.rejections) == ["c003"] and out.rejections["c003"].startswith("masked_input:")
     assert dict(out.weights) == {"c000": 10, "c004": 14, "c005": 15, "c006": 16, "c007": 17}

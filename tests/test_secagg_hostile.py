@@ -50,19 +50,33 @@ KEYS: Final = {name: ident.verify_key for name, ident in IDS.items()}
 def _samples() -> dict[type[Message], Message]:
     """One genuine, signed message of each kind."""
     c1, srv = IDS["c1"], IDS["aggregator"]
-    adv = AdvertiseKeys(round_id=5, sender="c1", receiver="aggregator", seal_key=bytes(range(32)),
-                        mask_key=bytes(range(1, 33))).signed(c1)
+    adv = AdvertiseKeys(
+        round_id=5, sender="c1", receiver="aggregator", seal_key=bytes(range(32)), mask_key=bytes(range(1, 33))
+    ).signed(c1)
     out: list[Message] = [
         adv,
-        KeyDirectory(round_id=5, sender="aggregator", receiver="c1", participants=("c0", "c1", "c2"),
-                     adverts=(adv.to_bytes(), adv.to_bytes()), server_key=b"\x09" * 32).signed(srv),
-        ShareKeys(round_id=5, sender="c1", receiver="aggregator", sealed={"c1": b"", "c2": b"\x07" * 60},
-                  digests={"c1": b"\x01" * 64, "c2": b"\x02" * 64}).signed(c1),
+        KeyDirectory(
+            round_id=5,
+            sender="aggregator",
+            receiver="c1",
+            participants=("c0", "c1", "c2"),
+            adverts=(adv.to_bytes(), adv.to_bytes()),
+            server_key=b"\x09" * 32,
+        ).signed(srv),
+        ShareKeys(
+            round_id=5,
+            sender="c1",
+            receiver="aggregator",
+            sealed={"c1": b"", "c2": b"\x07" * 60},
+            digests={"c1": b"\x01" * 64, "c2": b"\x02" * 64},
+        ).signed(c1),
         RelayedShares(round_id=5, sender="aggregator", receiver="c1", sealed={"c2": b"\x05" * 60}).signed(srv),
-        MaskedInput(round_id=5, sender="c1", receiver="aggregator", data=b"\x03" * 40, weight=3,
-                    complaints=("c2",)).with_root().signed(c1),
-        UnmaskRequest(round_id=5, sender="aggregator", receiver="c1", survivors=("c0", "c1", "c2"),
-                      dropped=("c3",)).signed(srv),
+        MaskedInput(round_id=5, sender="c1", receiver="aggregator", data=b"\x03" * 40, weight=3, complaints=("c2",))
+        .with_root()
+        .signed(c1),
+        UnmaskRequest(
+            round_id=5, sender="aggregator", receiver="c1", survivors=("c0", "c1", "c2"), dropped=("c3",)
+        ).signed(srv),
         UnmaskResponse(round_id=5, sender="c1", receiver="aggregator", sealed=b"\x04" * 50).signed(c1),
     ]
     return {type(m): m for m in out}
@@ -72,6 +86,7 @@ SAMPLES: Final = _samples()
 
 
 # -- framing: the CBOR header, and for MaskedInput the length prefix and raw tail ----------
+
 
 def split(kind: type[Message], data: bytes) -> tuple[bytes, bytes]:
     """(CBOR header, raw tail)."""
@@ -129,14 +144,20 @@ def nested(depth: int) -> Any:
 
 #: Values of every type of the data model and beyond it, at the edges of their ranges.
 hostile_values = st.one_of(
-    st.none(), st.booleans(),
+    st.none(),
+    st.booleans(),
     st.sampled_from([0, -1, 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), -(2**64), 2**64, 2**70]),
     st.integers(),
-    st.floats(allow_nan=False), st.sampled_from([float("inf"), -0.0, 5.0]),
-    st.text(max_size=8), st.sampled_from(["", "c1", "aggregator", "fedledger/secagg/v1", "masked_input", "\x00"]),
-    st.binary(max_size=80), st.sampled_from([b"", bytes(32), bytes(64), b"\xff" * 33]),
+    st.floats(allow_nan=False),
+    st.sampled_from([float("inf"), -0.0, 5.0]),
+    st.text(max_size=8),
+    st.sampled_from(["", "c1", "aggregator", "fedledger/secagg/v1", "masked_input", "\x00"]),
+    st.binary(max_size=80),
+    st.sampled_from([b"", bytes(32), bytes(64), b"\xff" * 33]),
     st.lists(st.one_of(st.text(max_size=3), st.binary(max_size=3), st.integers()), max_size=4),
-    st.dictionaries(st.text(max_size=3), st.one_of(st.binary(max_size=3), st.integers(), st.text(max_size=3)), max_size=3),
+    st.dictionaries(
+        st.text(max_size=3), st.one_of(st.binary(max_size=3), st.integers(), st.text(max_size=3)), max_size=3
+    ),
     st.integers(60, 70).map(nested),
 )
 
@@ -178,6 +199,7 @@ def field_mutations(draw: st.DrawFn, kinds: tuple[type[Message], ...] = KINDS) -
 
 
 # -- the decoders ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 def test_samples_parse_and_verify(kind: type[Message]) -> None:
@@ -292,7 +314,9 @@ def test_sealed_unmask_shares_of_any_shape_raise_typed_errors(content: Any, extr
     for body in (content, {"b": content, "s": {}}, {"b": {}, "s": content}, {"b": {"c0": content}, "s": {}}):
         if extra and isinstance(body, dict):
             body = {**body, "x": 1}
-        msg = UnmaskResponse(round_id=5, sender="c1", receiver="aggregator", sealed=seal.seal(key, canonical(body), ctx))
+        msg = UnmaskResponse(
+            round_id=5, sender="c1", receiver="aggregator", sealed=seal.seal(key, canonical(body), ctx)
+        )
         try:
             seeds, keys = msg.open_shares(key, ctx)
         except FedLedgerError:
@@ -397,9 +421,16 @@ def test_a_signed_masked_input_declaring_an_impossible_weight_is_refused(weight:
 
 # -- bad arguments to the public API ----------------------------------------------------------
 
+
 def _server(**kw: Any) -> secagg.SecAggServer:
-    args: dict[str, Any] = {"identity": IDS["aggregator"], "config": secagg.SecAggConfig(), "clients": NAMES,
-                            "verify_keys": KEYS, "dimension": 3, **kw}
+    args: dict[str, Any] = {
+        "identity": IDS["aggregator"],
+        "config": secagg.SecAggConfig(),
+        "clients": NAMES,
+        "verify_keys": KEYS,
+        "dimension": 3,
+        **kw,
+    }
     return secagg.SecAggServer(**args)
 
 

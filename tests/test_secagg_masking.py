@@ -6,21 +6,22 @@ import math
 
 import numpy as np
 import pytest
+from _wycheproof import case_id, cases
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import masking as ref
+from reference import rfc9162
 
 import fedledger
 from fedledger.crypto import agreement, masking
 from fedledger.errors import InvalidArgument, InvalidProof, QuantizationError
-from reference import masking as ref
-from reference import rfc9162
-
-from _wycheproof import case_id, cases
 
 keys16 = st.binary(min_size=16, max_size=16)
 
 
-@given(key=keys16, length=st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025]), bits=st.sampled_from([32, 64]))
+@given(
+    key=keys16, length=st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025]), bits=st.sampled_from([32, 64])
+)
 def test_mask_is_aes_128_ctr(key: bytes, length: int, bits: int) -> None:
     assert masking.expand(key, length, bits).tolist() == ref.mask(key, length, bits)
 
@@ -219,12 +220,29 @@ def _chunks(data: bytes) -> list[bytes]:
     return [data[i : i + masking.CHUNK_SIZE] for i in range(0, len(data), masking.CHUNK_SIZE)]
 
 
-@given(length=st.sampled_from([0, 1, 5, 31, 32, 33, CHUNK_WORDS32 * 4 - 1, CHUNK_WORDS32 * 4, CHUNK_WORDS32 * 4 + 3,
-                               CHUNK_WORDS32 * 4 * 3 + 17]),
-       data=st.data())
+@given(
+    length=st.sampled_from(
+        [
+            0,
+            1,
+            5,
+            31,
+            32,
+            33,
+            CHUNK_WORDS32 * 4 - 1,
+            CHUNK_WORDS32 * 4,
+            CHUNK_WORDS32 * 4 + 3,
+            CHUNK_WORDS32 * 4 * 3 + 17,
+        ]
+    ),
+    data=st.data(),
+)
 def test_vector_root_is_rfc9162_over_chunks(length: int, data: st.DataObject) -> None:
-    raw = data.draw(st.binary(min_size=length, max_size=length)) if length < 64 else \
-        np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8).tobytes()
+    raw = (
+        data.draw(st.binary(min_size=length, max_size=length))
+        if length < 64
+        else np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8).tobytes()
+    )
     assert masking.vector_root(raw) == rfc9162.mth(_chunks(raw))
     assert masking.vector_root(memoryview(raw)) == rfc9162.mth(_chunks(raw))
 
@@ -242,15 +260,18 @@ def test_vector_root_agrees_with_merkle_module_and_thread_count() -> None:
 
 
 @given(
-    length=st.sampled_from([0, 1, 3, 4, 17, CHUNK_WORDS32 - 1, CHUNK_WORDS32, CHUNK_WORDS32 + 1, 3 * CHUNK_WORDS32 + 5]),
+    length=st.sampled_from(
+        [0, 1, 3, 4, 17, CHUNK_WORDS32 - 1, CHUNK_WORDS32, CHUNK_WORDS32 + 1, 3 * CHUNK_WORDS32 + 5]
+    ),
     extra=st.integers(0, 2),
     nkeys=st.integers(0, 4),
     bits=st.sampled_from([32, 64]),
     dtype=st.sampled_from([np.float32, np.float64]),
     data=st.data(),
 )
-def test_quantize_and_mask_is_quantize_then_accumulate(length: int, extra: int, nkeys: int, bits: int, dtype: type,
-                                                       data: st.DataObject) -> None:
+def test_quantize_and_mask_is_quantize_then_accumulate(
+    length: int, extra: int, nkeys: int, bits: int, dtype: type, data: st.DataObject
+) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     x = (rng.standard_normal(length) * 0.7).astype(dtype)
     rk = data.draw(keys16)
@@ -299,11 +320,16 @@ def test_quantize_and_mask_refuses_nan_and_bad_arguments() -> None:
     with pytest.raises(InvalidArgument, match="out"):
         masking.quantize_and_mask(np.zeros(12), out, scale=10.0, clip=1.0, rounding_key=bytes(16), keys=[], signs=[])
     with pytest.raises(InvalidArgument, match="signs"):
-        masking.quantize_and_mask(np.zeros(3), out, scale=10.0, clip=1.0, rounding_key=bytes(16), keys=[bytes(16)], signs=[])
+        masking.quantize_and_mask(
+            np.zeros(3), out, scale=10.0, clip=1.0, rounding_key=bytes(16), keys=[bytes(16)], signs=[]
+        )
 
 
-@given(length=st.sampled_from([1, 2, CHUNK_WORDS32 - 1, CHUNK_WORDS32 + 1, 2 * CHUNK_WORDS32]), bits=st.sampled_from([32, 64]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    length=st.sampled_from([1, 2, CHUNK_WORDS32 - 1, CHUNK_WORDS32 + 1, 2 * CHUNK_WORDS32]),
+    bits=st.sampled_from([32, 64]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_add_verified_adds_checked_data_and_undoes_a_mismatch(length: int, bits: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     ring = masking.ring_dtype(bits)
@@ -333,8 +359,9 @@ def _native_hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     from fedledger._ext import _masking
 
     out = np.empty((1, length), np.uint8)
-    failed = _masking.hkdf_many(np.frombuffer(ikm, np.uint8).reshape(1, -1), np.frombuffer(salt, np.uint8),
-                                (info,), out, 1)
+    failed = _masking.hkdf_many(
+        np.frombuffer(ikm, np.uint8).reshape(1, -1), np.frombuffer(salt, np.uint8), (info,), out, 1
+    )
     assert failed == 0
     return out[0].tobytes()
 
@@ -348,8 +375,12 @@ def test_native_hkdf_wycheproof(case: tuple[dict, dict]) -> None:
     assert got == bytes.fromhex(t["okm"])
 
 
-@given(ikm=st.binary(min_size=1, max_size=80), salt=st.binary(max_size=80), info=st.binary(min_size=1, max_size=300),
-       length=st.integers(1, 255 * 32))
+@given(
+    ikm=st.binary(min_size=1, max_size=80),
+    salt=st.binary(max_size=80),
+    info=st.binary(min_size=1, max_size=300),
+    length=st.integers(1, 255 * 32),
+)
 def test_native_hkdf_equals_cryptography(ikm: bytes, salt: bytes, info: bytes, length: int) -> None:
     from fedledger.crypto.agreement import hkdf_sha256
 
@@ -400,17 +431,20 @@ def test_masking_arguments_of_the_wrong_type_or_size_are_typed_errors() -> None:
     with pytest.raises(InvalidArgumentType):
         masking.check_scale(3, bits=32, clip=1.0, max_weight=1, scale=5)
     key = b"k" * masking.KEY_SIZE
-    for call in (lambda: masking.expand(key.decode(), 4),  # type: ignore[arg-type]
-                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [bytearray(key)], [1]),  # type: ignore[list-item]
-                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [1.0]),  # type: ignore[list-item]
-                 lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), "r" * 32),  # type: ignore[arg-type]
-                 lambda: masking.quantize(np.zeros(3), np.zeros(3, np.uint32), scale=1.0, clip=1.0,
-                                          key=key.decode())):  # type: ignore[arg-type]
+    for call in (
+        lambda: masking.expand(key.decode(), 4),  # type: ignore[arg-type]
+        lambda: masking.accumulate(np.zeros(4, np.uint32), [], [bytearray(key)], [1]),  # type: ignore[list-item]
+        lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [1.0]),  # type: ignore[list-item]
+        lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), "r" * 32),  # type: ignore[arg-type]
+        lambda: masking.quantize(np.zeros(3), np.zeros(3, np.uint32), scale=1.0, clip=1.0, key=key.decode()),
+    ):  # type: ignore[arg-type]
         with pytest.raises(InvalidArgumentType):
             call()
-    for call in (lambda: masking.expand(key[:-1], 4),
-                 lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [2]),
-                 lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), b"r" * 31)):
+    for call in (
+        lambda: masking.expand(key[:-1], 4),
+        lambda: masking.accumulate(np.zeros(4, np.uint32), [], [key], [2]),
+        lambda: masking.add_verified(np.zeros(4, np.uint32), bytes(16), b"r" * 31),
+    ):
         with pytest.raises(InvalidArgument) as exc:
             call()
         assert not isinstance(exc.value, InvalidArgumentType)

@@ -243,8 +243,11 @@ class Identity:
             raise EncodingError(f"not a {what}: type is {encoding.short_repr(fields['type'])}")
         card = IdentityCard.from_bytes(_field(fields, "card", bytes, what))  # type: ignore[arg-type]
         kdf = _fields(fields["kdf"], {"name", "salt", "n", "r", "p"}, what)
-        if (kdf["name"] != "scrypt" or any(type(kdf[k]) is not int or kdf[k] != v for k, v in _SCRYPT.items())
-                or type(kdf["salt"]) is not bytes):
+        if (
+            kdf["name"] != "scrypt"
+            or any(type(kdf[k]) is not int or kdf[k] != v for k, v in _SCRYPT.items())
+            or type(kdf["salt"]) is not bytes
+        ):
             raise EncodingError(f"not a {what}: unsupported key-derivation parameters")
         pem_password = _harden(password, kdf)
         signing_key = SigningKey.from_pem(_field(fields, "ed25519", bytes, what), pem_password)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ an update into it, add or subtract one received vector, add the masks, and hash 
 9162 leaves of CHUNK bytes (SHA-256 through OpenSSL), each block while it is in cache.
 
 x25519_many batches RFC 7748 X25519 through libsodium (linked for this module only), for the
-pairwise seeds of a client with all its neighbours.
+pairwise seeds of a client with all its neighbors.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, int8_t

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
-from numpy.typing import NDArray
-
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from numpy.typing import NDArray
 
 from fedledger._ext import rebuild_error
 from fedledger.crypto._args import as_bytes, as_int, int_repr
@@ -197,7 +196,9 @@ def pairwise_seed(own: AgreementKey, peer: AgreementPublicKey | bytes, *, contex
     return seed_from_shared(shared, own.public_key.to_bytes(), peer_key.to_bytes(), context=context, length=length)
 
 
-def seed_from_shared(shared: bytes, own_public: bytes, peer_public: bytes, *, context: bytes, length: int = 32) -> bytes:
+def seed_from_shared(
+    shared: bytes, own_public: bytes, peer_public: bytes, *, context: bytes, length: int = 32
+) -> bytes:
     """The HKDF step of :func:`pairwise_seed`, for callers that computed the X25519 secret
     themselves (:func:`pairwise_seeds` does many at once, natively, with :func:`pairwise_info`
     and OpenSSL's HKDF)."""
@@ -209,7 +210,6 @@ def pairwise_info(own_public: bytes, peer_public: bytes, context: bytes) -> byte
     both sides derive alike), then the context."""
     low, high = sorted((own_public, peer_public))
     return b"fedledger/pairwise-seed/v1\x00" + low + high + context
-
 
 
 def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes, length: int = 32) -> list[bytes]:
@@ -224,8 +224,13 @@ def pairwise_seeds(own: AgreementKey, peers: Sequence[bytes], *, context: bytes,
         return []
     out = np.empty((len(raw), 32), dtype=np.uint8)
     ok = np.empty(len(raw), dtype=np.uint8)
-    _k.x25519_many(np.frombuffer(own.to_bytes(), np.uint8), np.frombuffer(b"".join(raw), np.uint8).reshape(-1, 32),
-                   out, ok, num_threads())
+    _k.x25519_many(
+        np.frombuffer(own.to_bytes(), np.uint8),
+        np.frombuffer(b"".join(raw), np.uint8).reshape(-1, 32),
+        out,
+        ok,
+        num_threads(),
+    )
     bad = np.flatnonzero(ok == 0)
     if bad.size:
         raise InvalidKey(f"peers[{int(bad[0])}]: X25519 exchange gave the all-zero secret (low-order key)")

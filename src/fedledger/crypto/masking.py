@@ -240,13 +240,28 @@ def add_verified(acc: RingArray, data: bytes | memoryview, root: bytes) -> None:
     item = _input(data, view.shape[0], "data")
     _fixed_bytes(root, 32, "root")
     leaves = _leaf_rows(view.shape[0])
-    rc = _k.vector_pass(view, width, None, 0.0, 0.0, 0.0, _NO_BYTES, item, 1, _NO_KEYS, _NO_SIGNS,
-                        leaves, True, num_threads())
+    rc = _k.vector_pass(
+        view, width, None, 0.0, 0.0, 0.0, _NO_BYTES, item, 1, _NO_KEYS, _NO_SIGNS, leaves, True, num_threads()
+    )
     if rc != _k.OK:  # pragma: no cover
         raise MemoryError(f"masking kernel failed (code {rc})")
     if not hmac.compare_digest(_root(leaves), root):
-        rc = _k.vector_pass(view, width, None, 0.0, 0.0, 0.0, _NO_BYTES, item, -1, _NO_KEYS, _NO_SIGNS,
-                            _leaf_rows(0), False, num_threads())
+        rc = _k.vector_pass(
+            view,
+            width,
+            None,
+            0.0,
+            0.0,
+            0.0,
+            _NO_BYTES,
+            item,
+            -1,
+            _NO_KEYS,
+            _NO_SIGNS,
+            _leaf_rows(0),
+            False,
+            num_threads(),
+        )
         if rc != _k.OK:  # pragma: no cover
             raise MemoryError(f"masking kernel failed (code {rc})")
         raise InvalidProof("the data does not match its vector root")
@@ -274,8 +289,22 @@ def quantize_and_mask(
     _fixed_bytes(rounding_key, KEY_SIZE, "rounding_key")
     karr, sarr = _keys(keys, signs)
     leaves = _leaf_rows(view.shape[0])
-    rc = _k.vector_pass(view, width, xs, float(scale), float(clip), float(weight), np.frombuffer(rounding_key, np.uint8),
-                        None, 1, karr, sarr, leaves, False, num_threads())
+    rc = _k.vector_pass(
+        view,
+        width,
+        xs,
+        float(scale),
+        float(clip),
+        float(weight),
+        np.frombuffer(rounding_key, np.uint8),
+        None,
+        1,
+        karr,
+        sarr,
+        leaves,
+        False,
+        num_threads(),
+    )
     if rc & _k.ERR_NONFINITE:
         raise QuantizationError("the update holds NaN or infinite values")
     if rc != _k.OK:  # pragma: no cover
@@ -366,7 +395,9 @@ def quantize(
         raise InvalidArgument("out", f"has {out.shape[0]} elements, needs {xs.shape[0]}")
     rk = os.urandom(KEY_SIZE) if key is None else key
     _fixed_bytes(rk, KEY_SIZE, "key")
-    rc = _k.quantize(xs, view, width, float(scale), float(clip), float(weight), np.frombuffer(rk, np.uint8), num_threads())
+    rc = _k.quantize(
+        xs, view, width, float(scale), float(clip), float(weight), np.frombuffer(rk, np.uint8), num_threads()
+    )
     if rc & _k.ERR_NONFINITE:
         raise QuantizationError("the update holds NaN or infinite values")
     if rc != _k.OK:  # pragma: no cover

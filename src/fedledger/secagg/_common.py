@@ -10,8 +10,8 @@ from typing import Final
 from fedledger import encoding
 from fedledger.crypto import agreement, masking
 from fedledger.crypto.seal import SealContext
-from fedledger.errors import InvalidKey, SecAggError
 from fedledger.crypto.signing import VerifyKey
+from fedledger.errors import InvalidKey, SecAggError
 
 SEAL_PURPOSE: Final = "fedledger/secagg/share-keys"
 INPUT_PURPOSE: Final = "fedledger/secagg/masked-input"

@@ -98,7 +98,9 @@ class SecAggClient:
         if not isinstance(msg, kind):
             raise SecAggError(f"{self.name}: expected {kind.__name__}, got {type(msg).__name__}")
         if msg.round_id != self.config.round_id:
-            raise SecAggError(f"{self.name}: message from round {msg.round_id}, this is round {self.config.round_id}", msg.sender)
+            raise SecAggError(
+                f"{self.name}: message from round {msg.round_id}, this is round {self.config.round_id}", msg.sender
+            )
         if msg.sender != self.server or msg.receiver != self.name:
             raise SecAggError(f"{self.name}: message from {msg.sender!r} to {msg.receiver!r}", msg.sender)
         try:
@@ -119,8 +121,13 @@ class SecAggClient:
         if self._stage != Stage.ADVERTISE_KEYS:
             raise SecAggError(f"{self.name}: already advertised")
         self._stage = Stage.SHARE_KEYS
-        msg = AdvertiseKeys(round_id=self.config.round_id, sender=self.name, receiver=self.server,
-                            seal_key=self._seal_sk.public_key.to_bytes(), mask_key=self._mask_sk.public_key.to_bytes())
+        msg = AdvertiseKeys(
+            round_id=self.config.round_id,
+            sender=self.name,
+            receiver=self.server,
+            seal_key=self._seal_sk.public_key.to_bytes(),
+            mask_key=self._mask_sk.public_key.to_bytes(),
+        )
         return self._stamp(msg)  # type: ignore[no-any-return]
 
     # -- stage 3 -----------------------------------------------------------------------------
@@ -134,7 +141,9 @@ class SecAggClient:
         n = len(ids)
         cfg = self.config
         if n < cfg.min_survivors:
-            raise SecAggError(f"{self.name}: only {n} participants, fewer than min_survivors={cfg.min_survivors}", self.server)
+            raise SecAggError(
+                f"{self.name}: only {n} participants, fewer than min_survivors={cfg.min_survivors}", self.server
+            )
         self._threshold = cfg.threshold_for(n)
         self._graph = NeighborView(ids, cfg.degree(n), cfg.seed())
         mine = self._graph[self.name]
@@ -144,13 +153,20 @@ class SecAggClient:
                 adv = AdvertiseKeys.from_bytes(raw)
             except EncodingError as exc:
                 raise SecAggError(f"{self.name}: malformed advert ({exc})", self.server) from None
-            if adv.sender not in mine or adv.sender in adverts or adv.round_id != cfg.round_id or adv.receiver != self.server:
+            if (
+                adv.sender not in mine
+                or adv.sender in adverts
+                or adv.round_id != cfg.round_id
+                or adv.receiver != self.server
+            ):
                 raise SecAggError(f"{self.name}: unexpected advert from {adv.sender!r}", self.server)
             adverts[adv.sender] = adv
         if set(adverts) != mine:
             raise SecAggError(f"{self.name}: the directory lacks adverts of {sorted(mine - set(adverts))}", self.server)
         keys = [C.verified(self._keys.get(c), c) for c in adverts]
-        ok = signing.verify_batch(keys, [a.signed_bytes() for a in adverts.values()], [a.signature for a in adverts.values()])
+        ok = signing.verify_batch(
+            keys, [a.signed_bytes() for a in adverts.values()], [a.signature for a in adverts.values()]
+        )
         if not ok.all():
             bad = [c for c, good in zip(adverts, ok) if not good]
             raise SecAggError(f"{self.name}: adverts with bad signatures from {bad}", self.server)
@@ -178,7 +194,9 @@ class SecAggClient:
             raise SecAggError(f"{self.name}: unusable seal key among its neighbors ({exc})", self.server) from None
         for holder, b, s in zip(holders, b_shares, s_shares):
             bb, sb = self._deal_share(holder, b, "b"), self._deal_share(holder, s, "s")
-            digests[holder] = C.share_digest(rid, self.name, holder, "b", bb) + C.share_digest(rid, self.name, holder, "s", sb)
+            digests[holder] = C.share_digest(rid, self.name, holder, "b", bb) + C.share_digest(
+                rid, self.name, holder, "s", sb
+            )
             if holder == self.name:
                 self._held[self.name] = (bb, sb)
                 sealed[holder] = b""
@@ -187,7 +205,10 @@ class SecAggClient:
             payload = struct.pack(">I", len(bb)) + bb + sb  # seed share, then key share
             sealed[holder] = seal.seal(key, payload, C.seal_context(self.name, holder, rid))
         self._stage = Stage.MASKED_INPUT
-        return self._stamp(ShareKeys(round_id=rid, sender=self.name, receiver=self.server, sealed=sealed, digests=digests))  # type: ignore[no-any-return]
+        message: ShareKeys = self._stamp(
+            ShareKeys(round_id=rid, sender=self.name, receiver=self.server, sealed=sealed, digests=digests)
+        )
+        return message
 
     def _deal_share(self, holder: str, share: shamir.Share, kind: str) -> bytes:
         """The bytes of the share dealt to ``holder`` (a hook: tests override it to cheat)."""
@@ -211,13 +232,19 @@ class SecAggClient:
             raise QuantizationError(f"{self.name}: weight {weight!r} is not in [1, max_weight={cfg.max_weight}]")
         peers = set(relayed.sealed)
         if not peers <= self._graph[self.name]:
-            raise SecAggError(f"{self.name}: relayed shares from non-neighbors {sorted(peers - self._graph[self.name])}", self.server)
+            raise SecAggError(
+                f"{self.name}: relayed shares from non-neighbors {sorted(peers - self._graph[self.name])}", self.server
+            )
         if len(peers) + 1 < self._threshold:
-            raise SecAggError(f"{self.name}: only {len(peers)} neighbors left, below the threshold {self._threshold}", self.server)
+            raise SecAggError(
+                f"{self.name}: only {len(peers)} neighbors left, below the threshold {self._threshold}", self.server
+            )
         complaints = []
         for dealer in sorted(peers):
             try:
-                payload = seal.unseal(self._seal_keys[dealer], relayed.sealed[dealer], C.seal_context(dealer, self.name, cfg.round_id))
+                payload = seal.unseal(
+                    self._seal_keys[dealer], relayed.sealed[dealer], C.seal_context(dealer, self.name, cfg.round_id)
+                )
                 if len(payload) < 4 or 4 + struct.unpack(">I", payload[:4])[0] > len(payload):
                     raise EncodingError("not a share pair")
                 cut = 4 + struct.unpack(">I", payload[:4])[0]
@@ -243,14 +270,32 @@ class SecAggClient:
         # One pass: quantize into the vector, add the masks, hash the chunks for the root.
         vec = np.empty(update.shape[0] + 1, dtype=dtype)
         vec[-1] = weight
-        root = masking.quantize_and_mask(update, vec, scale=scale, clip=float(cfg.clip), weight=weight,
-                                         rounding_key=self._rand(masking.KEY_SIZE), keys=keys, signs=signs)
+        root = masking.quantize_and_mask(
+            update,
+            vec,
+            scale=scale,
+            clip=float(cfg.clip),
+            weight=weight,
+            rounding_key=self._rand(masking.KEY_SIZE),
+            keys=keys,
+            signs=signs,
+        )
         data: bytes | memoryview = vec.view(np.uint8).data
         if cfg.seal_inputs:
-            data = seal.seal_records(self._server_key, data, C.to_server(self.name, self.server, cfg.round_id, C.INPUT_PURPOSE))
+            data = seal.seal_records(
+                self._server_key, data, C.to_server(self.name, self.server, cfg.round_id, C.INPUT_PURPOSE)
+            )
         self._stage = Stage.UNMASK
-        msg = MaskedInput(round_id=cfg.round_id, sender=self.name, receiver=self.server, data=data, weight=weight,
-                          complaints=tuple(complaints), root=root, sealed=cfg.seal_inputs)
+        msg = MaskedInput(
+            round_id=cfg.round_id,
+            sender=self.name,
+            receiver=self.server,
+            data=data,
+            weight=weight,
+            complaints=tuple(complaints),
+            root=root,
+            sealed=cfg.seal_inputs,
+        )
         return self._stamp(msg)  # type: ignore[no-any-return]
 
     # -- stage 7 -----------------------------------------------------------------------------
@@ -264,8 +309,9 @@ class SecAggClient:
         alive, dropped = set(request.survivors), set(request.dropped)
         listed = len(request.survivors) + len(request.dropped)
         if len(alive) + len(dropped) != listed or not (alive | dropped) <= set(self._participants):
-            raise SecAggError(f"{self.name}: the survivor and dropout lists repeat names or name non-participants",
-                              self.server)
+            raise SecAggError(
+                f"{self.name}: the survivor and dropout lists repeat names or name non-participants", self.server
+            )
         if len(alive) < self.config.min_survivors:
             raise SecAggError(
                 f"{self.name}: only {len(alive)} survivors, fewer than min_survivors={self.config.min_survivors}; "
@@ -289,8 +335,9 @@ class SecAggClient:
         seeds, keys = self._reveal(seeds, keys)
         self._stage = Stage.DONE
         rid = self.config.round_id
-        sealed = UnmaskResponse.seal_shares(self._server_key, C.to_server(self.name, self.server, rid, C.UNMASK_PURPOSE),
-                                            seeds, keys)
+        sealed = UnmaskResponse.seal_shares(
+            self._server_key, C.to_server(self.name, self.server, rid, C.UNMASK_PURPOSE), seeds, keys
+        )
         return self._stamp(UnmaskResponse(round_id=rid, sender=self.name, receiver=self.server, sealed=sealed))  # type: ignore[no-any-return]
 
     def _reveal(self, seeds: dict[str, bytes], keys: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, bytes]]:

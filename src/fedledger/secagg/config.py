@@ -67,7 +67,9 @@ class SecAggConfig:
             raise InvalidArgumentType("threshold", f"expected None or int, got {type(self.threshold).__name__}")
         if self.threshold is not None and self.threshold < 1:
             raise InvalidArgument("threshold", f"must be None or an int >= 1, got {self.threshold!r}")
-        if not (self.neighbors is None or self.neighbors == "auto" or (type(self.neighbors) is int and self.neighbors >= 1)):
+        if not (
+            self.neighbors is None or self.neighbors == "auto" or (type(self.neighbors) is int and self.neighbors >= 1)
+        ):
             raise InvalidArgument("neighbors", f"must be 'auto', None or an int >= 1, got {self.neighbors!r}")
         if self.bits not in masking.RING_BITS:
             raise InvalidArgument("bits", f"must be 32 or 64, got {self.bits!r}")
@@ -83,7 +85,8 @@ class SecAggConfig:
             raise InvalidArgumentType("min_survivors", f"expected int, got {type(self.min_survivors).__name__}")
         if self.min_survivors < MIN_SURVIVORS:
             raise InvalidArgument(
-                "min_survivors", f"must be an int >= {MIN_SURVIVORS} (it can be raised, never lowered), got {self.min_survivors!r}"
+                "min_survivors",
+                f"must be an int >= {MIN_SURVIVORS} (it can be raised, never lowered), got {self.min_survivors!r}",
             )
         if self.scale is not None and not isinstance(self.scale, float):
             raise InvalidArgumentType("scale", f"expected None or float, got {type(self.scale).__name__}")
@@ -119,8 +122,9 @@ class SecAggConfig:
 
     def neighbourhood(self, n: int) -> int:
         """Deprecated spelling of :meth:`neighborhood`."""
-        warnings.warn("SecAggConfig.neighbourhood is deprecated; use SecAggConfig.neighborhood",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "SecAggConfig.neighbourhood is deprecated; use SecAggConfig.neighborhood", DeprecationWarning, stacklevel=2
+        )
         return self.neighborhood(n)
 
     def threshold_for(self, n: int) -> int:
@@ -128,9 +132,7 @@ class SecAggConfig:
         m = self.neighborhood(n)
         t = m // 2 + 1 if self.threshold is None else self.threshold
         if not m / 2 < t <= m:
-            raise InvalidArgument(
-                "threshold", f"must be in ({m / 2}, {m}] for a neighborhood of {m} (n={n}), got {t}"
-            )
+            raise InvalidArgument("threshold", f"must be in ({m / 2}, {m}] for a neighborhood of {m} (n={n}), got {t}")
         return t
 
     def scale_for(self, n: int) -> float:
@@ -141,7 +143,10 @@ class SecAggConfig:
         return self.scale
 
     def seed(self) -> bytes:
-        return self.graph_seed or hashlib.sha256(b"fedledger/secagg/round/v1\x00" + self.round_id.to_bytes(8, "big")).digest()
+        return (
+            self.graph_seed
+            or hashlib.sha256(b"fedledger/secagg/round/v1\x00" + self.round_id.to_bytes(8, "big")).digest()
+        )
 
 
 def _permutation(n: int, seed: bytes) -> list[int]:
@@ -179,8 +184,11 @@ def neighbor_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozens
 
 def neighbour_graph(ids: Sequence[str], k: int, seed: bytes) -> dict[str, frozenset[str]]:
     """Deprecated spelling of :func:`neighbor_graph`."""
-    warnings.warn("fedledger.secagg.neighbour_graph is deprecated; use fedledger.secagg.neighbor_graph",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "fedledger.secagg.neighbour_graph is deprecated; use fedledger.secagg.neighbor_graph",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return neighbor_graph(ids, k, seed)
 
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import ClassVar, Final, TypedDict, TypeVar
 
-
 from fedledger import encoding
 from fedledger.crypto import masking, seal, signing
 from fedledger.crypto.seal import SealContext
@@ -79,6 +78,8 @@ class Stage(str, Enum):
 
     def __repr__(self) -> str:
         return repr(self.value)
+
+
 _MAX_HEADER: Final = 1 << 24
 
 M = TypeVar("M", bound="Message")
@@ -153,8 +154,14 @@ class Message:
 
     # -- shared ----------------------------------------------------------------------------
     def _header(self) -> dict[str, encoding.Value]:
-        return {"p": PROTOCOL, "stage": str(self.STAGE), "round": self.round_id, "from": self.sender,
-                "to": self.receiver, "body": self._body()}
+        return {
+            "p": PROTOCOL,
+            "stage": str(self.STAGE),
+            "round": self.round_id,
+            "from": self.sender,
+            "to": self.receiver,
+            "body": self._body(),
+        }
 
     def signed_bytes(self) -> bytes:
         """What the signature covers: the canonical header (protocol, stage, round, sender,
@@ -282,8 +289,12 @@ class KeyDirectory(Message):
         adv = body.get("adv")
         if not isinstance(adv, list) or any(type(a) is not bytes for a in adv):
             raise EncodingError(f"{cls.STAGE}: 'adv' must be a list of bytes")
-        return cls(**head, participants=_str_list(body.get("ids"), "ids"), adverts=tuple(a for a in adv if isinstance(a, bytes)),
-                   server_key=_bytes(body, "srv", cls.STAGE))
+        return cls(
+            **head,
+            participants=_str_list(body.get("ids"), "ids"),
+            adverts=tuple(a for a in adv if isinstance(a, bytes)),
+            server_key=_bytes(body, "srv", cls.STAGE),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,8 +361,13 @@ class MaskedInput(Message):
     def _body(self) -> dict[str, encoding.Value]:
         if self.sealed and not self.root:
             raise InvalidArgument("root", "a sealed masked input needs the root of its plaintext")
-        return {"len": len(self.data), "root": self.root or masking.vector_root(self.data),
-                "w": self.weight, "bad": list(self.complaints), "sealed": self.sealed}
+        return {
+            "len": len(self.data),
+            "root": self.root or masking.vector_root(self.data),
+            "w": self.weight,
+            "bad": list(self.complaints),
+            "sealed": self.sealed,
+        }
 
     def _tail(self) -> bytes | memoryview:
         return self.data
@@ -382,8 +398,9 @@ class MaskedInput(Message):
         weight = _int(body, "w", cls.STAGE)
         if not 0 <= weight < 2**63:
             raise EncodingError(f"{cls.STAGE}: weight {weight} out of range")
-        return cls(**head, data=tail, weight=weight, complaints=_str_list(body.get("bad"), "bad"), root=root,
-                   sealed=sealed)
+        return cls(
+            **head, data=tail, weight=weight, complaints=_str_list(body.get("bad"), "bad"), root=root, sealed=sealed
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -402,8 +419,9 @@ class UnmaskRequest(Message):
 
     @classmethod
     def _parse(cls, head: Header, body: dict[str, encoding.Value], tail: memoryview) -> Message:
-        return cls(**head, survivors=_str_list(body.get("alive"), "alive"),
-                   dropped=_str_list(body.get("dropped"), "dropped"))
+        return cls(
+            **head, survivors=_str_list(body.get("alive"), "alive"), dropped=_str_list(body.get("dropped"), "dropped")
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -426,8 +444,9 @@ class UnmaskResponse(Message):
         return cls(**head, sealed=_bytes(body, "ct", cls.STAGE))
 
     @staticmethod
-    def seal_shares(key: bytes, context: SealContext, seed_shares: dict[str, bytes],
-                    key_shares: dict[str, bytes]) -> bytes:
+    def seal_shares(
+        key: bytes, context: SealContext, seed_shares: dict[str, bytes], key_shares: dict[str, bytes]
+    ) -> bytes:
         return seal.seal(key, encoding.encode({"b": dict(seed_shares), "s": dict(key_shares)}), context)
 
     def open_shares(self, key: bytes, context: SealContext) -> tuple[dict[str, bytes], dict[str, bytes]]:

@@ -41,10 +41,26 @@ __all__ = ["RECORD_TYPE", "RoundOutcome"]
 #: The ``type`` of an outcome record.
 RECORD_TYPE: Final = "fedledger/round-outcome/v1"
 _PARAMS_DOMAIN: Final = b"fedledger/round-params/v1\x00"
-_KEYS: Final = frozenset({
-    "type", "protocol", "round", "participants", "survivors", "dropouts", "rejections", "misbehaving",
-    "commitments", "weights", "total_weight", "length", "ring_bits", "params", "params_digest", "aggregate_root",
-})
+_KEYS: Final = frozenset(
+    {
+        "type",
+        "protocol",
+        "round",
+        "participants",
+        "survivors",
+        "dropouts",
+        "rejections",
+        "misbehaving",
+        "commitments",
+        "weights",
+        "total_weight",
+        "length",
+        "ring_bits",
+        "params",
+        "params_digest",
+        "aggregate_root",
+    }
+)
 
 #: A value of ``params``: a scalar of the encoding data model (no float: write one with
 #: ``float.hex`` as a str, which is exact).
@@ -122,7 +138,7 @@ class RoundOutcome:
         _int(self.length, "length", 0, 2**63)
         _int(self.ring_bits, "ring_bits", 0, 2**16)
         if type(self.aggregate_root) is not bytes or len(self.aggregate_root) not in (0, 32):
-            raise InvalidArgument("aggregate_root", "expected 32 bytes (or b\"\")")
+            raise InvalidArgument("aggregate_root", 'expected 32 bytes (or b"")')
         put(self, "participants", _names(self.participants, "participants"))
         put(self, "survivors", _names(self.survivors, "survivors"))
         for name in ("dropouts", "rejections", "misbehaving"):
@@ -133,7 +149,9 @@ class RoundOutcome:
             raise InvalidArgumentType("params", f"expected a mapping, got {type(self.params).__name__}")
         for k, v in self.params.items():
             if type(k) is not str or (v is not None and type(v) not in (str, int, bytes, bool)):
-                raise InvalidArgumentType(f"params[{k!r}]", "expected str keys and str, int, bytes, bool or None values")
+                raise InvalidArgumentType(
+                    f"params[{k!r}]", "expected str keys and str, int, bytes, bool or None values"
+                )
         put(self, "params", MappingProxyType(dict(sorted(self.params.items()))))
         everyone = set(self.participants)
         alive = set(self.survivors)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import functools
 import hmac
-import math
 import os
-import random
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +32,7 @@ from fedledger.errors import (
 )
 from fedledger.identity import Identity
 from fedledger.secagg import _common as C
+from fedledger.secagg import unmasking
 from fedledger.secagg.config import SecAggConfig, neighbor_graph
 from fedledger.secagg.messages import (
     PROTOCOL,
@@ -51,9 +49,6 @@ from fedledger.secagg.messages import (
 from fedledger.secagg.outcome import RoundOutcome
 
 __all__ = ["Aggregate", "SecAggServer"]
-
-#: How many t-subsets of one client's shares the server tries before giving up on it.
-MAX_SUBSETS: Final = 64
 
 
 @dataclass(frozen=True)
@@ -176,7 +171,9 @@ class SecAggServer:
                 # to count it as dropped.
                 return None
             if msg.round_id != self.config.round_id:
-                raise SecAggError(f"a message of round {msg.round_id} replayed into round {self.config.round_id}", sender)
+                raise SecAggError(
+                    f"a message of round {msg.round_id} replayed into round {self.config.round_id}", sender
+                )
             if msg.receiver != self.name:
                 raise SecAggError(f"addressed to {msg.receiver!r}", sender)
             if sender not in allowed:
@@ -245,8 +242,10 @@ class SecAggServer:
         n = len(ids)
         if n < self.config.min_survivors:
             self._stage = Stage.FAILED
-            raise RoundFailed(f"after {Stage.ADVERTISE_KEYS}: only {n} client(s) advertised keys, fewer than "
-                              f"min_survivors={self.config.min_survivors}; the round stops and nothing is revealed")
+            raise RoundFailed(
+                f"after {Stage.ADVERTISE_KEYS}: only {n} client(s) advertised keys, fewer than "
+                f"min_survivors={self.config.min_survivors}; the round stops and nothing is revealed"
+            )
         try:
             self._threshold = self.config.threshold_for(n)
             self.config.scale_for(n)
@@ -257,14 +256,17 @@ class SecAggServer:
         self._holders = {c: C.holders(c, self._graph) for c in ids}
         self._index = {c: {h: i + 1 for i, h in enumerate(hs)} for c, hs in self._holders.items()}
         rid = self.config.round_id
-        self._client_keys = dict(zip(ids, C.server_keys(self._round_key, [self._adverts[c].seal_key for c in ids], rid)))
+        self._client_keys = dict(
+            zip(ids, C.server_keys(self._round_key, [self._adverts[c].seal_key for c in ids], rid))
+        )
         raw = {c: self._adverts[c].to_bytes() for c in ids}
         mine = self._round_key.public_key.to_bytes()
         out: dict[str, KeyDirectory] = {}
         for c in ids:
             adv = tuple(raw[v] for v in sorted(self._graph[c]))
-            out[c] = self._sign(KeyDirectory(round_id=rid, sender=self.name, receiver=c,
-                                             participants=ids, adverts=adv, server_key=mine))  # type: ignore[assignment]
+            out[c] = self._sign(
+                KeyDirectory(round_id=rid, sender=self.name, receiver=c, participants=ids, adverts=adv, server_key=mine)
+            )  # type: ignore[assignment]
         return out
 
     # -- stage 4 ------------------------------------------------------------------------------
@@ -295,7 +297,9 @@ class SecAggServer:
             if not short:
                 break
             for u in short:
-                self._reject(u, Stage.SHARE_KEYS, f"fewer than the threshold {self._threshold} of its neighborhood shared keys")
+                self._reject(
+                    u, Stage.SHARE_KEYS, f"fewer than the threshold {self._threshold} of its neighborhood shared keys"
+                )
             live -= short
         if len(live) < self.config.min_survivors:
             self._stage = Stage.FAILED
@@ -311,8 +315,9 @@ class SecAggServer:
         out: dict[str, RelayedShares] = {}
         for v in sorted(self._u2):
             sealed = {u: accepted[u].sealed[v] for u in sorted(self._graph[v] & self._u2)}
-            out[v] = self._sign(RelayedShares(round_id=self.config.round_id, sender=self.name, receiver=v,
-                                              sealed=sealed))  # type: ignore[assignment]
+            out[v] = self._sign(
+                RelayedShares(round_id=self.config.round_id, sender=self.name, receiver=v, sealed=sealed)
+            )  # type: ignore[assignment]
         return out
 
     # -- stage 6 ------------------------------------------------------------------------------
@@ -340,26 +345,39 @@ class SecAggServer:
         sealed = self.config.seal_inputs
         size = seal.sealed_records_size(expected) if sealed else expected
         if type(msg.weight) is not int or not 1 <= msg.weight <= self.config.max_weight:
-            self._reject(sender, Stage.MASKED_INPUT, f"declared weight {msg.weight!r} is not in [1, max_weight="
-                                 f"{self.config.max_weight}]")
+            self._reject(
+                sender,
+                Stage.MASKED_INPUT,
+                f"declared weight {msg.weight!r} is not in [1, max_weight={self.config.max_weight}]",
+            )
             return False
         if msg.sealed != sealed:
-            self._reject(sender, Stage.MASKED_INPUT, f"{'unsealed' if sealed else 'sealed'}, and this round "
-                                 f"{'seals' if sealed else 'does not seal'} inputs")
+            self._reject(
+                sender,
+                Stage.MASKED_INPUT,
+                f"{'unsealed' if sealed else 'sealed'}, and this round {'seals' if sealed else 'does not seal'} inputs",
+            )
             return False
         if len(msg.data) != size:
-            self._reject(sender, Stage.MASKED_INPUT, f"{len(msg.data)} bytes, expected {size} "
-                                 f"({self.dimension} parameters + weight, {width} bytes each"
-                                 f"{', sealed' if sealed else ''})")
+            self._reject(
+                sender,
+                Stage.MASKED_INPUT,
+                f"{len(msg.data)} bytes, expected {size} "
+                f"({self.dimension} parameters + weight, {width} bytes each"
+                f"{', sealed' if sealed else ''})",
+            )
             return False
         data: bytes | memoryview = msg.data
         if sealed:
             if self._opened is None:
                 self._opened = np.empty(expected, dtype=np.uint8)
             try:
-                seal.unseal_records_into(self._client_keys[sender], msg.data,
-                                         C.to_server(sender, self.name, self.config.round_id, C.INPUT_PURPOSE),
-                                         self._opened.data)
+                seal.unseal_records_into(
+                    self._client_keys[sender],
+                    msg.data,
+                    C.to_server(sender, self.name, self.config.round_id, C.INPUT_PURPOSE),
+                    self._opened.data,
+                )
             except SealError:
                 self._reject(sender, Stage.MASKED_INPUT, "its sealed vector does not open")
                 return False
@@ -404,8 +422,15 @@ class SecAggServer:
         self._require_holders(frozenset(self._u3), Stage.MASKED_INPUT)
         out: dict[str, UnmaskRequest] = {}
         for u in self._u3:
-            out[u] = self._sign(UnmaskRequest(round_id=self.config.round_id, sender=self.name, receiver=u,
-                                              survivors=self._u3, dropped=self._dropped_after_sharing))  # type: ignore[assignment]
+            out[u] = self._sign(
+                UnmaskRequest(
+                    round_id=self.config.round_id,
+                    sender=self.name,
+                    receiver=u,
+                    survivors=self._u3,
+                    dropped=self._dropped_after_sharing,
+                )
+            )  # type: ignore[assignment]
         return out
 
     def _needed(self) -> list[tuple[str, str]]:
@@ -448,8 +473,9 @@ class SecAggServer:
                 continue
             assert isinstance(msg, UnmaskResponse)
             try:
-                seed_shares, key_shares = msg.open_shares(self._client_keys[sender],
-                                              C.to_server(sender, self.name, self.config.round_id, C.UNMASK_PURPOSE))
+                seed_shares, key_shares = msg.open_shares(
+                    self._client_keys[sender], C.to_server(sender, self.name, self.config.round_id, C.UNMASK_PURPOSE)
+                )
             except (SealError, EncodingError) as exc:
                 self._reject(sender, Stage.UNMASK, f"its sealed shares do not open ({exc})")
                 continue
@@ -476,7 +502,7 @@ class SecAggServer:
                 signs.append(-1)
             else:
                 pk = self._adverts[client].mask_key
-                secret = self._recover(client, "mask key", shares, functools.partial(_derives, public=pk))
+                secret = self._recover(client, "mask key", shares, functools.partial(unmasking.derives, public=pk))
                 sk = agreement.AgreementKey.from_bytes(secret)
                 peers = sorted(self._graph[client] & alive)
                 keys += C.pairwise_mask_keys(sk, [self._adverts[u].mask_key for u in peers], rid)
@@ -490,10 +516,18 @@ class SecAggServer:
         total = self._check_sum(acc, weights, scale)
         self._stage = Stage.DONE
         self._outcome = RoundOutcome(
-            protocol=PROTOCOL, round_id=rid, participants=tuple(self.clients), survivors=self._u3,
-            dropouts=self.dropped, rejections=self.rejected, misbehaving=self.misbehaving,
-            commitments={c: self.commitments[c] for c in self._u3}, weights=weights, length=self.dimension,
-            ring_bits=self.config.bits, aggregate_root=masking.vector_root(acc.view(np.uint8).data),
+            protocol=PROTOCOL,
+            round_id=rid,
+            participants=tuple(self.clients),
+            survivors=self._u3,
+            dropouts=self.dropped,
+            rejections=self.rejected,
+            misbehaving=self.misbehaving,
+            commitments={c: self.commitments[c] for c in self._u3},
+            weights=weights,
+            length=self.dimension,
+            ring_bits=self.config.bits,
+            aggregate_root=masking.vector_root(acc.view(np.uint8).data),
             params=self._params(len(self._adverts), scale),
         )
         return Aggregate(masking.dequantize(acc[:-1], scale), total, acc, scale, self._u3, weights, self._outcome)
@@ -519,38 +553,17 @@ class SecAggServer:
         }
 
     def _check_sum(self, acc: NDArray[np.unsignedinteger], weights: Mapping[str, int], scale: float) -> int:
-        """The total weight, once the unmasked sum passed the two checks a client cannot
-        dodge without per-client range proofs (RoundFailed naming the check otherwise):
+        """The total weight, once the unmasked sum passed the weight and range checks."""
+        return unmasking.check_sum(acc, weights, scale, bits=self.config.bits, clip=float(self.config.clip))
 
-        - weight check: the weight slot equals the sum of the survivors' declared weights;
-        - range check: every coordinate, read as a signed ring element, lies within
-          ±Σ_i (⌊clip · w_i · scale⌋ + 1), the most that honest clients whose clipped values
-          are weighted by their declared weights can produce (the +1 is stochastic rounding).
-        """
-        signed = acc.view(np.int32 if self.config.bits == 32 else np.int64)
-        total = sum(weights.values())
-        slot = int(signed[-1])
-        if slot != total:
-            raise RoundFailed(
-                f"weight check: the unmasked weight slot is {slot}, the survivors declared {total} in all; "
-                "some client's weight slot differs from the weight it signed; the round returns no aggregate"
-            )
-        clip = float(self.config.clip)
-        bound = sum(math.floor(clip * w * scale) + 1 for w in weights.values())
-        values = signed[:-1]
-        if values.size:
-            lo, hi = int(values.min()), int(values.max())
-            if lo < -bound or hi > bound:
-                worst = int(np.argmax(values)) if hi > bound else int(np.argmin(values))
-                raise RoundFailed(
-                    f"range check: coordinate {worst} of the unmasked sum is {int(values[worst]) / scale:.6g}, outside "
-                    f"±{bound / scale:.6g} (the declared weights {total} times clip {clip:g}, plus rounding); "
-                    "some client sent values beyond its clip; the round returns no aggregate"
-                )
-        return total
-
-    def _check_response(self, sender: str, seed_shares: dict[str, bytes], key_shares: dict[str, bytes],
-                        alive: set[str], dropped: set[str]) -> str:
+    def _check_response(
+        self,
+        sender: str,
+        seed_shares: dict[str, bytes],
+        key_shares: dict[str, bytes],
+        alive: set[str],
+        dropped: set[str],
+    ) -> str:
         """Why the response is unusable ("" if it is fine): every share must be one this
         sender holds, of the right kind for the dealer's fate, and match the dealer's digest."""
         rid = self.config.round_id
@@ -582,50 +595,12 @@ class SecAggServer:
         return ""
 
     def _recover(self, client: str, what: str, shares: list[shamir.Share], check: Callable[[bytes], bool]) -> bytes:
-        """The secret from digest-checked shares, robust to a dealer that dealt some bad ones.
-
-        Shares are grouped by commitment (with t > m / 2 at most one group can reach t).
-        Within a group the server tries the first t shares, then every leave-one-out choice
-        (which finds one bad share), then seeded random t-subsets, at most MAX_SUBSETS in
-        all, until one combines to the commitment and passes ``check``.
-        """
-        t = self._threshold
-        groups: dict[bytes, list[shamir.Share]] = {}
-        for s in shares:
-            groups.setdefault(s.commitment, []).append(s)
-        for group in sorted(groups.values(), key=len, reverse=True):
-            if len(group) < t:
-                continue
-            for tries, subset in enumerate(_subsets(group, t)):
-                if tries >= MAX_SUBSETS:
-                    break
-                try:
-                    secret = shamir.combine(subset)
-                except FedLedgerError:
-                    continue
-                if check(secret):
-                    if tries > 0 or len(groups) > 1:
-                        self.misbehaving.setdefault(client, f"dealt inconsistent shares of its {what}")
-                    return secret
-        self._stage = Stage.FAILED
-        self.misbehaving.setdefault(client, f"dealt inconsistent shares of its {what}")
-        raise RoundFailed(f"cannot reconstruct {client!r}'s {what}: its shares are inconsistent", client)
-
-
-def _subsets(group: list[shamir.Share], t: int) -> Iterator[list[shamir.Share]]:
-    yield group[:t]
-    if len(group) == t:
-        return
-    for i in range(len(group)):
-        yield (group[:i] + group[i + 1 :])[:t]
-    rng = random.Random(len(group) * 1_000_003 + t)  # not secret: which subsets to try
-    while True:
-        yield sorted(rng.sample(group, t), key=lambda s: s.index)
-
-
-def _derives(secret: bytes, public: bytes) -> bool:
-    """True if the X25519 private key ``secret`` has public key ``public``."""
-    if len(secret) != 32:
-        return False
-    key = agreement.AgreementKey.from_bytes(secret)
-    return hmac.compare_digest(key.public_key.to_bytes(), public)
+        """The secret from digest-checked shares, robust to a dealer that dealt some bad ones
+        (see :func:`unmasking.recover`); RoundFailed when no choice of shares gives it."""
+        secret, consistent = unmasking.recover(shares, self._threshold, check)
+        if not consistent:
+            self.misbehaving.setdefault(client, f"dealt inconsistent shares of its {what}")
+        if secret is None:
+            self._stage = Stage.FAILED
+            raise RoundFailed(f"cannot reconstruct {client!r}'s {what}: its shares are inconsistent", client)
+        return secret

@@ -175,8 +175,13 @@ def run_round(
     """
     if not isinstance(config, SecAggConfig):
         raise InvalidArgumentType("config", f"expected a SecAggConfig, got {type(config).__name__}")
-    for what, value in (("updates", updates), ("dropouts", dropouts), ("weights", weights), ("identities", identities),
-                        ("client_class", client_class)):
+    for what, value in (
+        ("updates", updates),
+        ("dropouts", dropouts),
+        ("weights", weights),
+        ("identities", identities),
+        ("client_class", client_class),
+    ):
         if value is not None and not isinstance(value, Mapping):
             raise InvalidArgumentType(what, f"expected a mapping, got {type(value).__name__}")
     for c, ident in (identities or {}).items():
@@ -193,7 +198,9 @@ def run_round(
         raise InvalidArgument("updates", "no clients")
     for c, u in updates.items():
         if np.asarray(u).dtype not in (np.float32, np.float64):
-            raise InvalidArgumentType(f"updates[{c!r}]", f"expected float32 or float64 values, got {np.asarray(u).dtype}")
+            raise InvalidArgumentType(
+                f"updates[{c!r}]", f"expected float32 or float64 values, got {np.asarray(u).dtype}"
+            )
     dims = {np.asarray(u).shape for u in updates.values()}
     if len(dims) != 1 or len(next(iter(dims))) != 1:
         raise InvalidArgument("updates", "every update must be a 1-D array of the same length")
@@ -209,12 +216,21 @@ def run_round(
     verify_keys = {name: ident.verify_key for name, ident in idents.items()}
     report = RoundReport()
     wire = _Wire(report, intercept)
-    server = SecAggServer(idents[SERVER_NAME], config, clients=ids, verify_keys=verify_keys, dimension=dimension,
-                          random_bytes=random_bytes(SERVER_NAME) if random_bytes else None)
+    server = SecAggServer(
+        idents[SERVER_NAME],
+        config,
+        clients=ids,
+        verify_keys=verify_keys,
+        dimension=dimension,
+        random_bytes=random_bytes(SERVER_NAME) if random_bytes else None,
+    )
     classes = dict(client_class or {})
     clients = {
         c: classes.get(c, SecAggClient)(
-            idents[c], config, server=SERVER_NAME, verify_keys=verify_keys,
+            idents[c],
+            config,
+            server=SERVER_NAME,
+            verify_keys=verify_keys,
             random_bytes=random_bytes(c) if random_bytes else None,
         )
         for c in ids
@@ -286,7 +302,9 @@ def run_round(
         try:
             return fn()
         except RoundFailed as exc:
-            stopped = sorted((c, why) for c, why in report.rejected.items() if why.startswith(f"{stage}: the client stopped"))
+            stopped = sorted(
+                (c, why) for c, why in report.rejected.items() if why.startswith(f"{stage}: the client stopped")
+            )
             if not stopped:
                 raise
             listed = "; ".join(f"{c}: {why.split(': ', 1)[1]}" for c, why in stopped[:5])
@@ -307,9 +325,11 @@ def run_round(
     relayed = broadcast(timed(Stage.SHARE_KEYS, lambda: server.relay_shares(shares)), RelayedShares)
     # Masked inputs stream into the server's running sum as they arrive.
     client_step(
-        Stage.MASKED_INPUT, relayed,
+        Stage.MASKED_INPUT,
+        relayed,
         lambda cl, m: cl.masked_input(m, np.asarray(updates[cl.name]), weight_of.get(cl.name, 1)),
-        MaskedInput, server.receive_masked_input,
+        MaskedInput,
+        server.receive_masked_input,
     )
     requests = broadcast(timed(Stage.MASKED_INPUT, lambda: server.unmask_requests()), UnmaskRequest)
     responses = client_step(Stage.UNMASK, requests, lambda cl, m: cl.unmask(m), UnmaskResponse)
