@@ -1236,3 +1236,29 @@ def test_the_server_hands_out_the_outcome_only_when_the_round_is_done() -> None:
         sim.SecAggServer = original  # type: ignore[misc]
     assert seen[0].outcome is res.outcome
     assert seen[0].outcome is not None and seen[0].outcome.survivors == tuple(sorted(updates))
+
+
+def test_clipped_values_are_counted_and_warned_about_locally_never_sent() -> None:
+    import warnings
+
+    from fedledger.secagg import ClippedValuesWarning
+
+    rng = np.random.default_rng(3)
+    updates = {f"c{i}": rng.normal(0, 0.1, 50).astype(np.float64) for i in range(4)}
+    updates["c1"][:7] = 3.0  # raw weights, not a change: beyond the default clip of 1.0
+    updates["c2"][0] = -1.5
+    config = secagg.SecAggConfig(threshold=3, neighbors=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = secagg.run_round(updates, config)
+    clipping = [w for w in caught if issubclass(w.category, ClippedValuesWarning)]
+    assert len(clipping) == 1 and "2 of 4 clients" in str(clipping[0].message)
+    assert "not weights" in str(clipping[0].message)
+    assert result.report.clipped == {"c1": 7, "c2": 1}
+    assert np.isclose(result.aggregate[0], 1.0 - 1.0 + updates["c0"][0] + updates["c3"][0], atol=1e-3)
+    record = result.outcome.to_record()
+    assert "clipped" not in repr(record).lower()  # the count stays with the client and the simulator
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        secagg.run_round({k: np.clip(v, -1, 1) for k, v in updates.items()}, config)
+    assert not [w for w in caught if issubclass(w.category, ClippedValuesWarning)]

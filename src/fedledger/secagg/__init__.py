@@ -24,7 +24,7 @@ shares and, by default, masked vectors are sealed to the server. See docs/securi
 
 from __future__ import annotations
 
-from fedledger.secagg.client import SecAggClient
+from fedledger.secagg.client import ClippedValuesWarning, SecAggClient
 from fedledger.secagg.config import MIN_SURVIVORS, SecAggConfig, neighbor_graph, neighbour_graph
 from fedledger.secagg.messages import (
     AdvertiseKeys,
@@ -46,6 +46,7 @@ __all__ = [
     "MIN_SURVIVORS",
     "AdvertiseKeys",
     "Aggregate",
+    "ClippedValuesWarning",
     "KeyDirectory",
     "MaskedInput",
     "Message",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,17 @@ __all__ = ["SecAggClient"]
 RandomBytes = Callable[[int], bytes]
 
 
+class ClippedValuesWarning(UserWarning):
+    """Values of a client's update lay outside ``[-clip, clip]`` and were clipped (counted locally)."""
+
+
+def count_clipped(update: NDArray[np.floating], clip: float) -> int:
+    """How many values of ``update`` lie outside ``[-clip, clip]`` (two cheap passes when none do)."""
+    if update.size == 0 or (update.max() <= clip and update.min() >= -clip):
+        return 0
+    return int(np.count_nonzero(np.abs(update) > clip))
+
+
 class SecAggClient:
     """One client of one round. Call the stage methods in order; each checks the incoming
     message (signature, round, stage, sender, receiver) and raises SecAggError (or a
@@ -74,6 +86,8 @@ class SecAggClient:
         self.name = identity.name
         self.config = config
         self.server = server
+        #: Values of the last update that lay outside [-clip, clip] (known to this client only).
+        self.clipped = 0
         self._keys = dict(verify_keys)
         self._rand: RandomBytes = random_bytes or os.urandom
         self._stage = Stage.ADVERTISE_KEYS
@@ -218,6 +232,12 @@ class SecAggClient:
     def masked_input(self, relayed: RelayedShares, update: NDArray[np.floating], weight: int = 1) -> MaskedInput:
         """Open the shares dealt to this client, then quantize and mask ``update``.
 
+        What is aggregated is the **update** (a model's change in this round, typically the
+        difference of weights), clipped to ``[-config.clip, config.clip]``, never raw model
+        weights: values beyond the clip are clipped. The client counts them (``clipped``) and
+        warns locally with :class:`ClippedValuesWarning`; no message carries the count, which
+        would tell the aggregator about this client's data.
+
         Pairwise masks are added for exactly the neighbors whose shares the server relayed
         (those that completed stage 3). ``weight`` is the sample count, 1 <= weight <=
         config.max_weight; it is declared in the signed header and travels as the
@@ -230,6 +250,15 @@ class SecAggClient:
             raise InvalidArgumentType("update", f"{self.name}: the update must be a 1-D float32 or float64 array")
         if type(weight) is not int or not 1 <= weight <= cfg.max_weight:
             raise QuantizationError(f"{self.name}: weight {weight!r} is not in [1, max_weight={cfg.max_weight}]")
+        self.clipped = count_clipped(update, float(cfg.clip))
+        if self.clipped:
+            warnings.warn(
+                f"{self.name}: {self.clipped} of {update.shape[0]} update values lie outside ±{float(cfg.clip):g} "
+                "and are clipped; secure aggregation sums updates (a model's change), not weights: send "
+                "the change, or raise SecAggConfig.clip",
+                ClippedValuesWarning,
+                stacklevel=2,
+            )
         peers = set(relayed.sealed)
         if not peers <= self._graph[self.name]:
             raise SecAggError(

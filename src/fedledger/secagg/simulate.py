@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from numpy.typing import NDArray
 
 from fedledger.errors import EncodingError, FedLedgerError, InvalidArgument, InvalidArgumentType, RoundFailed
 from fedledger.identity import Identity
-from fedledger.secagg.client import RandomBytes, SecAggClient
+from fedledger.secagg.client import ClippedValuesWarning, RandomBytes, SecAggClient
 from fedledger.secagg.config import SecAggConfig
 from fedledger.secagg.messages import (
     AdvertiseKeys,
@@ -66,6 +67,9 @@ class RoundReport:
     dropped: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     misbehaving: dict[str, str] = field(default_factory=dict)
+    #: Client -> how many of its update's values were clipped (only clients that clipped any).
+    #: The simulator knows because it holds every client; no protocol message carries it.
+    clipped: dict[str, int] = field(default_factory=dict)
     #: The frozen record of the round, once it finished (None while it runs).
     outcome: RoundOutcome | None = None
 
@@ -163,7 +167,10 @@ def run_round(
 
     ``dropouts`` maps a client to the stage before which it vanishes: ``"share_keys"``,
     ``"masked_input"`` or ``"unmask"`` (or ``"advertise_keys"``: never shows up).
-    ``weights`` are sample counts (default 1; at most ``config.max_weight``).
+    ``weights`` are sample counts (default 1; at most ``config.max_weight``). ``updates`` are
+    what is aggregated: a model's change, clipped to ``[-config.clip, config.clip]``, not its
+    weights (values beyond the clip are clipped: one :class:`ClippedValuesWarning` and
+    ``report.clipped`` say how many, per client).
     ``identities`` (default: fresh ones; the server is ``"aggregator"``), ``intercept``
     (sees and may replace or drop every message in transit), ``client_class`` (a client's
     implementation) and ``random_bytes`` (a client's randomness source) exist for tests.
@@ -323,14 +330,26 @@ def run_round(
     directories = broadcast(timed(Stage.ADVERTISE_KEYS, lambda: server.key_directories(adverts)), KeyDirectory)
     shares = client_step(Stage.SHARE_KEYS, directories, lambda cl, m: cl.share_keys(m), ShareKeys)
     relayed = broadcast(timed(Stage.SHARE_KEYS, lambda: server.relay_shares(shares)), RelayedShares)
-    # Masked inputs stream into the server's running sum as they arrive.
-    client_step(
-        Stage.MASKED_INPUT,
-        relayed,
-        lambda cl, m: cl.masked_input(m, np.asarray(updates[cl.name]), weight_of.get(cl.name, 1)),
-        MaskedInput,
-        server.receive_masked_input,
-    )
+    # Masked inputs stream into the server's running sum as they arrive. Each client warns
+    # about clipped values; the simulator gathers the counts into one warning and the report.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClippedValuesWarning)
+        client_step(
+            Stage.MASKED_INPUT,
+            relayed,
+            lambda cl, m: cl.masked_input(m, np.asarray(updates[cl.name]), weight_of.get(cl.name, 1)),
+            MaskedInput,
+            server.receive_masked_input,
+        )
+    report.clipped = {name: cl.clipped for name, cl in sorted(clients.items()) if cl.clipped}
+    if report.clipped:
+        warnings.warn(
+            f"{len(report.clipped)} of {len(clients)} clients had update values outside ±{float(config.clip):g}, "
+            f"clipped ({sum(report.clipped.values())} values in all; see report.clipped): secure aggregation "
+            "sums updates (a model's change), not weights; send the change, or raise SecAggConfig.clip",
+            ClippedValuesWarning,
+            stacklevel=2,
+        )
     requests = broadcast(timed(Stage.MASKED_INPUT, lambda: server.unmask_requests()), UnmaskRequest)
     responses = client_step(Stage.UNMASK, requests, lambda cl, m: cl.unmask(m), UnmaskResponse)
     result = timed(Stage.UNMASK, lambda: server.aggregate(responses))
