@@ -15,6 +15,8 @@ MODULES = [
     "fedledger.crypto.shamir",
     "fedledger.crypto.masking",
     "fedledger.secagg",
+    "fedledger.secagg.outcome",
+    "fedledger.crypto.paillier",
 ]
 
 
