@@ -727,3 +727,13 @@ def test_cli_input_files_never_crash(tmp_path: Path, which: str, content: bytes)
         out = run_cli("receipt", "verify", str(good_receipt), f"--{which}", str(bad), "--chain-id", CHAIN)
     assert out.returncode in (1, 2, 3), out.stdout
     assert "Traceback" not in out.stderr and out.stderr.startswith("fedledger: ")
+
+
+def test_a_ledger_path_that_cannot_be_opened_is_a_typed_error(tmp_path: Path) -> None:
+    vals = validators()
+    with pytest.raises(NotFound, match="directory does not exist"):
+        Ledger.open(tmp_path / "missing" / "l.db", chain_id=CHAIN, validators=validator_set(vals))
+    with pytest.raises(InvalidArgument, match="cannot open"):
+        Ledger.open(tmp_path, chain_id=CHAIN, validators=validator_set(vals))  # a directory
+    with pytest.raises(NotFound):
+        Ledger.open(tmp_path / "missing.db", read_only=True)

@@ -73,7 +73,12 @@ def _lock_for_writing(path: str) -> int | None:
     """
     if fcntl is None:
         return None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        raise NotFound(f"cannot create a ledger at {path}: its directory does not exist") from None
+    except OSError as exc:
+        raise InvalidArgument("path", f"cannot open {path} for writing: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
