@@ -377,7 +377,7 @@ def test_receipts_follow_validator_hand_overs_from_the_trusted_set() -> None:
     slashed = new_set.with_stake(new_vals[2].verify_key, 0)
     assert ledger.validators == slashed
     receipt = ledger.prove(tx.id)
-    assert [c.parse("c").kind for c in receipt.validator_changes] == ["gov.validators", "evidence"]
+    assert [c.entry.parse("c").kind for c in receipt.validator_changes] == ["gov.validators", "evidence"]
     assert verify_receipt(receipt.to_json(), **anchor()) == tx  # type: ignore[arg-type]
     assert verify_receipt(receipt, chain_id=CHAIN, trusted_validators=new_set) == tx
     since = ledger.prove(tx.id, since=slashed)
@@ -396,7 +396,7 @@ def test_receipts_follow_validator_hand_overs_from_the_trusted_set() -> None:
         verify_receipt(value, **anchor())  # type: ignore[arg-type]
     value = receipt.to_value()
     value["validator_changes"][0]["log_index"] += 1
-    with pytest.raises(InvalidReceipt, match="not in the certified log"):
+    with pytest.raises(InvalidReceipt, match="not in the certified log|outside the log"):
         verify_receipt(value, **anchor())  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="never in force"):
         ledger.prove(tx.id, since=validator_set(old_vals, [1, 2, 3, 4]))
@@ -737,3 +737,102 @@ def test_a_ledger_path_that_cannot_be_opened_is_a_typed_error(tmp_path: Path) ->
         Ledger.open(tmp_path, chain_id=CHAIN, validators=validator_set(vals))  # a directory
     with pytest.raises(NotFound):
         Ledger.open(tmp_path / "missing.db", read_only=True)
+
+
+# -- forged hand-overs: each change must sit in a block the set before it certified --------------
+
+
+def _forge(changes: list[Transaction], note_tx: Transaction, final: ValidatorSet, signer: Identity,
+           change_block_set: ValidatorSet) -> Receipt:
+    """A forger's receipt: its changes in block 1 (naming ``change_block_set``, signed by
+    ``signer`` alone), the note in block 2 (naming ``final``), both certified by ``signer``."""
+    from fedledger.crypto import merkle
+    from fedledger.ledger import Certificate, LogEntry, ValidatorChange
+
+    log = [t.to_bytes() for t in changes] + [note_tx.to_bytes()]
+    tree = merkle.MerkleTree(log)
+    n = len(changes)
+
+    def head(height: int, size: int, named: ValidatorSet) -> SignedTreeHead:
+        header = BlockHeader(CHAIN, height, b"\0" * 32, merkle.root(log[:size]), size, size, tree.root_at(size),
+                             named.hash(), signer.verify_key.to_bytes(), 0)
+        return SignedTreeHead(header, Certificate.from_votes([Vote.create(signer, header)]))
+
+    block1 = head(1, n, change_block_set)
+    final_head = head(2, n + 1, final)
+    entries = tuple(ValidatorChange(LogEntry(log[i], i, tuple(tree.inclusion_proof(i, n))), block1)
+                    for i in range(n))
+    return Receipt(CHAIN, LogEntry(log[n], n, tuple(tree.inclusion_proof(n, n + 1))), final_head, entries)
+
+
+def _honest_double_votes() -> tuple[dict[bytes, Vote], list[Vote]]:
+    """Votes honest validators cast for two headers at one height (a proposal abandoned, then
+    another): they look like equivocation."""
+    vals, (site,) = validators(), sites(1)
+    real = Ledger.memory(chain_id=CHAIN, validators=validator_set(vals), local_validators=[], members=[site.card()])
+    first = real.propose()
+    votes1 = {v.verify_key.to_bytes(): Vote.create(v, first) for v in vals}
+    real.abandon_proposal()
+    real.submit(Transaction.create(site, kind="note", payload=1, nonce=0, chain_id=CHAIN))
+    second = real.propose()
+    return votes1, [Vote.create(v, second) for v in vals]
+
+
+@pytest.mark.parametrize("block_names", ["trusted", "attacker"])
+def test_slashing_evidence_in_a_block_the_trusted_set_did_not_certify_hands_nothing_over(block_names: str) -> None:
+    vals = validators()
+    trusted, attacker = validator_set(vals), vals[3]  # the attacker holds 10 of 100 stake
+    votes1, votes2 = _honest_double_votes()
+    spam = identity("random-outsider")
+    evidence = [Transaction.create(spam, kind="evidence", nonce=i, chain_id=CHAIN,
+                                   payload=Evidence(votes1[v.verify_key.to_bytes()], votes2[i]).to_value())
+                for i, v in enumerate(vals[:3])]
+    forged_note = Transaction.create(spam, kind="note", payload="consent to everything", nonce=9, chain_id=CHAIN)
+    final = ValidatorSet({attacker.verify_key: 10})
+    named = trusted if block_names == "trusted" else final
+    with pytest.raises(InvalidReceipt):
+        verify_receipt(_forge(evidence, forged_note, final, attacker, named), **anchor())  # type: ignore[arg-type]
+
+
+def test_approvals_that_never_took_effect_hand_nothing_over() -> None:
+    vals = validators()
+    trusted = validator_set(vals)
+    newcomer = identity("proposed-validator-whose-key-leaked")
+    target = ValidatorSet({newcomer.verify_key: 100, vals[0].verify_key: 1})
+    proposal = GovernanceProposal(CHAIN, 12345, "gov.validators", {"stakes": target.to_value()})  # type: ignore[dict-item]
+    spam = identity("anyone")
+    change = Transaction.create(spam, kind="gov.validators", nonce=0, chain_id=CHAIN,
+                                payload=proposal.payload([proposal.approve(v) for v in vals[:3]]))
+    note_tx = Transaction.create(spam, kind="note", payload="forged", nonce=1, chain_id=CHAIN)
+    for named in (trusted, target):
+        with pytest.raises(InvalidReceipt):
+            verify_receipt(_forge([change], note_tx, target, newcomer, named), **anchor())  # type: ignore[arg-type]
+
+
+def test_rows_changed_or_added_after_open_are_never_served(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    txs = make_file(path)
+    with Ledger.open(path, read_only=True) as reader:
+        assert len(reader.block(1).transactions) == 2
+        forged = _insert_orphan(path, 1, 1000)  # an extra row at a certified height
+        assert [t.id for t in reader.block(1).transactions] == [t.id for t in txs[:2]]
+        with pytest.raises(NotFound):
+            reader.get(forged.id)
+        db = sqlite3.connect(path)
+        (data,) = db.execute("SELECT data FROM txs WHERE seq = 0").fetchone()
+        rewritten = Transaction.create(sites(2)[0], kind="note", payload={"consent": "revoked"}, nonce=0,
+                                       chain_id=CHAIN)
+        db.execute("UPDATE txs SET data = ? WHERE seq = 0", (rewritten.to_bytes(),))
+        db.commit()
+        for read in (lambda: reader.get(txs[0].id), lambda: list(reader.transactions()), lambda: reader.block(1),
+                     lambda: reader.prove(txs[0].id)):
+            with pytest.raises(TamperedLedger, match="changed since the ledger opened"):
+                read()
+        db.execute("UPDATE txs SET data = ? WHERE seq = 0", (data,))
+        (header,) = db.execute("SELECT header FROM blocks WHERE height = 2").fetchone()
+        db.execute("UPDATE blocks SET header = ? WHERE height = 2", (header[:-1] + bytes([header[-1] ^ 1]),))
+        db.commit()
+        db.close()
+        with pytest.raises(TamperedLedger, match="changed since the ledger opened"):
+            reader.block(2)
+        assert reader.get(txs[0].id) == txs[0]

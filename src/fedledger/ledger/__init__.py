@@ -10,6 +10,7 @@ from fedledger.ledger.receipt import (
     LogEntry,
     Receipt,
     SignedTreeHead,
+    ValidatorChange,
     verify_consistency,
     verify_receipt,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "SignedTreeHead",
     "SubmitResult",
     "Transaction",
+    "ValidatorChange",
     "ValidatorSet",
     "Vote",
     "register_kind",

@@ -32,6 +32,8 @@ class Replayed:
     tree: merkle.MerkleTree
     head: tuple[StoredBlock, BlockHeader] | None
     validator_sets: dict[bytes, ValidatorSet] = field(default_factory=dict)
+    #: (header hash, log size after the block) per height, from 1: what reads are checked against.
+    blocks: list[tuple[bytes, int]] = field(default_factory=list)
 
     @property
     def height(self) -> int:
@@ -67,6 +69,7 @@ def replay(store: LedgerStore, genesis: Genesis, *, verify_signatures: bool) -> 
                     signatures.append(tx.signature)
                     owners.append((header.height, f"transaction {row.seq}"))
             out.head = (stored, header)
+            out.blocks.append((header.hash, header.log_size))
         _check_accounting(store, out.tree.size, out.height)
     except TamperedLedger as exc:
         structural = exc

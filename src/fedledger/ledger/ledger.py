@@ -118,7 +118,7 @@ class Ledger:
         #: Why recent transactions were refused or dropped, so that prove() and get() can say so.
         self._refused: OrderedDict[bytes, str] = OrderedDict()
         replayed = audit.replay(store, genesis, verify_signatures=False)
-        self._validator_sets = replayed.validator_sets
+        self._blocks = replayed.blocks  # (header hash, log size) per height: reads are checked against it
         self._state = replayed.state
         self._tree = replayed.tree
         self._head = replayed.head  # (StoredBlock, BlockHeader) of the last block, or None
@@ -283,11 +283,19 @@ class Ledger:
         stored = self._store.block(height) if 1 <= height <= self.height else None
         if stored is None:
             raise NotFound(f"no block at height {height} (the ledger is at {self.height})")
-        return Block(
-            BlockHeader.from_bytes(stored.header),
-            Certificate.from_bytes(stored.certificate),
-            tuple(Transaction.from_bytes(t.data) for t in self._store.block_txs(height)),
-        )
+        block_hash, end = self._blocks[height - 1]
+        start = self._blocks[height - 2][1] if height > 1 else 0
+        try:
+            header = BlockHeader.from_bytes(stored.header)
+            certificate = Certificate.from_bytes(stored.certificate)
+        except FedLedgerError as exc:
+            raise TamperedLedger(height, f"block record changed since the ledger opened: {exc}") from None
+        if header.hash != block_hash:
+            raise TamperedLedger(height, "the stored header changed since the ledger opened")
+        rows = [row for row in self._store.block_txs(height) if start <= row.seq < end]
+        if [row.seq for row in rows] != list(range(start, end)):
+            raise TamperedLedger(height, "transaction rows of this block changed since the ledger opened")
+        return Block(header, certificate, tuple(Transaction.from_bytes(self._certified(row).data) for row in rows))
 
     def transactions(
         self, kind: str | None = None, sender: signing.VerifyKey | bytes | None = None
@@ -296,7 +304,7 @@ class Ledger:
         raw = sender.to_bytes() if isinstance(sender, signing.VerifyKey) else sender
         # Only rows a certified block covers (the log as this ledger replayed it).
         for row in self._store.txs(kind, raw, below=self.log_size):
-            yield Transaction.from_bytes(row.data)
+            yield Transaction.from_bytes(self._certified(row).data)
 
     def get(self, tx_id: bytes) -> Transaction:
         """The finalized transaction with this id; NotFound otherwise."""
@@ -313,6 +321,12 @@ class Ledger:
             elif bytes(tx_id) in self._refused:
                 why = f" (it was refused: {self._refused[bytes(tx_id)]})"
             raise NotFound(f"no finalized transaction {bytes(tx_id).hex()}{why}")
+        return self._certified(row)
+
+    def _certified(self, row: StoredTx) -> StoredTx:
+        """``row``, once its bytes are the leaf the certified log holds at its index (one SHA-256)."""
+        if type(row.data) is not bytes or merkle.leaf_hash(row.data) != self._tree.leaf_hash(row.seq):
+            raise TamperedLedger(row.height, f"transaction row {row.seq} changed since the ledger opened")
         return row
 
     # -- writing ----------------------------------------------------------------------------
@@ -484,7 +498,7 @@ class Ledger:
         # Only now, with the block durable, does the in-memory view move on.
         self._state = p.state
         self._head = (stored, p.header)
-        self._validator_sets.setdefault(p.validators.hash(), p.validators)
+        self._blocks.append((p.header.hash, p.header.log_size))
         self._proposal = None
         done = len(p.txs) + len(self.dropped)
         self._pending = self._pending[done:] if done else self._pending
@@ -543,10 +557,6 @@ class Ledger:
             raise NotFound("no block has been finalized yet")
         stored, header = self._head
         return SignedTreeHead(header, Certificate.from_bytes(stored.certificate))
-
-    def _validators_at(self, header: BlockHeader) -> ValidatorSet:
-        """The validator set that certified ``header`` (the one in force before its transactions)."""
-        return self._validator_sets[header.validators_hash]
 
     def prove(self, tx_id: bytes, *, since: ValidatorSet | None = None) -> Receipt:
         """A self-contained receipt for a finalized transaction, checkable offline by :func:`verify_receipt`.

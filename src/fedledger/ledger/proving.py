@@ -6,9 +6,10 @@ Reads the store it is handed; writes nothing.
 from __future__ import annotations
 
 from fedledger.crypto import merkle
-from fedledger.errors import InvalidArgument, InvalidArgumentType
+from fedledger.errors import InvalidArgument, InvalidArgumentType, TamperedLedger
+from fedledger.ledger.block import BlockHeader, Certificate
 from fedledger.ledger.genesis import Genesis
-from fedledger.ledger.receipt import LogEntry, SignedTreeHead
+from fedledger.ledger.receipt import LogEntry, SignedTreeHead, ValidatorChange
 from fedledger.ledger.state import VALIDATOR_KINDS, next_validators
 from fedledger.ledger.store import LedgerStore, StoredTx
 from fedledger.ledger.transaction import Transaction
@@ -24,9 +25,10 @@ def log_entry(tree: merkle.MerkleTree, row: StoredTx, size: int) -> LogEntry:
 
 def validator_changes(
     store: LedgerStore, genesis: Genesis, tree: merkle.MerkleTree, head: SignedTreeHead, since: ValidatorSet | None
-) -> tuple[LogEntry, ...]:
+) -> tuple[ValidatorChange, ...]:
     """The validator-set changes before ``head``'s block, from the last time ``since`` was in
-    force (from genesis when ``since`` is None), each with its inclusion proof under ``head``."""
+    force (from genesis when ``since`` is None), each with the certified block that holds it
+    and its inclusion proof under that block's log."""
     if since is not None and not isinstance(since, ValidatorSet):
         raise InvalidArgumentType("since", f"expected ValidatorSet, got {type(since).__name__}")
     rows = [
@@ -36,6 +38,9 @@ def validator_changes(
         if row.height < head.height
     ]
     rows.sort(key=lambda row: row.seq)
+    for row in rows:
+        if type(row.data) is not bytes or merkle.leaf_hash(row.data) != tree.leaf_hash(row.seq):
+            raise TamperedLedger(row.height, f"transaction row {row.seq} changed since the ledger opened")
     start = 0
     if since is not None:
         current, found = genesis.validators, genesis.validators == since
@@ -45,4 +50,15 @@ def validator_changes(
                 start, found = i + 1, True
         if not found:
             raise InvalidArgument("since", "this validator set was never in force before the head")
-    return tuple(log_entry(tree, row, head.log_size) for row in rows[start:])
+    blocks: dict[int, SignedTreeHead] = {}
+    out = []
+    for row in rows[start:]:
+        block = blocks.get(row.height)
+        if block is None:
+            stored = store.block(row.height)
+            assert stored is not None  # the audit at open accounted for every row's block
+            block = blocks[row.height] = SignedTreeHead(
+                BlockHeader.from_bytes(stored.header), Certificate.from_bytes(stored.certificate)
+            )
+        out.append(ValidatorChange(log_entry(tree, row, block.log_size), block))
+    return tuple(out)

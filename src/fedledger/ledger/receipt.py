@@ -41,6 +41,7 @@ __all__ = [
     "LogEntry",
     "Receipt",
     "SignedTreeHead",
+    "ValidatorChange",
     "verify_consistency",
     "verify_receipt",
 ]
@@ -251,13 +252,34 @@ class LogEntry:
 
 
 _ENTRY_KEYS: Final = frozenset({"transaction", "log_index", "inclusion_proof"})
+_CHANGE_KEYS: Final = _ENTRY_KEYS | {"block"}
+
+
+@dataclass(frozen=True)
+class ValidatorChange:
+    """A validator-set change (``gov.validators`` or ``evidence``) with the certified block that
+    holds it: ``entry``'s inclusion proof is under that block's log root, and the block's
+    certificate must come from the set in force before it, so only a quorum of that set can
+    have put the change on the chain."""
+
+    entry: LogEntry
+    block: SignedTreeHead
+
+    def to_value(self) -> dict[str, Any]:
+        return {**self.entry.to_value(), "block": self.block.to_value()}
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any], what: str) -> ValidatorChange:
+        return cls(LogEntry.from_value(value, what), SignedTreeHead.from_value(value["block"], f"{what}.block"))
+
+
 _RECEIPT_KEYS: Final = _ENTRY_KEYS | {"type", "chain_id", "tree_head", "validator_changes", "outcomes"}
 _CONSISTENCY_KEYS: Final = frozenset(
     {"type", "chain_id", "old_size", "old_root", "proof", "tree_head", "validator_changes"}
 )
 
 
-def _changes_from_value(value: object) -> tuple[LogEntry, ...]:
+def _changes_from_value(value: object) -> tuple[ValidatorChange, ...]:
     if type(value) is not list:
         raise InvalidReceipt("validator_changes must be a list")
     if len(value) > MAX_VALIDATOR_CHANGES:
@@ -267,8 +289,8 @@ def _changes_from_value(value: object) -> tuple[LogEntry, ...]:
         what = f"validator_changes[{i}]"
         if not isinstance(item, Mapping):
             raise InvalidReceipt(f"{what} must be an object")
-        _keys(item, _ENTRY_KEYS, what)
-        out.append(LogEntry.from_value(item, what))
+        _keys(item, _CHANGE_KEYS, what)
+        out.append(ValidatorChange.from_value(item, what))
     return tuple(out)
 
 
@@ -280,8 +302,9 @@ class Receipt:
     entry: LogEntry
     tree_head: SignedTreeHead
     #: Each validator-set change (``gov.validators`` or ``evidence``) before the head's block,
-    #: in log order, from the set named when the receipt was made (genesis by default).
-    validator_changes: tuple[LogEntry, ...] = ()
+    #: in log order, from the set named when the receipt was made (genesis by default), each
+    #: with the certified block that holds it.
+    validator_changes: tuple[ValidatorChange, ...] = ()
     #: Reserved for contract outcome proofs; empty in this version.
     outcomes: tuple[Any, ...] = field(default=())
 
@@ -328,7 +351,7 @@ class ConsistencyProof:
     old_root: bytes
     proof: tuple[bytes, ...]
     tree_head: SignedTreeHead
-    validator_changes: tuple[LogEntry, ...] = ()
+    validator_changes: tuple[ValidatorChange, ...] = ()
 
     def to_value(self) -> dict[str, Any]:
         return {
@@ -367,62 +390,68 @@ class ConsistencyProof:
 
 
 def _follow_validators(
-    trusted: ValidatorSet, chain_id: str, head: SignedTreeHead, changes: Sequence[LogEntry]
+    trusted: ValidatorSet, chain_id: str, head: SignedTreeHead, changes: Sequence[ValidatorChange]
 ) -> ValidatorSet:
-    """The validator set that certified ``head``, reached from ``trusted`` through proved changes.
+    """The validator set that certified ``head``, reached from ``trusted`` through certified changes.
 
-    Starting from the trusted set, each ``gov.validators`` change must be approved by more than
-    2/3 of the stake of the set before it, and each ``evidence`` must prove an equivocation by a
-    member of it. A change the current set did not approve breaks the walk, unless it installs
-    the trusted set itself (the auditor trusts that set however it came to be). Every change
-    must be included in the head's log, in log order.
+    Changes come grouped by the block that holds them, blocks in height order below the head.
+    A block's certificate must verify under the set in force before it (its header names that
+    set's hash): the current set, or the trusted set itself (the auditor trusts that set
+    wherever it certified a block). Each change must be included under its block's log root
+    and is applied with the ledger's own rule (:func:`next_validators`). So a change counts only
+    if a quorum of the set it changes put it on the chain: approvals that never took effect,
+    and evidence no certified block holds, change nothing.
     """
     current: ValidatorSet | None = trusted
-    last = -1
+    last_index, last_height = -1, 0
+    block_hash: bytes | None = None
     for i, change in enumerate(changes):
         what = f"validator_changes[{i}]"
-        if change.log_index <= last:
+        block, entry = change.block, change.entry
+        if entry.log_index <= last_index:
             raise InvalidReceipt(f"{what}: validator changes must be in log order")
-        last = change.log_index
-        change.check_inclusion(head, what)
-        tx = change.parse(what)
+        last_index = entry.log_index
+        if block.header.chain_id != chain_id or block.height >= head.height:
+            raise InvalidReceipt(f"{what}: its block is not a block of {chain_id!r} before the head")
+        if block.header.hash != block_hash:  # the first change of a new block: who certified it?
+            if block.height <= last_height:
+                raise InvalidReceipt(f"{what}: blocks must come in height order")
+            block_hash, last_height = block.header.hash, block.height
+            named = block.header.validators_hash
+            if current is not None and named == current.hash():
+                signers: ValidatorSet | None = current
+            elif named == trusted.hash():
+                signers = trusted
+            else:
+                signers = None  # a block the walk cannot vouch for: the chain is not followed
+            current = signers
+            if signers is not None:
+                try:
+                    block.certificate.verify(block.header, signers)
+                except FedLedgerError as exc:
+                    raise InvalidReceipt(f"{what}: its block is not certified: {exc}") from None
+        entry.check_inclusion(block, what)
+        tx = entry.parse(what)
         if tx.chain_id != chain_id or tx.kind not in VALIDATOR_KINDS:
             raise InvalidReceipt(f"{what}: not a validator change of chain {chain_id!r}")
-        try:
-            signing.verify(tx.sender, tx.body, tx.signature)
-        except FedLedgerError as exc:
-            raise InvalidReceipt(f"{what}: signature does not verify: {exc}") from None
-        after: ValidatorSet | None = None
         if current is not None:
             try:
-                after = next_validators(current, chain_id, tx)
-            except FedLedgerError:
-                after = None
-        if after is None and tx.kind == "gov.validators" and _installs(tx, trusted, chain_id):
-            after = trusted
-        current = after
-    if current is None or current.hash() != head.header.validators_hash:
-        raise InvalidReceipt(
-            "the tree head was certified by a validator set that the trusted set did not hand "
-            "over to (wrong trust anchor, a forged chain, or missing validator_changes)"
-        )
-    return current
-
-
-def _installs(tx: Transaction, target: ValidatorSet, chain_id: str) -> bool:
-    """Whether a gov.validators transaction names ``target`` as the new set (approvals not checked)."""
-    payload = tx.payload
-    params = payload.get("params") if type(payload) is dict else None
-    if type(params) is not dict or set(params) != {"stakes"}:
-        return False
-    try:
-        return ValidatorSet.from_value(params["stakes"]) == target
-    except FedLedgerError:
-        return False
+                current = next_validators(current, chain_id, tx)
+            except FedLedgerError as exc:
+                raise InvalidReceipt(f"{what}: a certified block holds a change its rules refuse: {exc}") from None
+    named = head.header.validators_hash
+    if current is not None and named == current.hash():
+        return current
+    if named == trusted.hash():
+        return trusted
+    raise InvalidReceipt(
+        "the tree head was certified by a validator set that the trusted set did not hand "
+        "over to (wrong trust anchor, a forged chain, or missing validator_changes)"
+    )
 
 
 def _certified(
-    head: SignedTreeHead, chain_id: str, trusted: ValidatorSet, changes: Sequence[LogEntry], what: str
+    head: SignedTreeHead, chain_id: str, trusted: ValidatorSet, changes: Sequence[ValidatorChange], what: str
 ) -> None:
     if head.header.chain_id != chain_id:
         raise InvalidReceipt(f"{what}: the tree head is for chain {head.header.chain_id!r}, not {chain_id!r}")
