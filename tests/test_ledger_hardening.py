@@ -742,8 +742,13 @@ def test_a_ledger_path_that_cannot_be_opened_is_a_typed_error(tmp_path: Path) ->
 # -- forged hand-overs: each change must sit in a block the set before it certified --------------
 
 
-def _forge(changes: list[Transaction], note_tx: Transaction, final: ValidatorSet, signer: Identity,
-           change_block_set: ValidatorSet) -> Receipt:
+def _forge(
+    changes: list[Transaction],
+    note_tx: Transaction,
+    final: ValidatorSet,
+    signer: Identity,
+    change_block_set: ValidatorSet,
+) -> Receipt:
     """A forger's receipt: its changes in block 1 (naming ``change_block_set``, signed by
     ``signer`` alone), the note in block 2 (naming ``final``), both certified by ``signer``."""
     from fedledger.crypto import merkle
@@ -754,14 +759,23 @@ def _forge(changes: list[Transaction], note_tx: Transaction, final: ValidatorSet
     n = len(changes)
 
     def head(height: int, size: int, named: ValidatorSet) -> SignedTreeHead:
-        header = BlockHeader(CHAIN, height, b"\0" * 32, merkle.root(log[:size]), size, size, tree.root_at(size),
-                             named.hash(), signer.verify_key.to_bytes(), 0)
+        header = BlockHeader(
+            CHAIN,
+            height,
+            b"\0" * 32,
+            merkle.root(log[:size]),
+            size,
+            size,
+            tree.root_at(size),
+            named.hash(),
+            signer.verify_key.to_bytes(),
+            0,
+        )
         return SignedTreeHead(header, Certificate.from_votes([Vote.create(signer, header)]))
 
     block1 = head(1, n, change_block_set)
     final_head = head(2, n + 1, final)
-    entries = tuple(ValidatorChange(LogEntry(log[i], i, tuple(tree.inclusion_proof(i, n))), block1)
-                    for i in range(n))
+    entries = tuple(ValidatorChange(LogEntry(log[i], i, tuple(tree.inclusion_proof(i, n))), block1) for i in range(n))
     return Receipt(CHAIN, LogEntry(log[n], n, tuple(tree.inclusion_proof(n, n + 1))), final_head, entries)
 
 
@@ -784,9 +798,16 @@ def test_slashing_evidence_in_a_block_the_trusted_set_did_not_certify_hands_noth
     trusted, attacker = validator_set(vals), vals[3]  # the attacker holds 10 of 100 stake
     votes1, votes2 = _honest_double_votes()
     spam = identity("random-outsider")
-    evidence = [Transaction.create(spam, kind="evidence", nonce=i, chain_id=CHAIN,
-                                   payload=Evidence(votes1[v.verify_key.to_bytes()], votes2[i]).to_value())
-                for i, v in enumerate(vals[:3])]
+    evidence = [
+        Transaction.create(
+            spam,
+            kind="evidence",
+            nonce=i,
+            chain_id=CHAIN,
+            payload=Evidence(votes1[v.verify_key.to_bytes()], votes2[i]).to_value(),
+        )
+        for i, v in enumerate(vals[:3])
+    ]
     forged_note = Transaction.create(spam, kind="note", payload="consent to everything", nonce=9, chain_id=CHAIN)
     final = ValidatorSet({attacker.verify_key: 10})
     named = trusted if block_names == "trusted" else final
@@ -801,8 +822,13 @@ def test_approvals_that_never_took_effect_hand_nothing_over() -> None:
     target = ValidatorSet({newcomer.verify_key: 100, vals[0].verify_key: 1})
     proposal = GovernanceProposal(CHAIN, 12345, "gov.validators", {"stakes": target.to_value()})  # type: ignore[dict-item]
     spam = identity("anyone")
-    change = Transaction.create(spam, kind="gov.validators", nonce=0, chain_id=CHAIN,
-                                payload=proposal.payload([proposal.approve(v) for v in vals[:3]]))
+    change = Transaction.create(
+        spam,
+        kind="gov.validators",
+        nonce=0,
+        chain_id=CHAIN,
+        payload=proposal.payload([proposal.approve(v) for v in vals[:3]]),
+    )
     note_tx = Transaction.create(spam, kind="note", payload="forged", nonce=1, chain_id=CHAIN)
     for named in (trusted, target):
         with pytest.raises(InvalidReceipt):
@@ -820,12 +846,17 @@ def test_rows_changed_or_added_after_open_are_never_served(tmp_path: Path) -> No
             reader.get(forged.id)
         db = sqlite3.connect(path)
         (data,) = db.execute("SELECT data FROM txs WHERE seq = 0").fetchone()
-        rewritten = Transaction.create(sites(2)[0], kind="note", payload={"consent": "revoked"}, nonce=0,
-                                       chain_id=CHAIN)
+        rewritten = Transaction.create(
+            sites(2)[0], kind="note", payload={"consent": "revoked"}, nonce=0, chain_id=CHAIN
+        )
         db.execute("UPDATE txs SET data = ? WHERE seq = 0", (rewritten.to_bytes(),))
         db.commit()
-        for read in (lambda: reader.get(txs[0].id), lambda: list(reader.transactions()), lambda: reader.block(1),
-                     lambda: reader.prove(txs[0].id)):
+        for read in (
+            lambda: reader.get(txs[0].id),
+            lambda: list(reader.transactions()),
+            lambda: reader.block(1),
+            lambda: reader.prove(txs[0].id),
+        ):
             with pytest.raises(TamperedLedger, match="changed since the ledger opened"):
                 read()
         db.execute("UPDATE txs SET data = ? WHERE seq = 0", (data,))
