@@ -733,8 +733,8 @@ def test_a_ledger_path_that_cannot_be_opened_is_a_typed_error(tmp_path: Path) ->
     vals = validators()
     with pytest.raises(NotFound, match="directory does not exist"):
         Ledger.open(tmp_path / "missing" / "l.db", chain_id=CHAIN, validators=validator_set(vals))
-    with pytest.raises(InvalidArgument, match="cannot open"):
-        Ledger.open(tmp_path, chain_id=CHAIN, validators=validator_set(vals))  # a directory
+    with pytest.raises(InvalidArgument, match="is a directory"):
+        Ledger.open(tmp_path, chain_id=CHAIN, validators=validator_set(vals))
     with pytest.raises(NotFound):
         Ledger.open(tmp_path / "missing.db", read_only=True)
 
@@ -867,3 +867,40 @@ def test_rows_changed_or_added_after_open_are_never_served(tmp_path: Path) -> No
         with pytest.raises(TamperedLedger, match="changed since the ledger opened"):
             reader.block(2)
         assert reader.get(txs[0].id) == txs[0]
+
+
+def test_a_refused_second_writer_leaves_the_first_writers_sqlite_locks_alone(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    make_file(path, blocks=1)
+
+    def sqlite_locks() -> list[str]:
+        inode = str(os.stat(path).st_ino)
+        return sorted(line.split()[1] for line in Path("/proc/locks").read_text().splitlines() if f":{inode} " in line)
+
+    with Ledger.open(path, local_validators=validators()) as writer:
+        reader = Ledger.open(path, read_only=True)
+        list(reader.transactions())
+        reader._store._db.execute("BEGIN")  # type: ignore[attr-defined]  # hold a read transaction
+        reader._store._db.execute("SELECT COUNT(*) FROM txs").fetchall()  # type: ignore[attr-defined]
+        before = sqlite_locks()
+        with pytest.raises(LedgerLocked):
+            Ledger.open(path)
+        assert sqlite_locks() == before and "POSIX" in before
+        reader._store._db.execute("COMMIT")  # type: ignore[attr-defined]
+        reader.close()
+        writer.submit(note(sites(2)[0], 1))
+        writer.commit()
+
+
+def test_a_trigger_or_view_under_an_expected_name_is_tampering(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    make_file(path, blocks=1)
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX txs_by_id")
+    db.execute("CREATE TRIGGER txs_by_id AFTER INSERT ON txs BEGIN DELETE FROM meta; END")
+    db.commit()
+    db.close()
+    with pytest.raises(TamperedLedger, match="txs_by_id is not the index"):
+        Ledger.open(path, read_only=True)
+    with pytest.raises(TamperedLedger, match="txs_by_id"):
+        Ledger.open(path, local_validators=validators())

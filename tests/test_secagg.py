@@ -4,6 +4,7 @@ and malicious clients that must not crash the server or corrupt the sum."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -1262,3 +1263,22 @@ def test_clipped_values_are_counted_and_warned_about_locally_never_sent() -> Non
         warnings.simplefilter("always")
         secagg.run_round({k: np.clip(v, -1, 1) for k, v in updates.items()}, config)
     assert not [w for w in caught if issubclass(w.category, ClippedValuesWarning)]
+
+
+def test_share_recovery_tries_distinct_subsets_and_survives_two_bad_shares() -> None:
+    from fedledger.crypto import shamir
+    from fedledger.secagg import unmasking
+
+    secret = bytes(range(32))
+    shares = shamir.split(secret, 5, 12)
+    tried = list(itertools.islice(unmasking._subsets(shares, 5), 6 + 5))
+    keys = [tuple(s.index for s in subset) for subset in tried]
+    assert len(set(keys)) == len(keys), "a subset was tried twice"
+    # Two bad shares among the first t + 1: leave-one-out cannot help, the random phase must.
+    bad = list(shares)
+    for j in (0, 3):
+        raw = bytearray(bad[j].to_bytes())
+        raw[-1] ^= 1
+        bad[j] = shamir.Share.from_bytes(bytes(raw))
+    found, consistent = unmasking.recover(bad, 5, lambda s: s == secret)
+    assert found == secret and not consistent

@@ -12,6 +12,7 @@ instant leaves either the whole block or none of it. Durability levels:
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -59,26 +60,44 @@ _SCHEMA_NAMES: Final = frozenset({"meta", "blocks", "txs", "txs_by_id", "txs_by_
 META_KEYS: Final = frozenset({"genesis"})
 
 
+@functools.cache
+def _expected_schema() -> dict[str, tuple[object, ...]]:
+    """What ``sqlite_master`` says of the schema, as SQLite itself records it: each entry's
+    type, name, table and SQL text, so a trigger or view under an expected name is caught."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        rows = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        return {row[1]: tuple(row) for row in rows.fetchall()}
+    finally:
+        db.close()
+
+
 def system_clock_ms() -> int:
     """The system clock in milliseconds since the epoch: the default clock of a ledger."""
     return time.time_ns() // 1_000_000
 
 
 def _lock_for_writing(path: str) -> int | None:
-    """An exclusive ``flock`` on the ledger file, held until the store closes.
+    """An exclusive ``flock`` on ``PATH-lock``, held until the store closes.
 
-    ``flock`` locks are separate from the POSIX record locks SQLite takes, so they do not
-    interfere; the descriptor is closed only after SQLite's connection (closing it earlier
-    would drop SQLite's own locks in this process).
+    The lock is taken on a file of its own, never on the database: closing any descriptor of
+    the database would drop the POSIX locks SQLite holds on it in this process (a failed
+    second open in the same process would do exactly that). The ``-lock`` file is left in
+    place when the store closes, like SQLite's ``-shm``; deleting it could let two writers
+    lock two different files.
     """
     if fcntl is None:
         return None
+    lock_path = f"{path}-lock"
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise NotFound(f"cannot create a ledger at {path}: its directory does not exist")
+    if os.path.isdir(path):
+        raise InvalidArgument("path", f"{path} is a directory, not a ledger file")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:
-        raise NotFound(f"cannot create a ledger at {path}: its directory does not exist") from None
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise InvalidArgument("path", f"cannot open {path} for writing: {exc.strerror}") from None
+        raise InvalidArgument("path", f"cannot create the writer's lock {lock_path}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -193,6 +212,11 @@ class SQLiteStore:
             raise TamperedLedger(0, f"storage: {', '.join(missing)} missing from the database")
         if extra:
             raise TamperedLedger(0, f"storage: unexpected {', '.join(extra)} in the database")
+        query = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        found = {row[1]: tuple(row) for row in self._db.execute(query).fetchall()}
+        for name, want in _expected_schema().items():
+            if found.get(name) != want:
+                raise TamperedLedger(0, f"storage: {name} is not the {want[0]} the ledger created")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         try:

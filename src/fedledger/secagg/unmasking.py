@@ -84,8 +84,10 @@ def _subsets(group: list[shamir.Share], t: int) -> Iterator[list[shamir.Share]]:
     yield group[:t]
     if len(group) == t:
         return
-    for i in range(len(group)):
-        yield (group[:i] + group[i + 1 :])[:t]
+    # Leaving out one of the first t + 1 gives every distinct leave-one-out choice of t
+    # (leaving out a later share would give group[:t] again).
+    for i in range(t):
+        yield group[:i] + group[i + 1 : t + 1]
     rng = random.Random(len(group) * 1_000_003 + t)  # not secret: which subsets to try
     while True:
         yield sorted(rng.sample(group, t), key=lambda s: s.index)
