@@ -1274,11 +1274,14 @@ def test_share_recovery_tries_distinct_subsets_and_survives_two_bad_shares() -> 
     tried = list(itertools.islice(unmasking._subsets(shares, 5), 6 + 5))
     keys = [tuple(s.index for s in subset) for subset in tried]
     assert len(set(keys)) == len(keys), "a subset was tried twice"
-    # Two bad shares among the first t + 1: leave-one-out cannot help, the random phase must.
+    # Two bad shares among the first t + 1: no leave-one-out choice avoids both; later tries must.
     bad = list(shares)
-    for j in (0, 3):
-        raw = bytearray(bad[j].to_bytes())
-        raw[-1] ^= 1
-        bad[j] = shamir.Share.from_bytes(bytes(raw))
+    # Wrong values under the right commitment (only combining shows them), chosen so that they
+    # cannot cancel in the first subset's Lagrange sum (5 * 1 + 10 * 2 for x = 1 and 3).
+    for j, delta in ((0, 1), (2, 2)):
+        s0 = bad[j]
+        first = (int.from_bytes(s0.values[:4], "little") + delta) % (2**31 - 1)
+        values = first.to_bytes(4, "little") + s0.values[4:]
+        bad[j] = shamir.Share(s0.index, s0.threshold, s0.length, values, s0.commitment)
     found, consistent = unmasking.recover(bad, 5, lambda s: s == secret)
     assert found == secret and not consistent
