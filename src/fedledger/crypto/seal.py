@@ -281,8 +281,8 @@ def unseal_records(key: bytes, sealed: bytes | memoryview, context: SealContext)
 
 # -- large messages as streams ----------------------------------------------------------------
 
-#: Records per batch of the stream sealer and opener (16 MiB at the default record size).
-STREAM_BATCH: Final = 64
+#: Records per batch of the stream sealer and opener (4 MiB at the default record size).
+STREAM_BATCH: Final = 16
 
 
 def _record_nonce(base: bytes, i: int) -> bytes:
