@@ -68,6 +68,14 @@ def test_ids_match_the_library(size: int) -> None:
     assert digest_of_cid(cid_of(data)) == hashlib.sha256(data).digest()
 
 
+def test_ids_of_many_digests_match_the_library_text() -> None:
+    for i in range(300):
+        digest = hashlib.sha256(i.to_bytes(4, "big")).digest()
+        expected = libcid.make_cid(1, "raw", libmultihash.encode(digest, "sha2-256")).encode("base32").decode()
+        assert cid_of_digest(digest) == expected
+        assert digest_of_cid(expected) == digest
+
+
 def test_a_different_byte_is_a_different_id() -> None:
     assert cid_of(b"hello world\n") != cid_of(b"hello world!")
 

@@ -18,10 +18,13 @@ __all__ = ["Backend", "LocalBackend", "PendingObject", "fsync_directory", "write
 
 
 class PendingObject(Protocol):
-    """An object being written: ``file`` takes the bytes; ``commit`` makes them durable under
-    ``name`` atomically (all or nothing, even if the process is killed); ``abort`` drops them."""
+    """An object being written: ``file`` takes the bytes; ``sync`` makes those written so far
+    durable (not yet visible); ``commit`` makes them durable and visible under ``name``
+    atomically (all or nothing, even if the process is killed); ``abort`` drops them."""
 
     file: BinaryIO
+
+    def sync(self) -> None: ...
 
     def commit(self, name: str) -> None: ...
 
@@ -82,9 +85,12 @@ class _LocalPending:
         self._tmp = _temp_name(directory)
         self.file: BinaryIO = open(os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b")
 
-    def commit(self, name: str) -> None:
+    def sync(self) -> None:
         self.file.flush()
         os.fsync(self.file.fileno())
+
+    def commit(self, name: str) -> None:
+        self.sync()
         self.file.close()
         os.replace(self._tmp, self._directory / name)
         fsync_directory(self._directory)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
-from fedledger.blobstore.backend import Backend, LocalBackend, fsync_directory, write_durably
+from fedledger.blobstore.backend import Backend, LocalBackend, PendingObject, fsync_directory, write_durably
 from fedledger.blobstore.cid import cid_of_digest, digest_of_cid
 from fedledger.crypto import seal
 from fedledger.crypto.agreement import hkdf_sha256
@@ -188,22 +188,27 @@ class BlobStore:
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
         view = memoryview(data).cast("B")
         data_key = seal.generate_key()
-        with ThreadPoolExecutor(max_workers=1) as pool:  # hash while the kernel seals
+        # The hash runs while the kernel seals; the sealed bytes are written and synced while
+        # the key is stored; the object becomes visible (renamed) only once both are durable.
+        with ThreadPoolExecutor(max_workers=2) as pool:
             digest = pool.submit(lambda: hashlib.sha256(view).digest())
             sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT)
-            cid = cid_of_digest(digest.result())
-        self._check_not_erased(cid)
-        if self._stored(cid):
-            return cid
-        pending = self.backend.create()
-        try:
-            pending.file.write(sealed)
-            del sealed
-            self._store_key(cid, data_key, len(view))
-            pending.commit(cid)
-        except BaseException:
-            pending.abort()
-            raise
+            pending = self.backend.create()
+            try:
+                written = pool.submit(_write_and_sync, pending, sealed)
+                del sealed
+                cid = cid_of_digest(digest.result())
+                self._check_not_erased(cid)
+                if self._stored(cid):
+                    written.result()
+                    pending.abort()
+                    return cid
+                self._store_key(cid, data_key, len(view))
+                written.result()
+                pending.commit(cid)
+            except BaseException:
+                pending.abort()
+                raise
         return cid
 
     def put_file(self, source: str | os.PathLike[str] | BinaryIO) -> str:
@@ -315,6 +320,11 @@ class BlobStore:
             pass
         fsync_directory(self._keys)
         self.backend.delete(cid)
+
+
+def _write_and_sync(pending: PendingObject, sealed: bytes) -> None:
+    pending.file.write(sealed)
+    pending.sync()
 
 
 def _verified(chunks: Iterator[bytes], digest: bytes, length: int, cid: str) -> Iterator[bytes]:

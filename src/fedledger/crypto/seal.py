@@ -350,8 +350,14 @@ def seal_records_stream(
             raise MemoryError(f"sealing kernel failed (code {rc})")
         return out
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    def write_all(parts: list[bytes]) -> None:
+        for part in parts:
+            sink.write(part)
+
+    # Batch k is written by one thread while batch k+1 is read, hashed and sealed by the others.
+    with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=1) as writer:
         done, index = 0, 0
+        written = None
         while index < count:
             want = min(batch, length - done)
             data = _read_exactly(source, want)
@@ -360,13 +366,18 @@ def seal_records_stream(
             seen = pool.submit(observe, data) if observe is not None and data else None
             view = memoryview(data)
             starts = range(0, max(len(data), 1), record_size)
-            sealed = pool.map(seal_one, range(index, index + len(starts)), [view[a : a + record_size] for a in starts])
-            for out in sealed:
-                sink.write(out)
+            sealed = list(
+                pool.map(seal_one, range(index, index + len(starts)), [view[a : a + record_size] for a in starts])
+            )
+            if written is not None:
+                written.result()
+            written = writer.submit(write_all, sealed)
             if seen is not None:
                 seen.result()
             index += len(starts)
             done += len(data)
+        if written is not None:
+            written.result()
     if source.read(1):
         raise InvalidArgument("source", f"the file grew while it was sealed (past {length} bytes)")
     return length
