@@ -23,6 +23,7 @@ import io
 import os
 import secrets
 import struct
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -188,27 +189,26 @@ class BlobStore:
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
         view = memoryview(data).cast("B")
         data_key = seal.generate_key()
-        # The hash runs while the kernel seals; the sealed bytes are written and synced while
-        # the key is stored; the object becomes visible (renamed) only once both are durable.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            digest = pool.submit(lambda: hashlib.sha256(view).digest())
-            sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT)
-            pending = self.backend.create()
-            try:
-                written = pool.submit(_write_and_sync, pending, sealed)
-                del sealed
-                cid = cid_of_digest(digest.result())
-                self._check_not_erased(cid)
-                if self._stored(cid):
-                    written.result()
-                    pending.abort()
-                    return cid
-                self._store_key(cid, data_key, len(view))
+        # The kernel seals on every core; then the sealed bytes are written and synced by an
+        # I/O thread while this one hashes and stores the key. The object becomes visible
+        # (renamed) only once the key and the object are both durable.
+        sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT)
+        pending = self.backend.create()
+        try:
+            written = _io_pool().submit(_write_and_sync, pending, sealed)
+            del sealed
+            cid = cid_of_digest(hashlib.sha256(view).digest())
+            self._check_not_erased(cid)
+            if self._stored(cid):
                 written.result()
-                pending.commit(cid)
-            except BaseException:
                 pending.abort()
-                raise
+                return cid
+            self._store_key(cid, data_key, len(view))
+            written.result()
+            pending.commit(cid)
+        except BaseException:
+            pending.abort()
+            raise
         return cid
 
     def put_file(self, source: str | os.PathLike[str] | BinaryIO) -> str:
@@ -320,6 +320,19 @@ class BlobStore:
             pass
         fsync_directory(self._keys)
         self.backend.delete(cid)
+
+
+_IO_POOL: ThreadPoolExecutor | None = None
+_IO_LOCK = threading.Lock()
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """One I/O thread pool for the process (a thread started per put costs more than the put)."""
+    global _IO_POOL
+    with _IO_LOCK:
+        if _IO_POOL is None:
+            _IO_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fedledger-blobstore")
+        return _IO_POOL
 
 
 def _write_and_sync(pending: PendingObject, sealed: bytes) -> None:
