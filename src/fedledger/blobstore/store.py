@@ -187,7 +187,10 @@ class BlobStore:
         """Store ``data``; return its CID once the object and its key are durable."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
-        view = memoryview(data).cast("B")
+        view = memoryview(data)
+        if not view.c_contiguous:
+            raise InvalidArgument("data", "must be contiguous")
+        view = view.cast("B")
         data_key = seal.generate_key()
         # The kernel seals on every core; then the sealed bytes are written and synced by an
         # I/O thread while this one hashes and stores the key. The object becomes visible
@@ -294,7 +297,10 @@ class BlobStore:
 
         if not isinstance(reason, str) or not reason:
             raise InvalidArgument("reason", "must be non-empty text")
-        self._load_key(cid)  # Erased, NotFound or CorruptBlob first (a corrupt key can still be shredded below)
+        self._check_not_erased(cid)
+        if not (self._keys / cid).is_file() and not self.backend.exists(cid):
+            raise NotFound(f"no object {cid}")
+        # A key or object that fails its check is erased all the same.
         tx = Transaction.create(
             identity,
             kind=ERASE_KIND,
