@@ -247,6 +247,7 @@ def test_shred_erases_records_and_the_ledger_verifies(store: BlobStore, ledger: 
         store.open(cid)
     with pytest.raises(Erased):
         store.put(data)  # the same content cannot come back under the erased id
+    assert not list((store.path / "objects").glob(".tmp-*"))  # and the refused put left nothing behind
     with pytest.raises(Erased):
         store.shred(cid, ledger=ledger, identity=site, reason="again")
     assert not store.has(cid)

@@ -25,6 +25,7 @@ import secrets
 import struct
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,18 +198,24 @@ class BlobStore:
         # (renamed) only once the key and the object are both durable.
         sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT)
         pending = self.backend.create()
+        written = _io_pool().submit(_write_and_sync, pending, sealed)
+        del sealed
         try:
-            written = _io_pool().submit(_write_and_sync, pending, sealed)
-            del sealed
             cid = cid_of_digest(hashlib.sha256(view).digest())
             self._check_not_erased(cid)
-            if self._stored(cid):
-                written.result()
-                pending.abort()
-                return cid
-            self._store_key(cid, data_key, len(view))
+            stored = self._stored(cid)
+            if not stored:
+                self._store_key(cid, data_key, len(view))
+        except BaseException:
+            futures.wait([written])  # the I/O thread is done with the file before it is dropped
+            pending.abort()
+            raise
+        try:
             written.result()
-            pending.commit(cid)
+            if stored:
+                pending.abort()
+            else:
+                pending.commit(cid)
         except BaseException:
             pending.abort()
             raise
