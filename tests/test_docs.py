@@ -17,6 +17,8 @@ MODULES = [
     "fedledger.secagg",
     "fedledger.secagg.outcome",
     "fedledger.crypto.paillier",
+    "fedledger.blobstore.cid",
+    "fedledger.blobstore.store",
 ]
 
 

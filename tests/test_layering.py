@@ -29,14 +29,15 @@ FLOORS: dict[str, int] = {
     "identity": 3,
     "ledger": 4,
     "secagg": 4,
+    "blobstore": 5,
     "__init__": 7,
     "__main__": 7,
 }
 ALLOWED: dict[str, set[str]] = {
     "_ext": {"_ext"},
     "crypto": {"_ext", "errors", "crypto"},
-    "ledger": set(FLOORS) - {"secagg", "__init__", "__main__"},
-    "secagg": set(FLOORS) - {"ledger", "__init__", "__main__"},
+    "ledger": set(FLOORS) - {"secagg", "blobstore", "__init__", "__main__"},
+    "secagg": set(FLOORS) - {"ledger", "blobstore", "__init__", "__main__"},
 }
 _CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+cimport|cimport\s+([\w.]+))", re.M)
 
@@ -138,6 +139,8 @@ def _fake_tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ({"ledger/state.py": "from fedledger.secagg import server\n"}, "ledger may import only"),
         ({"secagg/server.py": "from fedledger import ledger\n"}, "secagg may import only"),
         ({"identity.py": "from fedledger.ledger import Transaction\n"}, "upward"),
+        ({"ledger/state.py": "from fedledger.blobstore import BlobStore\n"}, "ledger may import only"),
+        ({"crypto/seal.py": "from fedledger import blobstore\n"}, "crypto may import only"),
         ({"encoding.py": "import fedledger.secagg.client\n"}, "upward"),
     ],
 )

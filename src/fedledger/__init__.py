@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from fedledger._version import __version__
 
 if TYPE_CHECKING:
+    from fedledger.blobstore import BlobStore
     from fedledger.identity import Identity, IdentityCard
     from fedledger.ledger import Ledger, Receipt, Transaction, ValidatorSet, verify_receipt
 
 __all__ = [
+    "BlobStore",
     "BuildInfo",
     "Identity",
     "IdentityCard",
@@ -35,6 +37,7 @@ __all__ = [
 # Public names imported on first use, so that ``import fedledger`` stays cheap
 # (no numpy, no cryptography until something needs them).
 _LAZY = {
+    "BlobStore": "fedledger.blobstore",
     "Identity": "fedledger.identity",
     "IdentityCard": "fedledger.identity",
     "Ledger": "fedledger.ledger",

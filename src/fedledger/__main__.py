@@ -12,21 +12,32 @@
     fedledger ledger prove PATH TX_ID    a receipt (JSON) that anyone can check offline
     fedledger ledger export PATH         every block and transaction, as JSON lines
     fedledger receipt verify FILE (--genesis FILE | --validators FILE [--chain-id ID])
+    fedledger blob put STORE FILE        store a file ('-': stdin); prints its CID
+    fedledger blob get STORE CID [-o FILE]
+                                         the object's bytes (stdout, or FILE written atomically)
+    fedledger blob stat STORE CID        size and sealed size (JSON)
+    fedledger blob shred STORE CID --ledger PATH --identity FILE --reason TEXT
+                                         destroy the object's key and record the erasure;
+                                         the identity's password comes from the environment
+                                         variable FEDLEDGER_IDENTITY_PASSWORD, else a prompt
 
 Every ledger command opens the file read-only and changes nothing.
-Exit codes: 0 success, 1 verification failed (tampered ledger, invalid receipt),
-2 bad usage or input, 3 not found.
+Exit codes: 0 success, 1 verification failed (tampered ledger, invalid receipt, corrupted
+object), 2 bad usage or input, 3 not found (or erased).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+#: Where ``blob shred`` reads the identity file's password (else it prompts).
+PASSWORD_ENV = "FEDLEDGER_IDENTITY_PASSWORD"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +83,28 @@ def _parser() -> argparse.ArgumentParser:
         help="the validator set you trust: JSON [[hex key, stake], ...] or what 'fedledger ledger show' prints",
     )
     check.add_argument("--chain-id", help="the chain the receipt must be of (needed with a bare --validators list)")
+    blob = sub.add_parser("blob", help="the off-chain blob store: put, get, stat, shred")
+    bsub = blob.add_subparsers(dest="action", required=True)
+    put = bsub.add_parser("put", help="store a file ('-' for stdin) and print its CID")
+    put.add_argument("store")
+    put.add_argument("file")
+    get = bsub.add_parser("get", help="write an object's bytes to stdout or -o FILE")
+    get.add_argument("store")
+    get.add_argument("cid")
+    get.add_argument("-o", "--output", help="write here (atomically, only once the object verified)")
+    stat = bsub.add_parser("stat", help="an object's size and sealed size, as JSON")
+    stat.add_argument("store")
+    stat.add_argument("cid")
+    shred = bsub.add_parser("shred", help="erase an object (destroy its key) and record it on the ledger")
+    shred.add_argument("store")
+    shred.add_argument("cid")
+    shred.add_argument("--ledger", required=True, help="the ledger file that records the erasure")
+    shred.add_argument(
+        "--identity",
+        required=True,
+        help=f"a member's identity file (its password from ${PASSWORD_ENV}, else a prompt)",
+    )
+    shred.add_argument("--reason", required=True, help="why (recorded on the ledger; no personal data)")
     return parser
 
 
@@ -290,6 +323,73 @@ def _receipt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _blob(args: argparse.Namespace) -> int:
+    from fedledger.blobstore import BlobStore
+
+    store = BlobStore(args.store)
+    if args.action == "put":
+        if args.file == "-":
+            cid = store.put(sys.stdin.buffer.read())
+        else:
+            try:
+                cid = store.put_file(args.file)
+            except FileNotFoundError:
+                raise _UsageError(f"no file at {args.file}") from None
+        print(cid)
+    elif args.action == "get":
+        if args.output is None:
+            with store.open(args.cid) as f:
+                while block := f.read(1 << 20):
+                    sys.stdout.buffer.write(block)
+            sys.stdout.buffer.flush()
+        else:
+            out = Path(args.output)
+            tmp = out.with_name(f".{out.name}.partial")
+            try:
+                with store.open(args.cid) as f, open(tmp, "wb") as w:
+                    while block := f.read(1 << 20):
+                        w.write(block)
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
+    elif args.action == "stat":
+        info = store.stat(args.cid)
+        print(json.dumps({"cid": info.cid, "size": info.size, "sealed_size": info.sealed_size}))
+    else:
+        return _shred(store, args)
+    return EXIT_OK
+
+
+def _shred(store: Any, args: argparse.Namespace) -> int:
+    import getpass
+
+    from fedledger.errors import QuorumNotReached
+    from fedledger.identity import Identity
+    from fedledger.ledger import Ledger
+
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        password = getpass.getpass(f"password for {args.identity}: ")
+    if not Path(args.identity).is_file():
+        raise _UsageError(f"no identity file at {args.identity}")
+    identity = Identity.load(args.identity, password)
+    if not Path(args.ledger).is_file():
+        raise _UsageError(f"no ledger file at {args.ledger}")
+    with Ledger.open(args.ledger, read_only=True) as peek:
+        is_validator = identity.verify_key.to_bytes() in peek.validators
+    with Ledger.open(args.ledger, local_validators=[identity] if is_validator else []) as ledger:
+        tx = store.shred(args.cid, ledger=ledger, identity=identity, reason=args.reason)
+        try:
+            block = ledger.commit()
+        except QuorumNotReached:
+            ledger.abandon_proposal()
+            print(f"erased {args.cid}; the erasure record needs the validators' votes: relay this transaction")
+            print(tx.to_bytes().hex())
+            return EXIT_OK
+    print(f"erased {args.cid}; recorded as transaction {tx.id.hex()} in block {block.height}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "info":
@@ -302,9 +402,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INVALID
         print(json.dumps(info, indent=2))
         return EXIT_OK
-    from fedledger.errors import FedLedgerError, InvalidProof, NotFound, TamperedLedger
+    from fedledger.errors import CorruptBlob, Erased, FedLedgerError, InvalidProof, NotFound, TamperedLedger
 
     try:
+        if args.command == "blob":
+            return _blob(args)
         return _ledger(args) if args.command == "ledger" else _receipt(args)
     except _UsageError as exc:
         print(f"fedledger: {exc}", file=sys.stderr)
@@ -312,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     except NotFound as exc:
         print(f"fedledger: not found: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
-    except (TamperedLedger, InvalidProof) as exc:
+    except Erased as exc:
+        print(f"fedledger: erased: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except (TamperedLedger, InvalidProof, CorruptBlob) as exc:
         print(f"fedledger: FAILED: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except (FedLedgerError, OSError, ValueError) as exc:

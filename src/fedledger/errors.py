@@ -8,8 +8,10 @@ Messages say what was wrong and where (which argument, which index, which height
 from __future__ import annotations
 
 __all__ = [
+    "CorruptBlob",
     "DecryptionError",
     "EncodingError",
+    "Erased",
     "FedLedgerError",
     "InsufficientShares",
     "InvalidArgument",
@@ -241,6 +243,18 @@ class SecAggError(FedLedgerError):
 class RoundFailed(SecAggError):
     """The secure-aggregation round cannot complete: too many dropouts for the threshold, or a
     secret that cannot be reconstructed. Nothing about the sum is revealed."""
+
+
+# -- the blob store ------------------------------------------------------------------------------
+
+
+class Erased(FedLedgerError):
+    """The object was crypto-shredded: its data key is destroyed, so nothing can decrypt it."""
+
+
+class CorruptBlob(FedLedgerError):
+    """A stored object, its wrapped data key or the store's master key fails its check (a flipped
+    byte, a truncated file, a wrong key, or plaintext whose id differs). No bytes are returned."""
 
 
 # -- optional dependencies ---------------------------------------------------------------------

@@ -19,6 +19,12 @@ associated data is the context's, then that 25-byte header, then i (8 bytes, big
 records cannot be dropped, reordered, moved between messages or have their length changed;
 any change to any byte is a :class:`~fedledger.errors.SealError` and nothing is returned.
 
+Objects too large to hold twice in memory (a 1 GB model) go through :func:`seal_records_stream`
+and :func:`open_records_stream`: the same layout, byte for byte, read from and written to files
+a batch of records at a time; the length in the header is the source file's size. The stream
+opener checks every record before yielding its plaintext, so what it yields is authenticated,
+but a caller that stops at an error has seen the records before it (all genuine).
+
 >>> from fedledger.crypto import seal
 >>> key = seal.generate_key()
 >>> ctx = seal.SealContext(sender="st-marys", receiver="aggregator", round=3, purpose="update")
@@ -30,8 +36,10 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,8 +57,10 @@ __all__ = [
     "TAG_SIZE",
     "SealContext",
     "generate_key",
+    "open_records_stream",
     "seal",
     "seal_records",
+    "seal_records_stream",
     "sealed_records_size",
     "unseal",
     "unseal_records",
@@ -267,3 +277,165 @@ def unseal_records(key: bytes, sealed: bytes | memoryview, context: SealContext)
     out = bytearray(length)
     unseal_records_into(key, sealed, context, out)
     return bytes(out)
+
+
+# -- large messages as streams ----------------------------------------------------------------
+
+#: Records per batch of the stream sealer and opener (4 MiB at the default record size).
+STREAM_BATCH: Final = 16
+
+
+def _record_nonce(base: bytes, i: int) -> bytes:
+    """The kernel's per-record nonce: ``base`` XOR i, i big-endian in the last 8 bytes."""
+    return base[:4] + (int.from_bytes(base[4:], "big") ^ i).to_bytes(8, "big")
+
+
+def _check_record_size(record_size: object) -> int:
+    if type(record_size) is not int or not _MIN_RECORD <= record_size <= _MAX_RECORD:
+        raise InvalidArgument("record_size", f"must be an int in [{_MIN_RECORD}, {_MAX_RECORD}], got {record_size!r}")
+    return record_size
+
+
+def _read_exactly(source: BinaryIO, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        part = source.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def seal_records_stream(
+    key: bytes,
+    source: BinaryIO,
+    sink: BinaryIO,
+    context: SealContext,
+    *,
+    record_size: int = RECORD_SIZE,
+    observe: Callable[[bytes], object] | None = None,
+) -> int:
+    """Seal the rest of the file ``source`` (from its position to its end) into ``sink`` in
+    exactly :func:`seal_records`'s layout; return the plaintext's length.
+
+    The length in the header is the file's size (``os.fstat``) less its position; a file that
+    grows or shrinks while it is read is an :class:`InvalidArgument`. Memory stays near
+    ``STREAM_BATCH`` records whatever the size. ``observe`` (for example a hash's ``update``)
+    is called with each batch of plaintext in order, in a worker thread while the batch is
+    sealed, so hashing overlaps sealing (hashlib and the kernel both release the GIL).
+    """
+    raw = _raw_key(key)
+    aad = _context(context)
+    record_size = _check_record_size(record_size)
+    try:
+        length = os.fstat(source.fileno()).st_size - source.tell()
+    except (AttributeError, OSError) as exc:
+        raise InvalidArgument("source", f"must be a regular file open for reading ({exc})") from None
+    if length < 0:  # pragma: no cover - a position past the end
+        raise InvalidArgument("source", "its position is past its end")
+    base = os.urandom(NONCE_SIZE)
+    header = _RECORDS_HEADER.pack(RECORDS_VERSION, base, record_size, length)
+    sink.write(header)
+    prefix = aad + header
+    count = _record_count(length, record_size)
+    batch = record_size * STREAM_BATCH
+    workers = max(2, num_threads())
+
+    def seal_one(i: int, chunk: memoryview) -> bytes:
+        rc, out = _k.seal_records(
+            raw, _record_nonce(base, i), prefix + i.to_bytes(8, "big"), False, chunk, record_size, b"", 1
+        )
+        if rc != _k.OK:  # pragma: no cover - OpenSSL failure
+            raise MemoryError(f"sealing kernel failed (code {rc})")
+        return out
+
+    def write_all(parts: list[bytes]) -> None:
+        for part in parts:
+            sink.write(part)
+
+    # Batch k is written by one thread while batch k+1 is read, hashed and sealed by the others.
+    with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=1) as writer:
+        done, index = 0, 0
+        written = None
+        while index < count:
+            want = min(batch, length - done)
+            data = _read_exactly(source, want)
+            if len(data) != want:
+                raise InvalidArgument("source", f"the file shrank while it was sealed ({done + len(data)} of {length})")
+            seen = pool.submit(observe, data) if observe is not None and data else None
+            view = memoryview(data)
+            starts = range(0, max(len(data), 1), record_size)
+            sealed = list(
+                pool.map(seal_one, range(index, index + len(starts)), [view[a : a + record_size] for a in starts])
+            )
+            if written is not None:
+                written.result()
+            written = writer.submit(write_all, sealed)
+            if seen is not None:
+                seen.result()
+            index += len(starts)
+            done += len(data)
+        if written is not None:
+            written.result()
+    if source.read(1):
+        raise InvalidArgument("source", f"the file grew while it was sealed (past {length} bytes)")
+    return length
+
+
+def open_records_stream(
+    key: bytes, source: BinaryIO, context: SealContext, *, size: int | None = None
+) -> Iterator[bytes]:
+    """Check and decrypt :func:`seal_records` output read from ``source`` (from its position;
+    ``size`` bytes, by default the rest of the file), yielding the plaintext a batch at a time.
+
+    Each batch is yielded only after every record in it is authenticated; any failure raises
+    :class:`SealError` (the header is checked against ``size`` before anything is yielded). A
+    zero-length message yields nothing.
+    """
+    raw = _raw_key(key)
+    aad = _context(context)
+    if size is None:
+        try:
+            size = os.fstat(source.fileno()).st_size - source.tell()
+        except (AttributeError, OSError) as exc:
+            raise InvalidArgument("source", f"must be a regular file or come with its size ({exc})") from None
+    header = _read_exactly(source, _RECORDS_HEADER.size)
+    if len(header) != _RECORDS_HEADER.size:
+        raise SealError("cannot open the sealed message")
+    version, base, record_size, length = _RECORDS_HEADER.unpack(header)
+    if (
+        version != RECORDS_VERSION
+        or not _MIN_RECORD <= record_size <= _MAX_RECORD
+        or size != sealed_records_size(length, record_size)
+    ):
+        raise SealError("cannot open the sealed message")
+    prefix = aad + header
+    count = _record_count(length, record_size)
+    step = record_size + TAG_SIZE
+
+    def open_one(i: int, chunk: memoryview) -> bytearray:
+        out = bytearray(len(chunk) - TAG_SIZE)
+        rc = _k.open_records(
+            raw, _record_nonce(base, i), prefix + i.to_bytes(8, "big"), False, chunk, record_size, out, 1
+        )
+        if rc != _k.OK:
+            raise SealError("cannot open the sealed message")
+        return out
+
+    with ThreadPoolExecutor(max_workers=max(1, num_threads())) as pool:
+        index, done = 0, 0
+        while index < count:
+            n = min(STREAM_BATCH, count - index)
+            plain = min(length - done, n * record_size)
+            data = _read_exactly(source, plain + n * TAG_SIZE)
+            if len(data) != plain + n * TAG_SIZE:
+                raise SealError("cannot open the sealed message")
+            view = memoryview(data)
+            parts = list(
+                pool.map(open_one, range(index, index + n), [view[j * step : (j + 1) * step] for j in range(n)])
+            )
+            index += n
+            done += plain
+            if plain:
+                yield b"".join(parts)

@@ -12,6 +12,7 @@ Built-in kinds (contracts add more through :func:`register_kind`):
 | ``gov.validators`` | members | governance: ``params = {"stakes": [[key, stake], ...]}`` |
 | ``gov.member.add`` | members | governance: ``params = {"card": identity card bytes}`` |
 | ``gov.member.revoke`` | members | governance: ``params = {"key": ed25519 key, "reason": text}`` |
+| ``blob.erase`` | members | ``{"keyed_id": 32 bytes, "reason": text}`` (a crypto-shredded object) |
 
 Governance payloads are ``{"epoch": n, "params": {...}, "approvals": [[validator, sig], ...]}``
 where validators holding more than 2/3 of the current stake signed the proposal body
@@ -51,6 +52,8 @@ __all__ = ["VALIDATOR_KINDS", "GovernanceProposal", "LedgerState", "next_validat
 GOV_TYPE: Final = "fedledger.gov/1"
 #: The kinds that change the validator set: governance, and equivocation evidence (slashing).
 VALIDATOR_KINDS: Final = ("gov.validators", "evidence")
+#: The longest reason a ``blob.erase`` record may give, in characters.
+MAX_ERASE_REASON: Final = 1024
 
 
 @dataclass
@@ -322,6 +325,26 @@ def _apply_revoke(state: LedgerState, tx: Transaction) -> None:
 register_kind("gov.validators", KindHandler(_check_validators, _apply_validators))
 register_kind("gov.member.add", KindHandler(_check_add, _apply_add))
 register_kind("gov.member.revoke", KindHandler(_check_revoke, _apply_revoke))
+
+
+def _check_blob_erase(state: LedgerState, tx: Transaction) -> None:
+    """A record that an off-chain object was crypto-shredded: the keyed id (an HMAC of its id under
+    the store's key, never the id itself) and why. Nothing else may be in the payload."""
+    p = tx.payload
+    if (
+        type(p) is not dict
+        or set(p) != {"keyed_id", "reason"}
+        or type(p["keyed_id"]) is not bytes
+        or len(p["keyed_id"]) != 32
+        or type(p["reason"]) is not str
+        or not 0 < len(p["reason"]) <= MAX_ERASE_REASON
+    ):
+        raise InvalidTransaction(
+            f"blob.erase: payload must be {{'keyed_id': 32 bytes, 'reason': 1 to {MAX_ERASE_REASON} characters}}"
+        )
+
+
+register_kind("blob.erase", KindHandler(_check_blob_erase, _nothing))
 
 
 def next_validators(validators: ValidatorSet, chain_id: str, tx: Transaction) -> ValidatorSet:

@@ -1,0 +1,373 @@
+"""The blob store: content-addressed, sealed at rest, erasable by crypto-shredding.
+
+Layout of a store directory (see docs/security-blobstore.md for the threat model)::
+
+    master.key           the store master key (32 bytes, with a checksum), mode 0600
+    keys/<cid>           the object's data key and length, sealed under the wrap key
+    objects/<cid>        the sealed object (the local backend; any Backend may hold these)
+    erased/<keyed id>    a tombstone: this object was shredded
+
+Keys: the master key derives (HKDF-SHA256) a wrap key, which seals every data key, and an id
+key, which makes keyed ids (HMAC-SHA256 of a CID). Each object is sealed under its own random
+data key as AES-256-GCM records (:func:`fedledger.crypto.seal.seal_records`). Shredding
+destroys the data key, so no copy of the ciphertext can be opened again.
+
+One writer at a time per store directory (as for a ledger file); readers may share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import secrets
+import struct
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Final
+
+from fedledger.blobstore.backend import Backend, LocalBackend, PendingObject, fsync_directory, write_durably
+from fedledger.blobstore.cid import cid_of_digest, digest_of_cid
+from fedledger.crypto import seal
+from fedledger.crypto.agreement import hkdf_sha256
+from fedledger.errors import CorruptBlob, Erased, InvalidArgument, InvalidArgumentType, NotFound, SealError
+
+if TYPE_CHECKING:
+    from fedledger.identity import Identity
+    from fedledger.ledger import Ledger, Transaction
+
+__all__ = ["ERASE_KIND", "BlobReader", "BlobStat", "BlobStore"]
+
+ERASE_KIND: Final = "blob.erase"
+_MAGIC: Final = b"FLBLOBK1"
+_MASTER_SIZE: Final = len(_MAGIC) + 32 + 16
+_KEY_RECORD: Final = struct.Struct(">32sQ")  # data key, plaintext length
+_OBJECT_CONTEXT: Final = seal.SealContext("fedledger.blobstore", "at-rest", 0, "object")
+
+
+def _key_context(cid: str) -> seal.SealContext:
+    return seal.SealContext("fedledger.blobstore", "at-rest", 0, f"data-key {cid}")
+
+
+@dataclass(frozen=True)
+class BlobStat:
+    """What the store knows about an object without decrypting it: its plaintext size (from
+    the authenticated key record) and the size of its sealed form."""
+
+    cid: str
+    size: int
+    sealed_size: int
+
+
+class BlobReader(io.RawIOBase):
+    """A read-only binary stream over one object's plaintext (from :meth:`BlobStore.open`).
+
+    Every byte it returns belongs to a record that authenticated under the object's data key;
+    the last batch is returned only after the whole plaintext hashed to the object's CID, so a
+    mismatch raises :class:`CorruptBlob` before the reader reaches its end.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], source: BinaryIO) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._source = source
+        self._buf = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._pos >= len(self._buf):
+            try:
+                self._buf, self._pos = next(self._chunks), 0
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf) - self._pos)
+        memoryview(b)[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._source.close()
+        super().close()
+
+
+class BlobStore:
+    """A local content-addressed store of sealed objects (see the module doc).
+
+    >>> import tempfile
+    >>> store = BlobStore(tempfile.mkdtemp())
+    >>> cid = store.put(b"hello world\\n")
+    >>> cid
+    'bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4'
+    >>> store.get(cid)
+    b'hello world\\n'
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, backend: Backend | None = None) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._keys = self.path / "keys"
+        self._erased = self.path / "erased"
+        for directory in (self._keys, self._erased):
+            directory.mkdir(exist_ok=True)
+            for stale in directory.glob(".tmp-*"):
+                stale.unlink(missing_ok=True)
+        self.backend: Backend = backend if backend is not None else LocalBackend(self.path / "objects")
+        master = self._master_key()
+        self._wrap_key = hkdf_sha256(master, salt=b"", info=b"fedledger/blobstore/wrap/v1", length=32)
+        self._id_key = hkdf_sha256(master, salt=b"", info=b"fedledger/blobstore/keyed-id/v1", length=32)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _master_key(self) -> bytes:
+        path = self.path / "master.key"
+        if not path.exists():
+            master = secrets.token_bytes(32)
+            body = _MAGIC + master
+            write_durably(path, body + hashlib.sha256(body).digest()[:16])
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CorruptBlob(f"cannot read the store's master key: {exc}") from None
+        body = data[: len(_MAGIC) + 32]
+        if (
+            len(data) != _MASTER_SIZE
+            or not data.startswith(_MAGIC)
+            or not hmac.compare_digest(data[len(body) :], hashlib.sha256(body).digest()[:16])
+        ):
+            raise CorruptBlob("the store's master key file is corrupted")
+        return body[len(_MAGIC) :]
+
+    def keyed_id(self, cid: str) -> bytes:
+        """HMAC-SHA256 of ``cid`` under this store's id key: names an object on the ledger
+        without naming its content (a plain hash of known content is a dictionary attack away)."""
+        digest_of_cid(cid)
+        return hmac.new(self._id_key, cid.encode("ascii"), hashlib.sha256).digest()
+
+    def _tombstone(self, cid: str) -> Path:
+        return self._erased / self.keyed_id(cid).hex()
+
+    def _check_not_erased(self, cid: str) -> None:
+        if self._tombstone(cid).exists():
+            raise Erased(f"object {cid} was erased (crypto-shredded)")
+
+    def _store_key(self, cid: str, data_key: bytes, length: int) -> None:
+        sealed = seal.seal(self._wrap_key, _KEY_RECORD.pack(data_key, length), _key_context(cid))
+        write_durably(self._keys / cid, sealed)
+
+    def _load_key(self, cid: str) -> tuple[bytes, int]:
+        """(data key, plaintext length); Erased, NotFound or CorruptBlob."""
+        self._check_not_erased(cid)
+        try:
+            sealed = (self._keys / cid).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no object {cid}") from None
+        try:
+            record = seal.unseal(self._wrap_key, sealed, _key_context(cid))
+        except SealError:
+            raise CorruptBlob(f"the data key of {cid} fails its check") from None
+        if len(record) != _KEY_RECORD.size:
+            raise CorruptBlob(f"the data key of {cid} is malformed")
+        data_key, length = _KEY_RECORD.unpack(record)
+        return data_key, length
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _stored(self, cid: str) -> bool:
+        return (self._keys / cid).is_file() and self.backend.exists(cid)
+
+    def put(self, data: bytes | bytearray | memoryview) -> str:
+        """Store ``data``; return its CID once the object and its key are durable."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentType("data", f"expected bytes, got {type(data).__name__}")
+        view = memoryview(data)
+        if not view.c_contiguous:
+            raise InvalidArgument("data", "must be contiguous")
+        view = view.cast("B")
+        data_key = seal.generate_key()
+        # The kernel seals on every core; then the sealed bytes are written and synced by an
+        # I/O thread while this one hashes and stores the key. The object becomes visible
+        # (renamed) only once the key and the object are both durable.
+        sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT)
+        pending = self.backend.create()
+        written = _io_pool().submit(_write_and_sync, pending, sealed)
+        del sealed
+        try:
+            cid = cid_of_digest(hashlib.sha256(view).digest())
+            self._check_not_erased(cid)
+            stored = self._stored(cid)
+            if not stored:
+                self._store_key(cid, data_key, len(view))
+        except BaseException:
+            futures.wait([written])  # the I/O thread is done with the file before it is dropped
+            pending.abort()
+            raise
+        try:
+            written.result()
+            if stored:
+                pending.abort()
+            else:
+                pending.commit(cid)
+        except BaseException:
+            pending.abort()
+            raise
+        return cid
+
+    def put_file(self, source: str | os.PathLike[str] | BinaryIO) -> str:
+        """Store the content of a file (a path, or a binary file open for reading from its
+        position to its end), streaming: memory stays a few records whatever its size."""
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                return self.put_file(f)
+        data_key = seal.generate_key()
+        hasher = hashlib.sha256()
+        pending = self.backend.create()
+        try:
+            length = seal.seal_records_stream(data_key, source, pending.file, _OBJECT_CONTEXT, observe=hasher.update)
+            cid = cid_of_digest(hasher.digest())
+            self._check_not_erased(cid)
+            if self._stored(cid):
+                pending.abort()
+                return cid
+            self._store_key(cid, data_key, length)
+            pending.commit(cid)
+        except BaseException:
+            pending.abort()
+            raise
+        return cid
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def has(self, cid: str) -> bool:
+        """Whether the object is stored and readable in principle (not erased)."""
+        digest_of_cid(cid)
+        return not self._tombstone(cid).exists() and self._stored(cid)
+
+    def stat(self, cid: str) -> BlobStat:
+        """Size and sealed size; Erased, NotFound, or CorruptBlob if the key fails its check."""
+        digest_of_cid(cid)
+        _, length = self._load_key(cid)
+        sealed_size = self.backend.size(cid)
+        return BlobStat(cid, length, sealed_size)
+
+    def get(self, cid: str) -> bytes:
+        """The object's bytes, checked against its CID; Erased, NotFound or CorruptBlob."""
+        digest = digest_of_cid(cid)
+        data_key, length = self._load_key(cid)
+        with self.backend.open(cid) as f:
+            sealed = f.read()
+        try:
+            plain = seal.unseal_records(data_key, sealed, _OBJECT_CONTEXT)
+        except SealError:
+            raise CorruptBlob(f"object {cid} fails its check") from None
+        if len(plain) != length or not hmac.compare_digest(hashlib.sha256(plain).digest(), digest):
+            raise CorruptBlob(f"object {cid} does not hash to its id")
+        return plain
+
+    def open(self, cid: str) -> io.BufferedReader:
+        """A binary stream over the object's bytes (for objects too large to hold in memory).
+
+        Errors as :meth:`get`: an object that fails its check raises :class:`CorruptBlob` from
+        ``read`` before the stream's last batch, never at EOF silently.
+        """
+        digest = digest_of_cid(cid)
+        data_key, length = self._load_key(cid)
+        source = self.backend.open(cid)
+        try:
+            size = self.backend.size(cid)
+            chunks = seal.open_records_stream(data_key, source, _OBJECT_CONTEXT, size=size)
+        except BaseException:
+            source.close()
+            raise
+        return io.BufferedReader(BlobReader(_verified(chunks, digest, length, cid), source), 1 << 20)
+
+    # -- erasure ------------------------------------------------------------------------------
+
+    def shred(self, cid: str, *, ledger: Ledger, identity: Identity, reason: str) -> Transaction:
+        """Erase an object by destroying its data key, and record it on ``ledger``.
+
+        In order: the ``blob.erase`` transaction (keyed id and reason, never the CID) is
+        signed by ``identity`` and admitted to ``ledger``'s mempool (a refusal changes
+        nothing here); a tombstone is written durably, so :meth:`get` raises :class:`Erased`
+        from then on; the key file is overwritten and removed; the local ciphertext is
+        deleted. Returns the transaction; the validators commit it with the next block.
+        """
+        from fedledger.ledger import Transaction
+
+        if not isinstance(reason, str) or not reason:
+            raise InvalidArgument("reason", "must be non-empty text")
+        self._check_not_erased(cid)
+        if not (self._keys / cid).is_file() and not self.backend.exists(cid):
+            raise NotFound(f"no object {cid}")
+        # A key or object that fails its check is erased all the same.
+        tx = Transaction.create(
+            identity,
+            kind=ERASE_KIND,
+            payload={"keyed_id": self.keyed_id(cid), "reason": reason},
+            nonce=ledger.next_nonce(identity),
+            chain_id=ledger.chain_id,
+        )
+        ledger.submit(tx)
+        self._destroy(cid)
+        return tx
+
+    def _destroy(self, cid: str) -> None:
+        write_durably(self._tombstone(cid), b"")
+        key = self._keys / cid
+        try:
+            size = key.stat().st_size
+            with open(key, "r+b") as f:  # overwrite in place first (a bound, not a guarantee: see the docs)
+                f.write(secrets.token_bytes(size))
+                f.flush()
+                os.fsync(f.fileno())
+            key.unlink()
+        except FileNotFoundError:
+            pass
+        fsync_directory(self._keys)
+        self.backend.delete(cid)
+
+
+_IO_POOL: ThreadPoolExecutor | None = None
+_IO_LOCK = threading.Lock()
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """One I/O thread pool for the process (a thread started per put costs more than the put)."""
+    global _IO_POOL
+    with _IO_LOCK:
+        if _IO_POOL is None:
+            _IO_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fedledger-blobstore")
+        return _IO_POOL
+
+
+def _write_and_sync(pending: PendingObject, sealed: bytes) -> None:
+    pending.file.write(sealed)
+    pending.sync()
+
+
+def _verified(chunks: Iterator[bytes], digest: bytes, length: int, cid: str) -> Iterator[bytes]:
+    """The plaintext batches, the last held back until the whole hashes to ``digest``."""
+    hasher = hashlib.sha256()
+    held: bytes | None = None
+    total = 0
+    try:
+        for chunk in chunks:
+            if held is not None:
+                yield held
+            hasher.update(chunk)
+            total += len(chunk)
+            held = chunk
+    except SealError:
+        raise CorruptBlob(f"object {cid} fails its check") from None
+    if total != length or not hmac.compare_digest(hasher.digest(), digest):
+        raise CorruptBlob(f"object {cid} does not hash to its id")
+    if held is not None:
+        yield held
