@@ -48,6 +48,8 @@ def samples() -> dict[str, bytes]:
         bytes([8]) * 32,
         alice.verify_key.to_bytes(),
         1_700_000_000_000,
+        bytes([9]) * 32,
+        bytes([10]) * 32,
     )
     votes = [Vote.create(alice, header), Vote.create(bob, header)]
     return {

@@ -30,14 +30,17 @@ FLOORS: dict[str, int] = {
     "ledger": 4,
     "secagg": 4,
     "blobstore": 5,
+    "contracts": 5,
+    "audit": 6,
     "__init__": 7,
     "__main__": 7,
 }
 ALLOWED: dict[str, set[str]] = {
     "_ext": {"_ext"},
     "crypto": {"_ext", "errors", "crypto"},
-    "ledger": set(FLOORS) - {"secagg", "blobstore", "__init__", "__main__"},
-    "secagg": set(FLOORS) - {"ledger", "blobstore", "__init__", "__main__"},
+    "ledger": set(FLOORS) - {"secagg", "blobstore", "contracts", "audit", "__init__", "__main__"},
+    "secagg": set(FLOORS) - {"ledger", "blobstore", "contracts", "audit", "__init__", "__main__"},
+    "contracts": {"errors", "encoding", "crypto", "ledger", "contracts"},
 }
 _CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+cimport|cimport\s+([\w.]+))", re.M)
 

@@ -241,7 +241,9 @@ def test_state_copy_copies_every_field_and_shares_no_container() -> None:
             assert copied is not original, f"{f.name} is shared between a state and its copy"
     clone.nonces[b"x" * 32] = 5
     clone.revoked.add(b"y" * 32)
+    clone.kv.set(b"c/z/k", b"\x01")
     assert b"x" * 32 not in state.nonces and b"y" * 32 not in state.revoked
+    assert state.kv.get(b"c/z/k") is None, "contract state is shared between a state and its copy"
 
 
 def test_block_time_comes_from_the_clock_the_ledger_was_given() -> None:

@@ -17,11 +17,12 @@ from fedledger._version import __version__
 if TYPE_CHECKING:
     from fedledger.blobstore import BlobStore
     from fedledger.identity import Identity, IdentityCard
-    from fedledger.ledger import Ledger, Receipt, Transaction, ValidatorSet, verify_receipt
+    from fedledger.ledger import Contract, Ledger, Receipt, Transaction, ValidatorSet, verify_receipt
 
 __all__ = [
     "BlobStore",
     "BuildInfo",
+    "Contract",
     "Identity",
     "IdentityCard",
     "Ledger",
@@ -38,6 +39,7 @@ __all__ = [
 # (no numpy, no cryptography until something needs them).
 _LAZY = {
     "BlobStore": "fedledger.blobstore",
+    "Contract": "fedledger.ledger",
     "Identity": "fedledger.identity",
     "IdentityCard": "fedledger.identity",
     "Ledger": "fedledger.ledger",

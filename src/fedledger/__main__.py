@@ -50,8 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the native build report (kernels, OpenSSL, GMP, OpenMP) as JSON")
     ledger = sub.add_parser("ledger", help="inspect, audit and prove a ledger file")
+    ledger.add_argument(
+        "--contracts",
+        default="",
+        help="contract classes the ledger pinned or deployed, besides the built-in ones: "
+        "'module:Class,module:Class' (importable from the current directory or PYTHONPATH)",
+    )
     lsub = ledger.add_subparsers(dest="action", required=True)
-    verify = lsub.add_parser("verify", help="full audit: hash chain, Merkle roots, signatures, quorum, nonces")
+    verify = lsub.add_parser(
+        "verify", help="full audit: hash chain, Merkle roots, signatures, quorum, nonces, contract replay, state roots"
+    )
     verify.add_argument("path")
     verify.add_argument(
         "--head",
@@ -73,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     prove = lsub.add_parser("prove", help="receipt for a transaction id (hex)")
     prove.add_argument("path")
     prove.add_argument("tx_id")
+    prove.add_argument(
+        "--outcome", action="store_true", help="also prove what the transaction did (accepted, or denied and why)"
+    )
     receipt = sub.add_parser("receipt", help="check receipts offline")
     rsub = receipt.add_subparsers(dest="action", required=True)
     check = rsub.add_parser("verify", help="verify a receipt JSON file ('-' for stdin)")
@@ -100,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     shred.add_argument("cid")
     shred.add_argument("--ledger", required=True, help="the ledger file that records the erasure")
     shred.add_argument(
+        "--contracts", default="", help="the ledger's contracts besides the built-in ones (module:Class,...)"
+    )
+    shred.add_argument(
         "--identity",
         required=True,
         help=f"a member's identity file (its password from ${PASSWORD_ENV}, else a prompt)",
@@ -120,6 +134,8 @@ def _block_json(block: Any) -> dict[str, Any]:
         "log_size": h.log_size,
         "log_root": h.log_root.hex(),
         "validators_hash": h.validators_hash.hex(),
+        "state_root": h.state_root.hex(),
+        "outcome_root": h.outcome_root.hex(),
         "signers": [k.hex() for k, _ in block.certificate.signatures],
         "transactions": [
             {
@@ -128,16 +144,42 @@ def _block_json(block: Any) -> dict[str, Any]:
                 "sender": t.sender.to_bytes().hex(),
                 "nonce": t.nonce,
                 "bytes": t.to_bytes().hex(),
+                "accepted": o.ok,
+                "reason": o.reason,
             }
-            for t in block.transactions
+            for t, o in zip(block.transactions, block.outcomes)
         ],
     }
 
 
-def _open(path: str) -> Any:
+def load_contracts(spec: str) -> list[Any]:
+    """fedledger's built-in contracts plus the classes named in ``spec`` ('module:Class,...')."""
+    import importlib
+
+    from fedledger.contracts import BUILTIN
+    from fedledger.ledger import Contract
+
+    out: list[Any] = list(BUILTIN)
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        module_name, _, attr = item.partition(":")
+        if not module_name or not attr:
+            raise _UsageError(f"--contracts: expected module:Class, got {item!r}")
+        if "" not in sys.path:
+            sys.path.insert(0, "")  # the current directory, as 'python -m' has it
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise _UsageError(f"--contracts: cannot load {item}: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Contract)):
+            raise _UsageError(f"--contracts: {item} is not a Contract class")
+        out.append(cls)
+    return out
+
+
+def _open(path: str, contracts: str = "") -> Any:
     from fedledger.ledger import Ledger
 
-    return Ledger.open(path, read_only=True)
+    return Ledger.open(path, read_only=True, contracts=load_contracts(contracts))
 
 
 def _read(path: str, what: str) -> bytes:
@@ -160,7 +202,7 @@ def _ledger(args: argparse.Namespace) -> int:
 
         head = SignedTreeHead.from_json(_read(args.head, "tree head"))
     try:
-        opened = _open(args.path)
+        opened = _open(args.path, args.contracts)
     except TamperedLedger as exc:
         if args.action == "show" and args.force:
             return _forensic_show(args.path, args.height, exc)
@@ -198,7 +240,7 @@ def _ledger(args: argparse.Namespace) -> int:
             except ValueError:
                 print(f"fedledger: TX_ID must be hex, got {args.tx_id!r}", file=sys.stderr)
                 return EXIT_USAGE
-            print(ledger.prove(tx_id).to_json())
+            print(ledger.prove(tx_id, outcome=args.outcome).to_json())
         else:  # export
             for h in range(1, ledger.height + 1):
                 print(json.dumps(_block_json(ledger.block(h))))
@@ -375,9 +417,10 @@ def _shred(store: Any, args: argparse.Namespace) -> int:
     identity = Identity.load(args.identity, password)
     if not Path(args.ledger).is_file():
         raise _UsageError(f"no ledger file at {args.ledger}")
-    with Ledger.open(args.ledger, read_only=True) as peek:
+    contracts = load_contracts(getattr(args, "contracts", ""))
+    with Ledger.open(args.ledger, read_only=True, contracts=contracts) as peek:
         is_validator = identity.verify_key.to_bytes() in peek.validators
-    with Ledger.open(args.ledger, local_validators=[identity] if is_validator else []) as ledger:
+    with Ledger.open(args.ledger, local_validators=[identity] if is_validator else [], contracts=contracts) as ledger:
         tx = store.shred(args.cid, ledger=ledger, identity=identity, reason=args.reason)
         try:
             block = ledger.commit()

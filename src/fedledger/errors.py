@@ -8,6 +8,8 @@ Messages say what was wrong and where (which argument, which index, which height
 from __future__ import annotations
 
 __all__ = [
+    "ContractError",
+    "ContractMismatch",
     "CorruptBlob",
     "DecryptionError",
     "EncodingError",
@@ -16,6 +18,7 @@ __all__ = [
     "InsufficientShares",
     "InvalidArgument",
     "InvalidArgumentType",
+    "InvalidCall",
     "InvalidCiphertext",
     "InvalidEvidence",
     "InvalidGovernance",
@@ -45,7 +48,9 @@ __all__ = [
     "ShareIntegrityError",
     "TamperedLedger",
     "UnauthorizedSender",
+    "UnknownContract",
     "UnknownKind",
+    "UnsupportedVersion",
     "WrongChain",
 ]
 
@@ -139,6 +144,33 @@ class InvalidGovernance(InvalidTransaction):
 
 class InvalidEvidence(InvalidTransaction):
     """Equivocation evidence that does not prove a validator signed two blocks at one height."""
+
+
+class UnknownContract(InvalidTransaction):
+    """A call to a contract that is not deployed on this ledger."""
+
+
+class InvalidCall(InvalidTransaction):
+    """A contract call that cannot be made: an unknown method, a view called as a call, or
+    arguments of the wrong name, type or size. Rejected at submission, never recorded."""
+
+
+class ContractError(FedLedgerError):
+    """Raised by a contract to refuse a call. The call is still recorded, as denied, with
+    ``reason`` (keep it short and free of personal data: it goes on the ledger)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ContractMismatch(FedLedgerError):
+    """The contracts offered to a ledger are not the ones it pinned: another version or code
+    hash, or a pinned contract whose class was not offered. Never a silent fork."""
+
+
+class UnsupportedVersion(FedLedgerError):
+    """A ledger file, header or record in a format this version of fedledger does not read."""
 
 
 class InvalidVote(FedLedgerError):

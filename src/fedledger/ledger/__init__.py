@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fedledger.ledger.block import BlockHeader, Certificate, Evidence, Vote
+from fedledger.ledger.block import BlockHeader, Certificate, Evidence, Outcome, Vote
+from fedledger.ledger.contract import CallContext, Contract, ContractState, call, view
 from fedledger.ledger.genesis import Genesis
-from fedledger.ledger.ledger import Block, Ledger, SubmitResult
+from fedledger.ledger.ledger import Block, Call, CallResult, Ledger, SubmitResult
 from fedledger.ledger.receipt import (
     ConsistencyProof,
     LogEntry,
@@ -12,9 +13,10 @@ from fedledger.ledger.receipt import (
     SignedTreeHead,
     ValidatorChange,
     verify_consistency,
+    verify_outcome,
     verify_receipt,
 )
-from fedledger.ledger.state import GovernanceProposal, KindHandler, register_kind
+from fedledger.ledger.state import GovernanceProposal
 from fedledger.ledger.transaction import MAX_PAYLOAD_BYTES, Transaction
 from fedledger.ledger.validators import ValidatorSet
 
@@ -22,14 +24,19 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "Block",
     "BlockHeader",
+    "Call",
+    "CallContext",
+    "CallResult",
     "Certificate",
     "ConsistencyProof",
+    "Contract",
+    "ContractState",
     "Evidence",
     "Genesis",
     "GovernanceProposal",
-    "KindHandler",
     "Ledger",
     "LogEntry",
+    "Outcome",
     "Receipt",
     "SignedTreeHead",
     "SubmitResult",
@@ -37,7 +44,9 @@ __all__ = [
     "ValidatorChange",
     "ValidatorSet",
     "Vote",
-    "register_kind",
+    "call",
     "verify_consistency",
+    "verify_outcome",
     "verify_receipt",
+    "view",
 ]

@@ -11,16 +11,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedledger.crypto import merkle, signing
-from fedledger.errors import FedLedgerError, InvalidArgument, InvalidProof, TamperedLedger
+from fedledger.errors import ContractMismatch, FedLedgerError, InvalidArgument, InvalidProof, TamperedLedger
 from fedledger.ledger.block import BlockHeader, Certificate, Vote
+from fedledger.ledger.contract import Contract
 from fedledger.ledger.genesis import Genesis
 from fedledger.ledger.receipt import SignedTreeHead
 from fedledger.ledger.state import LedgerState
+from fedledger.ledger.statetree import StateTree
 from fedledger.ledger.store import META_KEYS, LedgerStore, StoredBlock, StoredTx
 from fedledger.ledger.transaction import Transaction
 from fedledger.ledger.validators import ValidatorSet
 
-__all__ = ["Replayed", "check_against_head", "replay"]
+__all__ = ["Replayed", "check_against_head", "genesis_replayed", "replay"]
 
 
 @dataclass
@@ -34,20 +36,41 @@ class Replayed:
     validator_sets: dict[bytes, ValidatorSet] = field(default_factory=dict)
     #: (header hash, log size after the block) per height, from 1: what reads are checked against.
     blocks: list[tuple[bytes, int]] = field(default_factory=list)
+    #: The state root's tree after the last block.
+    state_tree: StateTree = field(default_factory=StateTree)
+    #: The leaf hash of every transaction's outcome, 32 bytes each, in log order.
+    outcome_hashes: bytearray = field(default_factory=bytearray)
 
     @property
     def height(self) -> int:
         return 0 if self.head is None else self.head[1].height
 
 
-def replay(store: LedgerStore, genesis: Genesis, *, verify_signatures: bool) -> Replayed:
-    """Rebuild the state from genesis, checking every rule on the way.
+def genesis_replayed(genesis: Genesis, bindings: dict[tuple[str, bytes], type[Contract]]) -> Replayed:
+    """The state before block 1, with its state root's tree."""
+    out = Replayed(genesis.initial_state(bindings), merkle.MerkleTree(), None)
+    out.state_tree.update(dict(out.state.entries()))
+    return out
 
-    Structural rules are checked block by block; the signatures (every certificate's votes,
-    and with ``verify_signatures`` every transaction's) are queued and checked in one native
-    batch at the end. The error reported is the one at the lowest height.
+
+def replay(
+    store: LedgerStore,
+    genesis: Genesis,
+    *,
+    verify_signatures: bool,
+    bindings: dict[tuple[str, bytes], type[Contract]] | None = None,
+    upto: int | None = None,
+) -> Replayed:
+    """Rebuild the state from genesis (up to height ``upto``), checking every rule on the way.
+
+    Every contract call runs again with the classes in ``bindings``; the outcomes and the state
+    root must equal the ones each header certifies. Structural rules are checked block by
+    block; the signatures (every certificate's votes, and with ``verify_signatures`` every
+    transaction's) are queued and checked in one native batch at the end. The error reported
+    is the one at the lowest height. A contract the chain needs but ``bindings`` lacks raises
+    :class:`ContractMismatch`.
     """
-    out = Replayed(genesis.initial_state(), merkle.MerkleTree(), None)
+    out = genesis_replayed(genesis, bindings or {})
     keys: list[bytes] = []
     messages: list[bytes] = []
     signatures: list[bytes] = []
@@ -55,6 +78,8 @@ def replay(store: LedgerStore, genesis: Genesis, *, verify_signatures: bool) -> 
     structural: TamperedLedger | None = None
     try:
         for stored in store.blocks():
+            if upto is not None and stored.height > upto:
+                break
             header, cert, rows, txs = _check_block(store, genesis, stored, out)
             body = Vote.signed_body(header.chain_id, header.height, header.hash)
             for k, sig in cert.signatures:
@@ -70,7 +95,8 @@ def replay(store: LedgerStore, genesis: Genesis, *, verify_signatures: bool) -> 
                     owners.append((header.height, f"transaction {row.seq}"))
             out.head = (stored, header)
             out.blocks.append((header.hash, header.log_size))
-        _check_accounting(store, out.tree.size, out.height)
+        if upto is None:
+            _check_accounting(store, out.tree.size, out.height)
     except TamperedLedger as exc:
         structural = exc
     if keys:
@@ -162,7 +188,7 @@ def _check_block(
         raise TamperedLedger(h, "commit certificate is signed by a non-validator")
     if not state.validators.is_quorum(signers):
         raise TamperedLedger(h, "commit certificate holds 2/3 of the stake or less")
-    if header.proposer != state.begin_block():
+    if header.proposer != state.begin_block(header.height, header.time_ms):
         raise TamperedLedger(h, "header names the wrong proposer for this height")
     rows = store.block_txs(h)
     if len(rows) != header.tx_count:
@@ -175,6 +201,7 @@ def _check_block(
     # The root is certified (checked in the batch at the end of the replay), so the bytes
     # are the ones the validators accepted: parse them without the canonical re-check.
     txs = []
+    outcomes: list[bytes] = []
     for j, row in enumerate(rows):
         if row.seq != tree.size + j:
             raise TamperedLedger(h, f"transaction sequence number {row.seq} is out of order")
@@ -186,11 +213,26 @@ def _check_block(
             raise TamperedLedger(h, f"transaction {row.seq}: indexed columns disagree with its bytes")
         try:
             state.check(tx)
-            state.apply(tx)
+            outcome = state.apply(tx).to_bytes()
+        except ContractMismatch:
+            raise
         except FedLedgerError as exc:
             raise TamperedLedger(h, f"transaction {row.seq} breaks the ledger's rules: {exc}") from None
+        if outcome != row.outcome:
+            raise TamperedLedger(h, f"transaction {row.seq}: the stored outcome differs from the replayed call's")
+        outcomes.append(outcome)
         txs.append(tx)
     tree.extend(leaves)
     if tree.size != header.log_size or tree.root != header.log_root:
         raise TamperedLedger(h, "global log size or root does not match the header")
+    if merkle.root(outcomes) != header.outcome_root:
+        raise TamperedLedger(h, "the outcome root does not match the block's replayed outcomes")
+    out.state_tree.update(state.changes())
+    if out.state_tree.root != header.state_root:
+        raise TamperedLedger(
+            h, "the state root differs from the replayed state (a contract or state entry changed at this height)"
+        )
+    state.kv.settle()
+    for outcome in outcomes:
+        out.outcome_hashes += merkle.leaf_hash(outcome)
     return header, cert, rows, txs

@@ -13,31 +13,48 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from fedledger import encoding
 from fedledger.crypto import signing
 from fedledger.crypto.signing import VerifyKey
-from fedledger.errors import EncodingError, InvalidArgument, InvalidEvidence, InvalidSignature
+from fedledger.errors import (
+    EncodingError,
+    InvalidArgument,
+    InvalidEvidence,
+    InvalidSignature,
+    UnsupportedVersion,
+)
 
 if TYPE_CHECKING:
     from fedledger.identity import Identity
     from fedledger.ledger.validators import ValidatorSet
 
-__all__ = ["BlockHeader", "Certificate", "Evidence", "Vote"]
+__all__ = ["BlockHeader", "Certificate", "Evidence", "Outcome", "Vote"]
 
-HEADER_TYPE: Final = "fedledger.block/1"
+#: The header format this version writes and reads. Version 2 added the state and outcome roots.
+HEADER_VERSION: Final = 2
+HEADER_TYPE: Final = f"fedledger.block/{HEADER_VERSION}"
+#: Header types of older versions: refused with UnsupportedVersion (never read as tampering).
+OLD_HEADER_TYPES: Final = frozenset({"fedledger.block/1"})
 VOTE_TYPE: Final = "fedledger.vote/1"
 HASH_SIZE: Final = 32
 _HEADER_KEYS: Final = frozenset(
-    {"type", "chain", "height", "prev", "tx_root", "tx_count", "log_size", "log_root", "validators", "proposer", "time"}
+    {
+        "type",
+        "chain",
+        "height",
+        "prev",
+        "tx_root",
+        "tx_count",
+        "log_size",
+        "log_root",
+        "validators",
+        "proposer",
+        "time",
+        "state_root",
+        "outcome_root",
+    }
 )
 
 
 #: Heights, counts, sizes and times are below 2**63, as nonces are: they fit a signed 64-bit column.
 _MAX_INT: Final = 2**63
-
-
-def _decode_map(data: bytes, keys: frozenset[str], what: str) -> dict[str, encoding.Value]:
-    value = encoding.decode(data)
-    if type(value) is not dict or set(value) != keys:
-        raise EncodingError(f"{what}: expected the keys {sorted(keys)}")
-    return value
 
 
 def _require(cond: bool, what: str) -> None:
@@ -59,6 +76,14 @@ class BlockHeader:
     validators_hash: bytes
     proposer: bytes
     time_ms: int
+    #: Merkle root over every entry of the replicated state after this block (statetree).
+    state_root: bytes
+    #: RFC 9162 root over this block's call outcomes, one per transaction, in block order.
+    outcome_root: bytes
+
+    @property
+    def version(self) -> int:
+        return HEADER_VERSION
 
     def to_bytes(self) -> bytes:
         return encoding.encode(
@@ -74,6 +99,8 @@ class BlockHeader:
                 "validators": self.validators_hash,
                 "proposer": self.proposer,
                 "time": self.time_ms,
+                "state_root": self.state_root,
+                "outcome_root": self.outcome_root,
             }
         )
 
@@ -83,12 +110,20 @@ class BlockHeader:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BlockHeader:
-        f = _decode_map(data, _HEADER_KEYS, "block header")
+        value = encoding.decode(data)
+        if type(value) is dict and type(value.get("type")) is str and value["type"] in OLD_HEADER_TYPES:
+            raise UnsupportedVersion(
+                f"block header: {value['type']!r} was written by an older fedledger "
+                f"(this version reads {HEADER_TYPE!r}, which adds the state and outcome roots)"
+            )
+        if type(value) is not dict or set(value) != _HEADER_KEYS:
+            raise EncodingError(f"block header: expected the keys {sorted(_HEADER_KEYS)}")
+        f = value
         _require(
             type(f["type"]) is str and f["type"] == HEADER_TYPE,
             f"block header: type is {encoding.short_repr(f['type'])}, expected {HEADER_TYPE!r}",
         )
-        for name in ("prev", "tx_root", "log_root", "validators", "proposer"):
+        for name in ("prev", "tx_root", "log_root", "validators", "proposer", "state_root", "outcome_root"):
             _require(type(f[name]) is bytes and len(f[name]) == HASH_SIZE, f"block header: {name} must be 32 bytes")  # type: ignore[arg-type]
         for name in ("height", "tx_count", "log_size", "time"):
             _require(
@@ -108,6 +143,8 @@ class BlockHeader:
             fields["validators"],
             fields["proposer"],
             fields["time"],
+            fields["state_root"],
+            fields["outcome_root"],
         )
 
 
@@ -246,3 +283,38 @@ class Evidence:
             return cls(Vote.from_bytes(value["first"]), Vote.from_bytes(value["second"]))
         except (EncodingError, InvalidArgument) as exc:
             raise InvalidEvidence(f"evidence: {exc}") from None
+
+
+#: The reason an outcome gives when the call was accepted.
+ACCEPTED: Final = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one transaction of a block did: accepted (``ok``) or denied by its contract with a
+    ``reason``, and the value it returned. Committed in the header's ``outcome_root``, so a
+    receipt can prove that a call was denied.
+
+    Transactions of kinds other than contract calls are always accepted with value None (a
+    transaction those kinds refuse never enters a block).
+    """
+
+    tx_id: bytes
+    ok: bool
+    reason: str = ACCEPTED
+    value: encoding.Value = None
+
+    def to_bytes(self) -> bytes:
+        """The outcome leaf: canonical CBOR ``[tx_id, ok, reason, value]``."""
+        return encoding.encode([self.tx_id, self.ok, self.reason, self.value])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Outcome:
+        value = encoding.decode(data)
+        if not (type(value) is list and len(value) == 4):
+            raise EncodingError("outcome: expected [tx_id, ok, reason, value]")
+        tx_id, ok, reason, result = value
+        _require(type(tx_id) is bytes and len(tx_id) == HASH_SIZE, "outcome: tx_id must be 32 bytes")
+        _require(type(ok) is bool and type(reason) is str, "outcome: ok must be a bool and reason text")
+        _require(ok == (reason == ACCEPTED), "outcome: a denied call gives a reason, an accepted one none")
+        return cls(tx_id, ok, reason, result)  # type: ignore[arg-type]

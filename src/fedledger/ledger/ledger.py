@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from fedledger import encoding
 from fedledger.crypto import merkle, signing
 from fedledger.errors import (
+    ContractMismatch,
     FedLedgerError,
     InvalidArgument,
     InvalidArgumentType,
+    InvalidCall,
     InvalidSignature,
     InvalidVote,
     NotFound,
@@ -30,15 +33,17 @@ from fedledger.errors import (
 )
 from fedledger.identity import Identity, IdentityCard
 from fedledger.ledger import audit, proving
-from fedledger.ledger.block import BlockHeader, Certificate, Vote
+from fedledger.ledger.block import BlockHeader, Certificate, Outcome, Vote
+from fedledger.ledger.contract import CallContext, Contract, ContractState, check_contract_class, run_method
 from fedledger.ledger.genesis import Genesis, read_or_create_genesis
-from fedledger.ledger.receipt import ConsistencyProof, Receipt, SignedTreeHead
-from fedledger.ledger.state import LedgerState
+from fedledger.ledger.receipt import ConsistencyProof, OutcomeProof, Receipt, SignedTreeHead
+from fedledger.ledger.state import CALL_KIND, LedgerState
+from fedledger.ledger.statetree import Undo
 from fedledger.ledger.store import LedgerStore, SQLiteStore, StoredBlock, StoredTx, system_clock_ms
 from fedledger.ledger.transaction import Transaction
 from fedledger.ledger.validators import ValidatorSet
 
-__all__ = ["Block", "Genesis", "Ledger", "SignedTreeHead", "SubmitResult"]
+__all__ = ["Block", "Call", "CallResult", "Genesis", "Ledger", "SignedTreeHead", "SubmitResult"]
 
 #: Transactions per block at most; the rest wait for the next commit.
 DEFAULT_MAX_BLOCK_TXS: Final = 10_000
@@ -60,12 +65,43 @@ class SubmitResult:
 
 
 @dataclass(frozen=True)
+class Call:
+    """A contract call for :meth:`Ledger.call_many` to sign: who calls what, with which arguments."""
+
+    identity: Identity
+    contract: str
+    method: str
+    args: dict[str, encoding.Value] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What :meth:`Ledger.call_many` says about one call.
+
+    ``recorded`` calls are in a finalized block (``height``), accepted or denied by the
+    contract (``accepted``, ``reason``, ``value``: what the method returned). A call refused
+    at submission (malformed, unknown contract or method, bad arguments, replayed, revoked
+    sender) is not recorded: ``error`` says why.
+    """
+
+    tx_id: bytes | None
+    recorded: bool
+    accepted: bool
+    reason: str
+    value: encoding.Value = None
+    height: int | None = None
+    error: FedLedgerError | None = None
+
+
+@dataclass(frozen=True)
 class Block:
-    """A finalized block: its header, the certificate that finalized it, its transactions."""
+    """A finalized block: its header, the certificate that finalized it, its transactions and
+    what each transaction did (:class:`Outcome`, in the same order)."""
 
     header: BlockHeader
     certificate: Certificate
     transactions: tuple[Transaction, ...]
+    outcomes: tuple[Outcome, ...] = ()
 
     @property
     def height(self) -> int:
@@ -81,8 +117,10 @@ class _Proposal:
     header: BlockHeader
     txs: list[Transaction]
     leaves: list[bytes]
+    outcomes: list[Outcome]
     state: LedgerState
     validators: ValidatorSet
+    state_undo: Undo
     votes: dict[bytes, Vote] = field(default_factory=dict)
 
 
@@ -104,8 +142,10 @@ class Ledger:
         local_validators: Sequence[Identity],
         max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
         clock: Callable[[], int] = system_clock_ms,
+        bindings: dict[tuple[str, bytes], type[Contract]] | None = None,
     ) -> None:
         self._store = store
+        self._bindings = dict(bindings or {})
         self._clock = clock
         self._genesis = genesis
         self._local = {v.verify_key.to_bytes(): v for v in local_validators}
@@ -117,10 +157,12 @@ class Ledger:
         self.dropped: list[SubmitResult] = []
         #: Why recent transactions were refused or dropped, so that prove() and get() can say so.
         self._refused: OrderedDict[bytes, str] = OrderedDict()
-        replayed = audit.replay(store, genesis, verify_signatures=False)
+        replayed = audit.replay(store, genesis, verify_signatures=False, bindings=self._bindings)
         self._blocks = replayed.blocks  # (header hash, log size) per height: reads are checked against it
         self._state = replayed.state
         self._tree = replayed.tree
+        self._state_tree = replayed.state_tree
+        self._outcome_hashes = replayed.outcome_hashes
         self._head = replayed.head  # (StoredBlock, BlockHeader) of the last block, or None
 
     # -- opening ----------------------------------------------------------------------------
@@ -138,6 +180,7 @@ class Ledger:
         max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
         read_only: bool = False,
         clock: Callable[[], int] = system_clock_ms,
+        contracts: Iterable[type[Contract]] = (),
     ) -> Ledger:
         """Open (or create) the ledger in the SQLite file ``path``.
 
@@ -153,6 +196,11 @@ class Ledger:
 
         ``clock`` gives block times in milliseconds since the epoch (the system clock by
         default); the ledger reads no other clock, so a simulation can pass its own.
+
+        ``contracts`` are the :class:`Contract` classes this process offers. Creating a ledger
+        pins them (name, version, code hash) in its genesis; opening one needs every contract
+        it pinned or deployed, with the same code, else :class:`ContractMismatch`. A class
+        offered but not yet deployed waits for a ``gov.contract.deploy`` action.
         """
         return cls._from_store(
             SQLiteStore(path, durability, read_only=read_only),
@@ -162,6 +210,7 @@ class Ledger:
             members,
             max_block_txs,
             clock,
+            contracts,
         )
 
     @classmethod
@@ -174,10 +223,18 @@ class Ledger:
         members: Iterable[IdentityCard] = (),
         max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
         clock: Callable[[], int] = system_clock_ms,
+        contracts: Iterable[type[Contract]] = (),
     ) -> Ledger:
         """A ledger in memory (SQLite ``:memory:``), for tests and simulations."""
         return cls._from_store(
-            SQLiteStore(":memory:", "off"), chain_id, validators, local_validators, members, max_block_txs, clock
+            SQLiteStore(":memory:", "off"),
+            chain_id,
+            validators,
+            local_validators,
+            members,
+            max_block_txs,
+            clock,
+            contracts,
         )
 
     @classmethod
@@ -190,9 +247,12 @@ class Ledger:
         members: Iterable[IdentityCard],
         max_block_txs: int,
         clock: Callable[[], int],
+        contracts: Iterable[type[Contract]],
     ) -> Ledger:
         try:
-            return cls._from_open_store(store, chain_id, validators, local_validators, members, max_block_txs, clock)
+            return cls._from_open_store(
+                store, chain_id, validators, local_validators, members, max_block_txs, clock, contracts
+            )
         except BaseException:
             store.close()
             raise
@@ -207,6 +267,7 @@ class Ledger:
         members: Iterable[IdentityCard],
         max_block_txs: int,
         clock: Callable[[], int],
+        contracts: Iterable[type[Contract]],
     ) -> Ledger:
         if not callable(clock):
             raise InvalidArgumentType(
@@ -219,8 +280,18 @@ class Ledger:
                 raise InvalidArgumentType(f"members[{i}]", f"expected IdentityCard, got {type(card).__name__}")
         if type(max_block_txs) is not int or max_block_txs < 1:
             raise InvalidArgument("max_block_txs", f"must be a positive int, got {max_block_txs!r}")
-        genesis = read_or_create_genesis(store, chain_id, validators, cards)
-        return cls(store, genesis, local, max_block_txs, clock)
+        offered = [check_contract_class(c, f"contracts[{i}]") for i, c in enumerate(contracts)]
+        bindings = {(c.name, c.code_hash()): c for c in offered}
+        newest: dict[str, type[Contract]] = {}
+        for c in offered:
+            if c.name in newest and newest[c.name].version == c.version and newest[c.name] is not c:
+                raise InvalidArgument("contracts", f"two classes offer contract {c.name!r} version {c.version}")
+            if c.name not in newest or c.version > newest[c.name].version:
+                newest[c.name] = c
+        pins = tuple((n, c.version, c.code_hash()) for n, c in sorted(newest.items()))
+        genesis = read_or_create_genesis(store, chain_id, validators, cards, pins)
+        _check_pins(genesis, offered)
+        return cls(store, genesis, local, max_block_txs, clock, bindings)
 
     def close(self) -> None:
         self._store.close()
@@ -266,6 +337,16 @@ class Ledger:
     def pending(self) -> tuple[Transaction, ...]:
         return tuple(self._pending)
 
+    @property
+    def contracts(self) -> dict[str, tuple[int, bytes]]:
+        """The deployed contracts: name -> (version, code hash)."""
+        return dict(self._state.contracts)
+
+    @property
+    def state_root(self) -> bytes:
+        """The state root after the last finalized block (what its header certifies)."""
+        return self._state_tree.root
+
     def is_revoked(self, key: signing.VerifyKey | bytes) -> bool:
         raw = key.to_bytes() if isinstance(key, signing.VerifyKey) else key
         return raw in self._state.revoked
@@ -295,7 +376,12 @@ class Ledger:
         rows = [row for row in self._store.block_txs(height) if start <= row.seq < end]
         if [row.seq for row in rows] != list(range(start, end)):
             raise TamperedLedger(height, "transaction rows of this block changed since the ledger opened")
-        return Block(header, certificate, tuple(Transaction.from_bytes(self._certified(row).data) for row in rows))
+        return Block(
+            header,
+            certificate,
+            tuple(Transaction.from_bytes(self._certified(row).data) for row in rows),
+            tuple(self._outcome_of(row) for row in rows),
+        )
 
     def transactions(
         self, kind: str | None = None, sender: signing.VerifyKey | bytes | None = None
@@ -309,6 +395,43 @@ class Ledger:
     def get(self, tx_id: bytes) -> Transaction:
         """The finalized transaction with this id; NotFound otherwise."""
         return Transaction.from_bytes(self._locate(tx_id).data)
+
+    def outcome(self, tx_id: bytes) -> Outcome:
+        """What the finalized transaction ``tx_id`` did: accepted or denied, why, its return value."""
+        return self._outcome_of(self._locate(tx_id))
+
+    def _outcome_of(self, row: StoredTx) -> Outcome:
+        at = 32 * row.seq
+        if type(row.outcome) is not bytes or merkle.leaf_hash(row.outcome) != bytes(self._outcome_hashes[at : at + 32]):
+            raise TamperedLedger(
+                row.height, f"the outcome of transaction row {row.seq} changed since the ledger opened"
+            )
+        return Outcome.from_bytes(row.outcome)
+
+    def view(self, contract: str, method: str, *, height: int | None = None, **args: encoding.Value) -> encoding.Value:
+        """Run a contract's view on the state after block ``height`` (default: the last block).
+
+        Nothing is recorded. A past height replays the chain up to it (views of history cost
+        a replay). Raises UnknownContract or InvalidCall for a call that cannot be made, and
+        ContractError if the view refuses.
+        """
+        h = self.height if height is None else height
+        if type(h) is not int or not 0 <= h <= self.height:
+            raise InvalidArgument("height", f"must be an int in [0, {self.height}], got {height!r}")
+        if h == self.height:
+            state = self._state
+        else:
+            state = audit.replay(
+                self._store, self._genesis, verify_signatures=False, bindings=self._bindings, upto=h
+            ).state
+        cls = state.contract_class(contract)
+        spec = cls.method(method)
+        if spec.kind != "view":
+            raise InvalidCall(f"{cls.name}.{spec.name} is a call: make it with Ledger.call, not a view")
+        checked = spec.check_args(cls.name, encoding.decode(encoding.encode(args)))  # the values a call would carry
+        time_ms = self.block(h).header.time_ms if h else 0
+        ctx = CallContext(None, h, time_ms, None, frozenset(state.validators.raw_keys()))
+        return run_method(cls, spec, ContractState(cls.name, state.kv.get), ctx, checked)
 
     def _locate(self, tx_id: bytes) -> StoredTx:
         if not isinstance(tx_id, (bytes, bytearray)) or len(tx_id) != 32:
@@ -409,34 +532,38 @@ class Ledger:
         self._writable()
         if self._proposal is not None:
             return self._proposal.header
+        height = self.height + 1
+        last_time = 0 if self._head is None else self._head[1].time_ms
+        time_ms = max(self._now_ms(), last_time)
         state = self._state.copy()
         validators = state.validators
-        proposer = state.begin_block()
+        proposer = state.begin_block(height, time_ms)
         included: list[Transaction] = []
+        outcomes: list[Outcome] = []
         self.dropped = []
         for tx in self._pending[: self._max_block_txs]:
             try:
                 state.check(tx)
-                state.apply(tx)
+                outcome = state.apply(tx)
             except FedLedgerError as exc:
                 self.dropped.append(SubmitResult(tx.id, False, exc))
                 self._remember_refused(self.dropped[-1:])
                 if state.nonces.get(tx.sender.to_bytes()) == tx.nonce + 1:
                     # apply failed half-way: rebuild the copy without this transaction
                     state = self._state.copy()
-                    state.begin_block()
-                    for earlier in included:
-                        state.apply(earlier)
+                    state.begin_block(height, time_ms)
+                    outcomes = [state.apply(earlier) for earlier in included]
                 continue
             included.append(tx)
+            outcomes.append(outcome)
         leaves = [tx.to_bytes() for tx in included]
         base = self._tree.size
         self._tree.extend(leaves)
+        undo = self._state_tree.update(state.changes())
         prev = self._genesis.hash if self._head is None else self._head[0].hash
-        last_time = 0 if self._head is None else self._head[1].time_ms
         header = BlockHeader(
             chain_id=self.chain_id,
-            height=self.height + 1,
+            height=height,
             prev_hash=prev,
             tx_root=merkle.root(leaves),
             tx_count=len(included),
@@ -444,9 +571,11 @@ class Ledger:
             log_root=self._tree.root,
             validators_hash=validators.hash(),
             proposer=proposer,
-            time_ms=max(self._now_ms(), last_time),
+            time_ms=time_ms,
+            state_root=self._state_tree.root,
+            outcome_root=merkle.root([o.to_bytes() for o in outcomes]),
         )
-        self._proposal = _Proposal(header, included, leaves, state, validators)
+        self._proposal = _Proposal(header, included, leaves, outcomes, state, validators, undo)
         for key, identity in self._local.items():
             if key in validators:
                 self._proposal.votes[key] = Vote.create(identity, header)
@@ -490,12 +619,16 @@ class Ledger:
         header_bytes = p.header.to_bytes()
         stored = StoredBlock(p.header.height, p.header.hash, header_bytes, cert.to_bytes())
         base = p.header.log_size - len(p.txs)
+        outcome_leaves = [o.to_bytes() for o in p.outcomes]
         rows = [
-            StoredTx(base + j, p.header.height, tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce, leaf)
-            for j, (tx, leaf) in enumerate(zip(p.txs, p.leaves))
+            StoredTx(base + j, p.header.height, tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce, leaf, result)
+            for j, (tx, leaf, result) in enumerate(zip(p.txs, p.leaves, outcome_leaves))
         ]
         self._store.append_block(stored, rows)
         # Only now, with the block durable, does the in-memory view move on.
+        p.state.kv.settle()
+        for leaf in outcome_leaves:
+            self._outcome_hashes += merkle.leaf_hash(leaf)
         self._state = p.state
         self._head = (stored, p.header)
         self._blocks.append((p.header.hash, p.header.log_size))
@@ -510,13 +643,106 @@ class Ledger:
                 key = tx.sender.to_bytes()
                 if self._pending_nonce.get(key) == tx.nonce + 1:
                     del self._pending_nonce[key]
-        return Block(p.header, cert, tuple(p.txs))
+        return Block(p.header, cert, tuple(p.txs), tuple(p.outcomes))
 
     def abandon_proposal(self) -> None:
         """Drop the open proposal (its transactions stay pending)."""
         if self._proposal is not None:
             self._tree.rollback(self._proposal.header.log_size - len(self._proposal.txs))
+            self._state_tree.rollback(self._proposal.state_undo)
             self._proposal = None
+
+    # -- contracts ----------------------------------------------------------------------------
+
+    def sign_call(
+        self,
+        identity: Identity,
+        contract: str,
+        method: str,
+        args: dict[str, encoding.Value],
+        *,
+        nonce: int | None = None,
+    ) -> Transaction:
+        """A signed ``contract.call`` transaction (nonce: the sender's next one by default).
+
+        For calls signed ahead of time (a client that signs, a server that submits) and for
+        batches: give consecutive nonces yourself when signing several before submitting.
+        """
+        if not isinstance(identity, Identity):
+            raise InvalidArgumentType("identity", f"expected Identity, got {type(identity).__name__}")
+        return Transaction.create(
+            identity,
+            kind=CALL_KIND,
+            payload={"contract": contract, "method": method, "args": args},
+            nonce=self.next_nonce(identity) if nonce is None else nonce,
+            chain_id=self.chain_id,
+        )
+
+    def call(self, identity: Identity, contract: str, method: str, **args: encoding.Value) -> CallResult:
+        """Make one contract call, finalize it in a block, and say what it did.
+
+        A call the contract refuses is recorded as denied (``accepted`` False, with the
+        reason); one the ledger cannot admit (unknown contract or method, bad arguments,
+        a revoked sender) raises the typed error and is not recorded.
+        """
+        result = self.call_many([Call(identity, contract, method, args)])[0]
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def call_many(self, calls: Sequence[Call | Transaction | bytes]) -> list[CallResult]:
+        """Make many calls in order and finalize them (as many blocks as needed), one result each.
+
+        Each item is a :class:`Call` (signed here, nonces counted per identity) or an already
+        signed ``contract.call`` transaction (:meth:`sign_call`, or wire bytes). A call refused
+        at submission gets its error and the rest of the batch still lands. Needs the local
+        validators' quorum (QuorumNotReached otherwise, with the admitted calls pending).
+        """
+        self._writable()
+        nonces: dict[bytes, int] = {}
+        items: list[Transaction | bytes] = []
+        early: dict[int, CallResult] = {}
+        for i, c in enumerate(calls):
+            if isinstance(c, Call):
+                key = c.identity.verify_key.to_bytes() if isinstance(c.identity, Identity) else b""
+                nonce = nonces.get(key)
+                try:
+                    tx = self.sign_call(c.identity, c.contract, c.method, c.args, nonce=nonce)
+                except FedLedgerError as exc:
+                    early[i] = CallResult(None, False, False, f"{type(exc).__name__}: {exc}", error=exc)
+                    items.append(b"")
+                    continue
+                nonces[key] = tx.nonce + 1
+                items.append(tx)
+            elif isinstance(c, (Transaction, bytes, bytearray, memoryview)):
+                items.append(c if isinstance(c, Transaction) else bytes(c))
+            else:
+                exc = InvalidArgumentType(f"calls[{i}]", f"expected Call, Transaction or bytes, got {type(c).__name__}")
+                early[i] = CallResult(None, False, False, f"{type(exc).__name__}: {exc}", error=exc)
+                items.append(b"")
+        todo = [i for i in range(len(items)) if i not in early]
+        submitted = self.submit_many([items[i] for i in todo])
+        results: dict[int, CallResult] = dict(early)
+        waiting: dict[bytes, int] = {}
+        for i, r in zip(todo, submitted):
+            if r.error is not None:
+                results[i] = CallResult(r.tx_id, False, False, r.reason, error=r.error)
+            else:
+                assert r.tx_id is not None
+                waiting[r.tx_id] = i
+        while waiting and any(tx.id in waiting for tx in self._pending):
+            block = self.commit()
+            for tx, outcome in zip(block.transactions, block.outcomes):
+                i = waiting.pop(tx.id, -1)
+                if i >= 0:
+                    results[i] = CallResult(
+                        tx.id, True, outcome.ok, outcome.reason or "accepted", outcome.value, block.height
+                    )
+            for dropped in self.dropped:
+                i = waiting.pop(dropped.tx_id, -1)  # type: ignore[arg-type]
+                if i >= 0:
+                    results[i] = CallResult(dropped.tx_id, False, False, dropped.reason, error=dropped.error)
+        return [results[i] for i in range(len(items))]
 
     def _now_ms(self) -> int:
         now = self._clock()
@@ -558,17 +784,33 @@ class Ledger:
         stored, header = self._head
         return SignedTreeHead(header, Certificate.from_bytes(stored.certificate))
 
-    def prove(self, tx_id: bytes, *, since: ValidatorSet | None = None) -> Receipt:
+    def prove(self, tx_id: bytes, *, since: ValidatorSet | None = None, outcome: bool = False) -> Receipt:
         """A self-contained receipt for a finalized transaction, checkable offline by :func:`verify_receipt`.
 
         It carries every validator-set change from genesis (or from the last time the set
         ``since`` was in force) up to the head, so an auditor who trusts that set can follow
         the chain of hand-overs to the set that certified the head.
+
+        With ``outcome=True`` the receipt is made at the block that holds the transaction and
+        also proves what it did (:func:`verify_outcome`): accepted, or denied and why.
         """
         row = self._locate(tx_id)
-        head = self.tree_head()
+        if outcome:
+            block = self.block(row.height)
+            head = SignedTreeHead(block.header, block.certificate)
+        else:
+            head = self.tree_head()
         changes = proving.validator_changes(self._store, self._genesis, self._tree, head, since)
-        return Receipt(self.chain_id, proving.log_entry(self._tree, row, head.log_size), head, changes)
+        proof = None
+        if outcome:
+            result = self._outcome_of(row)
+            rows = self._store.block_txs(row.height)
+            leaves = [self._outcome_of(r).to_bytes() for r in rows]
+            index = row.seq - (head.log_size - head.header.tx_count)
+            proof = OutcomeProof(
+                result.to_bytes(), index, tuple(merkle.MerkleTree(leaves).inclusion_proof(index, len(leaves)))
+            )
+        return Receipt(self.chain_id, proving.log_entry(self._tree, row, head.log_size), head, changes, proof)
 
     def prove_consistency(self, old_size: int, *, since: ValidatorSet | None = None) -> ConsistencyProof:
         """Proof that the log of ``old_size`` transactions is a prefix of today's (RFC 9162).
@@ -605,9 +847,29 @@ class Ledger:
         problems = self._store.integrity_problems()
         if problems:
             raise TamperedLedger(0, f"storage integrity check failed: {problems[0]}")
-        replayed = audit.replay(self._store, self._genesis, verify_signatures=True)
+        replayed = audit.replay(self._store, self._genesis, verify_signatures=True, bindings=self._bindings)
         last = replayed.head
         if (last is None) != (self._head is None) or (last is not None and last[0].hash != self._head[0].hash):  # type: ignore[index]
             raise TamperedLedger(self.height, "the stored chain differs from the one this ledger opened")
         if head is not None:
             audit.check_against_head(self._store, replayed, head)
+
+
+def _check_pins(genesis: Genesis, offered: list[type[Contract]]) -> None:
+    """ContractMismatch unless every contract the genesis pins is offered with the same code."""
+    by_name: dict[str, list[type[Contract]]] = {}
+    for c in offered:
+        by_name.setdefault(c.name, []).append(c)
+    for name, version, code_hash in genesis.contracts:
+        classes = by_name.get(name)
+        if not classes:
+            raise ContractMismatch(
+                f"this ledger pins contract {name!r} v{version} (code sha256 {code_hash.hex()[:16]}); "
+                "pass its class in contracts=[...] (the CLI: --contracts module:Class)"
+            )
+        if not any((c.version, c.code_hash()) == (version, code_hash) for c in classes):
+            found = ", ".join(f"v{c.version} sha256 {c.code_hash().hex()[:16]}" for c in classes)
+            raise ContractMismatch(
+                f"this ledger pins contract {name!r} v{version} (code sha256 {code_hash.hex()[:16]}), "
+                f"but the class offered is {found}: another version or changed code would fork the chain"
+            )

@@ -6,32 +6,36 @@ trusts, e.g. the genesis set, or one it followed itself) and never from data the
 
 A receipt (:meth:`Ledger.prove <fedledger.ledger.Ledger.prove>`) is JSON::
 
-    {"type": "fedledger.receipt/2", "chain_id": "...",
+    {"type": "fedledger.receipt/3", "chain_id": "...",
      "transaction": "<hex of the transaction's wire bytes>", "log_index": 17,
      "inclusion_proof": ["<hex>", ...],
      "tree_head": {"header": "<hex>", "certificate": "<hex>"},
      "validator_changes": [{"transaction": "<hex>", "log_index": 3, "inclusion_proof": [...]}, ...],
-     "outcomes": []}
+     "outcome": null | {"outcome": "<hex>", "index": 4, "proof": ["<hex>", ...]}}
 
 :func:`verify_receipt` checks, in order: the tree head is for the expected chain; following
 ``validator_changes`` (each one proved in the same log, each ``gov.validators`` change approved by
 more than 2/3 of the stake of the set before it, each ``evidence`` a proof of equivocation) from
 the trusted set leads to the set that the header names; that set's validators with more than
 2/3 of the stake signed the header; the transaction is well formed, signed and of this chain;
-and its RFC 9162 inclusion proof holds under the header's log root. ``outcomes`` is reserved for
-contract outcome proofs and must be empty in this version.
+and its RFC 9162 inclusion proof holds under the header's log root.
+
+With an ``outcome`` (``Ledger.prove(tx_id, outcome=True)``), the tree head is the block that
+holds the transaction, and the outcome (accepted or denied, the reason, the value returned) is
+proved under that header's ``outcome_root`` at the transaction's index in the block: a
+certified record that a call was made and what the contract decided, a denial included.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from fedledger.crypto import merkle, signing
 from fedledger.errors import FedLedgerError, InvalidArgument, InvalidArgumentType, InvalidReceipt
-from fedledger.ledger.block import BlockHeader, Certificate
+from fedledger.ledger.block import BlockHeader, Certificate, Outcome
 from fedledger.ledger.state import VALIDATOR_KINDS, next_validators
 from fedledger.ledger.transaction import Transaction
 from fedledger.ledger.validators import ValidatorSet
@@ -39,14 +43,16 @@ from fedledger.ledger.validators import ValidatorSet
 __all__ = [
     "ConsistencyProof",
     "LogEntry",
+    "OutcomeProof",
     "Receipt",
     "SignedTreeHead",
     "ValidatorChange",
     "verify_consistency",
+    "verify_outcome",
     "verify_receipt",
 ]
 
-RECEIPT_TYPE: Final = "fedledger.receipt/2"
+RECEIPT_TYPE: Final = "fedledger.receipt/3"
 TREE_HEAD_TYPE: Final = "fedledger.tree_head/1"
 CONSISTENCY_TYPE: Final = "fedledger.consistency/2"
 #: Bounds on untrusted proof documents (JSON text), so checking one is bounded work.
@@ -273,7 +279,50 @@ class ValidatorChange:
         return cls(LogEntry.from_value(value, what), SignedTreeHead.from_value(value["block"], f"{what}.block"))
 
 
-_RECEIPT_KEYS: Final = _ENTRY_KEYS | {"type", "chain_id", "tree_head", "validator_changes", "outcomes"}
+_RECEIPT_KEYS: Final = _ENTRY_KEYS | {"type", "chain_id", "tree_head", "validator_changes", "outcome"}
+_OUTCOME_KEYS: Final = frozenset({"outcome", "index", "proof"})
+
+
+@dataclass(frozen=True)
+class OutcomeProof:
+    """A transaction's outcome and its inclusion proof under its block's ``outcome_root``."""
+
+    outcome: bytes
+    index: int
+    proof: tuple[bytes, ...]
+
+    def to_value(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.hex(), "index": self.index, "proof": [n.hex() for n in self.proof]}
+
+    @classmethod
+    def from_value(cls, value: object, what: str) -> OutcomeProof:
+        if not isinstance(value, Mapping):
+            raise InvalidReceipt(f"{what} must be an object or null")
+        _keys(value, _OUTCOME_KEYS, what)
+        return cls(
+            _hex(value["outcome"], f"{what}.outcome"),
+            _index(value["index"], f"{what}.index"),
+            _path(value["proof"], f"{what}.proof"),
+        )
+
+    def check(self, head: SignedTreeHead, entry: LogEntry, tx_id: bytes) -> Outcome:
+        """The proved outcome of the transaction ``entry`` holds, in the block ``head``."""
+        h = head.header
+        first = h.log_size - h.tx_count
+        if not first <= entry.log_index < h.log_size:
+            raise InvalidReceipt("receipt.outcome: the tree head is not the block that holds the transaction")
+        if self.index != entry.log_index - first:
+            raise InvalidReceipt(f"receipt.outcome: index {self.index} is not the transaction's place in its block")
+        try:
+            merkle.verify_inclusion(self.outcome, self.index, h.tx_count, list(self.proof), h.outcome_root)
+            outcome = Outcome.from_bytes(self.outcome)
+        except FedLedgerError as exc:
+            raise InvalidReceipt(f"receipt.outcome: not the certified outcome: {exc}") from None
+        if outcome.tx_id != tx_id:
+            raise InvalidReceipt("receipt.outcome: it is the outcome of another transaction")
+        return outcome
+
+
 _CONSISTENCY_KEYS: Final = frozenset(
     {"type", "chain_id", "old_size", "old_root", "proof", "tree_head", "validator_changes"}
 )
@@ -305,8 +354,8 @@ class Receipt:
     #: in log order, from the set named when the receipt was made (genesis by default), each
     #: with the certified block that holds it.
     validator_changes: tuple[ValidatorChange, ...] = ()
-    #: Reserved for contract outcome proofs; empty in this version.
-    outcomes: tuple[Any, ...] = field(default=())
+    #: What the transaction did, proved under its block's outcome root (None: not included).
+    outcome: OutcomeProof | None = None
 
     @property
     def transaction(self) -> Transaction:
@@ -319,7 +368,7 @@ class Receipt:
             **self.entry.to_value(),
             "tree_head": self.tree_head.to_value(),
             "validator_changes": [c.to_value() for c in self.validator_changes],
-            "outcomes": list(self.outcomes),
+            "outcome": None if self.outcome is None else self.outcome.to_value(),
         }
 
     def to_json(self) -> str:
@@ -332,13 +381,12 @@ class Receipt:
         _keys(value, _RECEIPT_KEYS, "receipt")
         if value["type"] != RECEIPT_TYPE:
             raise InvalidReceipt(f"receipt: type is {value['type']!r}, expected {RECEIPT_TYPE!r}")
-        if type(value["outcomes"]) is not list or value["outcomes"]:
-            raise InvalidReceipt("receipt: outcomes must be an empty list in this version")
         return cls(
             _text(value["chain_id"], "receipt: chain_id"),
             LogEntry.from_value(value, "receipt"),
             SignedTreeHead.from_value(value["tree_head"]),
             _changes_from_value(value["validator_changes"]),
+            None if value["outcome"] is None else OutcomeProof.from_value(value["outcome"], "receipt.outcome"),
         )
 
 
@@ -487,7 +535,27 @@ def verify_receipt(
     except FedLedgerError as exc:
         raise InvalidReceipt(f"receipt: the transaction's signature does not verify: {exc}") from None
     r.entry.check_inclusion(r.tree_head, "receipt")
+    if r.outcome is not None:
+        r.outcome.check(r.tree_head, r.entry, tx.id)
     return tx
+
+
+def verify_outcome(
+    receipt: Receipt | Mapping[str, Any] | str | bytes,
+    *,
+    chain_id: str | None = None,
+    trusted_validators: ValidatorSet | None = None,
+) -> tuple[Transaction, Outcome]:
+    """Check a receipt that carries an outcome (``Ledger.prove(tx_id, outcome=True)``) offline.
+
+    Returns the transaction and what it did: whether the contract accepted or denied the call,
+    why, and what it returned. InvalidReceipt if the receipt does not hold or has no outcome.
+    """
+    r = receipt if isinstance(receipt, Receipt) else Receipt.from_json(receipt)
+    if r.outcome is None:
+        raise InvalidReceipt("receipt: it carries no outcome (make it with Ledger.prove(tx_id, outcome=True))")
+    tx = verify_receipt(r, chain_id=chain_id, trusted_validators=trusted_validators)
+    return tx, r.outcome.check(r.tree_head, r.entry, tx.id)
 
 
 def verify_consistency(

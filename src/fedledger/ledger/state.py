@@ -3,7 +3,8 @@
 Pure: no I/O, no clocks. The same code admits transactions into the mempool, builds blocks
 and replays the whole chain in ``Ledger.verify()``, so the three can never disagree.
 
-Built-in kinds (contracts add more through :func:`register_kind`):
+The kinds are built in; applications add behaviour with contracts (``contract.call``), which
+belong to a ledger (pinned in its genesis or deployed by governance), not to the process.
 
 | kind | who may send | payload |
 | --- | --- | --- |
@@ -13,6 +14,8 @@ Built-in kinds (contracts add more through :func:`register_kind`):
 | ``gov.member.add`` | members | governance: ``params = {"card": identity card bytes}`` |
 | ``gov.member.revoke`` | members | governance: ``params = {"key": ed25519 key, "reason": text}`` |
 | ``blob.erase`` | members | ``{"keyed_id": 32 bytes, "reason": text}`` (a crypto-shredded object) |
+| ``contract.call`` | members | ``{"contract": name, "method": name, "args": {name: value}}`` |
+| ``gov.contract.deploy`` | members | governance: ``params = {"name", "version", "code_hash"}`` |
 
 Governance payloads are ``{"epoch": n, "params": {...}, "approvals": [[validator, sig], ...]}``
 where validators holding more than 2/3 of the current stake signed the proposal body
@@ -30,8 +33,11 @@ from typing import Final, cast
 from fedledger import encoding
 from fedledger.crypto import signing
 from fedledger.errors import (
+    ContractError,
+    ContractMismatch,
     FedLedgerError,
     InvalidArgument,
+    InvalidCall,
     InvalidEvidence,
     InvalidGovernance,
     InvalidKey,
@@ -39,26 +45,115 @@ from fedledger.errors import (
     OversizedPayload,
     ReplayedTransaction,
     UnauthorizedSender,
+    UnknownContract,
     UnknownKind,
     WrongChain,
 )
 from fedledger.identity import Identity, IdentityCard
-from fedledger.ledger.block import Evidence
+from fedledger.ledger.block import Evidence, Outcome
+from fedledger.ledger.contract import CallContext, Contract, ContractState, run_method
 from fedledger.ledger.transaction import MAX_PAYLOAD_BYTES, Transaction
 from fedledger.ledger.validators import ValidatorSet, advance_priorities
 
-__all__ = ["VALIDATOR_KINDS", "GovernanceProposal", "LedgerState", "next_validators", "register_kind"]
+__all__ = [
+    "CALL_KIND",
+    "DEPLOY_KIND",
+    "VALIDATOR_KINDS",
+    "ContractKV",
+    "GovernanceProposal",
+    "LedgerState",
+    "next_validators",
+]
 
 GOV_TYPE: Final = "fedledger.gov/1"
 #: The kinds that change the validator set: governance, and equivocation evidence (slashing).
 VALIDATOR_KINDS: Final = ("gov.validators", "evidence")
+#: The kind of a contract call, and of the governance action that deploys a contract.
+CALL_KIND: Final = "contract.call"
+DEPLOY_KIND: Final = "gov.contract.deploy"
+#: The longest reason a contract may give for a denial, in characters (longer ones are cut).
+MAX_REASON: Final = 512
 #: The longest reason a ``blob.erase`` record may give, in characters.
 MAX_ERASE_REASON: Final = 1024
 
 
+class ContractKV:
+    """Every contract's entries (full state keys to encoded values), copied cheaply.
+
+    A copy shares the committed entries and keeps its own overlay of changes; :meth:`settle`
+    folds a copy's overlay into the shared entries once that copy becomes the committed state.
+    Copies made before that are stale: using one raises, rather than read changed entries.
+    """
+
+    __slots__ = ("_base", "_born", "_generation", "_overlay")
+
+    def __init__(self) -> None:
+        self._base: dict[bytes, bytes] = {}
+        self._overlay: dict[bytes, bytes | None] = {}
+        self._generation = [0]
+        self._born = 0
+
+    def __copy__(self) -> ContractKV:
+        self._check()
+        out = ContractKV.__new__(ContractKV)
+        out._base, out._generation, out._born = self._base, self._generation, self._born
+        out._overlay = dict(self._overlay)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContractKV):
+            return NotImplemented
+        return self.items() == other.items()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _check(self) -> None:
+        if self._born != self._generation[0]:
+            raise RuntimeError("this ledger state is stale: a later copy of it was committed")
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check()
+        if key in self._overlay:
+            return self._overlay[key]
+        return self._base.get(key)
+
+    def set(self, key: bytes, value: bytes | None) -> None:
+        self._check()
+        self._overlay[key] = value
+
+    def settle(self) -> None:
+        """Fold this copy's changes into the shared committed entries."""
+        self._check()
+        base = self._base
+        for key, value in self._overlay.items():
+            if value is None:
+                base.pop(key, None)
+            else:
+                base[key] = value
+        self._overlay = {}
+        self._generation[0] += 1
+        self._born = self._generation[0]
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        self._check()
+        merged = dict(self._base)
+        for key, value in self._overlay.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return sorted(merged.items())
+
+
 @dataclass
 class LedgerState:
-    """Everything a block's validity depends on, after the last applied block."""
+    """Everything a block's validity depends on, after the last applied block.
+
+    The replicated part (validators, proposer priorities, members, revocations, nonces, the
+    governance epoch, deployed contracts and their state) is committed by the state root; the
+    rest is the block being applied (``height``, ``time_ms``), the keys it touched, and which
+    contract classes this process offers.
+    """
 
     chain_id: str
     validators: ValidatorSet
@@ -67,18 +162,72 @@ class LedgerState:
     revoked: set[bytes] = field(default_factory=set)
     nonces: dict[bytes, int] = field(default_factory=dict)
     gov_epoch: int = 0
+    #: Deployed contracts: name -> (version, code hash).
+    contracts: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    kv: ContractKV = field(default_factory=ContractKV)
+    #: Contract classes this process offers, by (name, code hash): not replicated.
+    bindings: dict[tuple[str, bytes], type[Contract]] = field(default_factory=dict)
+    height: int = 0
+    time_ms: int = 0
+    #: State keys changed since begin_block (besides validators, priorities and epoch).
+    touched: set[bytes] = field(default_factory=set)
 
     def copy(self) -> LedgerState:
         """An independent copy: every field is copied, so a field added later is never dropped.
 
-        Containers are copied one level deep (their items, keys and cards, are immutable).
+        Containers are copied one level deep (their items, keys and cards, are immutable);
+        contract entries are shared with an overlay of changes (see :class:`ContractKV`).
         """
         return replace(self, **{f.name: copy.copy(getattr(self, f.name)) for f in fields(self)})
 
-    def begin_block(self) -> bytes:
+    def begin_block(self, height: int = 0, time_ms: int = 0) -> bytes:
         """Advance the proposer schedule by one block and return whose turn it is."""
         proposer, self.priorities = advance_priorities(self.validators, self.priorities)
+        self.height, self.time_ms = height, time_ms
+        self.touched = set()
         return proposer
+
+    # -- the state root's entries -----------------------------------------------------------
+
+    def entry(self, key: bytes) -> bytes | None:
+        """The encoded value of one state entry (None: absent)."""
+        tag, rest = key[:2], key[2:]
+        if key == b"v":
+            return encoding.encode(self.validators.to_value())
+        if key == b"p":
+            return encoding.encode([[k, p] for k, p in sorted(self.priorities.items())])
+        if key == b"e":
+            return encoding.encode(self.gov_epoch)
+        if tag == b"n/":
+            nonce = self.nonces.get(rest)
+            return None if nonce is None else encoding.encode(nonce)
+        if tag == b"c/":
+            return self.kv.get(key)
+        if tag == b"m/":
+            card = self.members.get(rest)
+            return None if card is None else card.to_bytes()
+        if tag == b"r/":
+            return b"" if rest in self.revoked else None
+        if tag == b"k/":
+            deployed = self.contracts.get(rest.decode())
+            return None if deployed is None else encoding.encode(list(deployed))
+        raise InvalidArgument("key", f"{key[:16]!r} is not a state key")
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """The entries changed since :meth:`begin_block`, with their new values."""
+        keys = self.touched | {b"v", b"p", b"e"}
+        return {k: self.entry(k) for k in keys}
+
+    def entries(self) -> list[tuple[bytes, bytes]]:
+        """Every entry of the replicated state, sorted by key (a snapshot's content)."""
+        keys = [b"v", b"p", b"e"]
+        keys += [b"n/" + k for k in self.nonces]
+        keys += [b"m/" + k for k in self.members]
+        keys += [b"r/" + k for k in self.revoked]
+        keys += [b"k/" + n.encode() for n in self.contracts]
+        out = [(k, self.entry(k)) for k in keys]
+        out += self.kv.items()
+        return sorted((k, v) for k, v in out if v is not None)
 
     def is_member(self, key: bytes) -> bool:
         return (key in self.members or key in self.validators) and key not in self.revoked
@@ -116,20 +265,71 @@ class LedgerState:
         except Exception as exc:  # a kind's own code: whatever it raises rejects this transaction only
             raise InvalidTransaction(f"kind {tx.kind!r}: its check raised {type(exc).__name__}: {exc}") from exc
 
-    def apply(self, tx: Transaction) -> None:
-        """Apply an admitted transaction (call :meth:`check` first).
+    def apply(self, tx: Transaction) -> Outcome:
+        """Apply an admitted transaction (call :meth:`check` first) and say what it did.
 
-        A kind whose ``apply`` raises leaves this state half-applied: callers apply to a copy
-        and discard it on error (:class:`InvalidTransaction` for errors outside our family).
+        A contract that refuses a call gives a denied outcome (the nonce is still used). A
+        built-in kind whose ``apply`` raises leaves this state half-applied: callers apply to a
+        copy and discard it on error.
         """
         sender = tx.sender.to_bytes()
         self.nonces[sender] = tx.nonce + 1
+        self.touched.add(b"n/" + sender)
+        if tx.kind == CALL_KIND:
+            return self._call(tx)
         try:
             _KINDS[tx.kind].apply(self, tx)
         except FedLedgerError:
             raise
         except Exception as exc:
             raise InvalidTransaction(f"kind {tx.kind!r}: its apply raised {type(exc).__name__}: {exc}") from exc
+        return Outcome(tx.id, True)
+
+    # -- contracts ----------------------------------------------------------------------------
+
+    def contract_class(self, name: object) -> type[Contract]:
+        """The class bound to the deployed contract ``name`` (UnknownContract, ContractMismatch)."""
+        deployed = self.contracts.get(name) if type(name) is str else None
+        if deployed is None:
+            raise UnknownContract(
+                f"no contract {encoding.short_repr(name)} is deployed on this ledger; deployed: {sorted(self.contracts)}"
+            )
+        cls = self.bindings.get((name, deployed[1]))  # type: ignore[arg-type]
+        if cls is None:
+            raise ContractMismatch(
+                f"contract {name!r} v{deployed[0]} (code sha256 {deployed[1].hex()[:16]}) is deployed on this "
+                "ledger but its class was not offered: pass it in contracts=[...]"
+            )
+        return cls
+
+    def _parse_call(self, tx: Transaction) -> tuple[type[Contract], str, dict[str, encoding.Value]]:
+        p = tx.payload
+        if type(p) is not dict or set(p) != {"contract", "method", "args"}:
+            raise InvalidCall(f"{CALL_KIND}: payload must be {{'contract', 'method', 'args'}}")
+        cls = self.contract_class(p["contract"])
+        spec = cls.method(p["method"])
+        if spec.kind != "call":
+            raise InvalidCall(f"{cls.name}.{spec.name} is a view: read it with Ledger.view, not a call")
+        return cls, spec.name, spec.check_args(cls.name, p["args"])
+
+    def context(self, sender: bytes | None, tx_id: bytes | None) -> CallContext:
+        return CallContext(sender, self.height, self.time_ms, tx_id, frozenset(self.validators.raw_keys()))
+
+    def _call(self, tx: Transaction) -> Outcome:
+        cls, method, args = self._parse_call(tx)
+        handle = ContractState(cls.name, self.kv.get)
+        try:
+            value = run_method(cls, cls.method(method), handle, self.context(tx.sender.to_bytes(), tx.id), args)
+        except ContractError as exc:
+            return Outcome(tx.id, False, _reason(exc.reason))
+        except (MemoryError, RecursionError):
+            raise  # not a decision: depends on the machine, so it must not be recorded
+        except Exception as exc:  # a bug in the contract: recorded as a denial, deterministically
+            return Outcome(tx.id, False, f"{cls.name}.{method} raised {type(exc).__name__}")
+        for key, raw in handle.writes.items():
+            self.kv.set(key, raw)
+            self.touched.add(key)
+        return Outcome(tx.id, True, value=value)
 
 
 # -- kinds --------------------------------------------------------------------------------
@@ -148,7 +348,11 @@ _KINDS: dict[str, KindHandler] = {}
 
 
 def register_kind(kind: str, handler: KindHandler) -> None:
-    """Teach every ledger in this process a new transaction kind (contracts use this)."""
+    """Teach every ledger in this process a built-in transaction kind.
+
+    For fedledger's own kinds only: application logic belongs in a :class:`Contract`, which a
+    ledger pins, so that an auditor's process replays it the same way.
+    """
     if kind in _KINDS:
         raise InvalidArgument("kind", f"{kind!r} is already registered")
     _KINDS[kind] = handler
@@ -298,6 +502,7 @@ def _check_add(state: LedgerState, tx: Transaction) -> None:
 def _apply_add(state: LedgerState, tx: Transaction) -> None:
     card = _card(_proposal(state, tx))
     state.members[card.verify_key.to_bytes()] = card
+    state.touched.add(b"m/" + card.verify_key.to_bytes())
     state.gov_epoch += 1
 
 
@@ -318,7 +523,9 @@ def _check_revoke(state: LedgerState, tx: Transaction) -> None:
 
 
 def _apply_revoke(state: LedgerState, tx: Transaction) -> None:
-    state.revoked.add(_revoked_key(_proposal(state, tx)))
+    key = _revoked_key(_proposal(state, tx))
+    state.revoked.add(key)
+    state.touched.add(b"r/" + key)
     state.gov_epoch += 1
 
 
@@ -345,6 +552,58 @@ def _check_blob_erase(state: LedgerState, tx: Transaction) -> None:
 
 
 register_kind("blob.erase", KindHandler(_check_blob_erase, _nothing))
+
+
+def _reason(reason: object) -> str:
+    text = reason if type(reason) is str else "denied"
+    return (text or "denied")[:MAX_REASON]
+
+
+def _check_call(state: LedgerState, tx: Transaction) -> None:
+    state._parse_call(tx)
+
+
+register_kind(CALL_KIND, KindHandler(_check_call, _nothing))
+
+
+def _deployment(state: LedgerState, proposal: GovernanceProposal) -> tuple[str, int, bytes]:
+    params = proposal.params
+    if (
+        set(params) != {"name", "version", "code_hash"}
+        or type(params["name"]) is not str
+        or type(params["version"]) is not int
+        or type(params["code_hash"]) is not bytes
+        or len(params["code_hash"]) != 32
+    ):
+        raise InvalidGovernance(
+            f"{DEPLOY_KIND}: params must be {{'name': text, 'version': int, 'code_hash': 32 bytes}}"
+        )
+    name, version, code_hash = params["name"], params["version"], params["code_hash"]
+    old = state.contracts.get(name)
+    if old is not None and version <= old[0]:
+        raise InvalidGovernance(f"{DEPLOY_KIND}: {name!r} is at version {old[0]}; a deployment must raise it")
+    if not 1 <= version < 2**31:
+        raise InvalidGovernance(f"{DEPLOY_KIND}: version must be a positive int")
+    if (name, code_hash) not in state.bindings:
+        raise ContractMismatch(
+            f"{DEPLOY_KIND}: contract {name!r} v{version} (code sha256 {code_hash.hex()[:16]}) is not offered "
+            "by this process: pass its class in contracts=[...]"
+        )
+    return name, version, code_hash
+
+
+def _check_deploy(state: LedgerState, tx: Transaction) -> None:
+    _deployment(state, _proposal(state, tx))
+
+
+def _apply_deploy(state: LedgerState, tx: Transaction) -> None:
+    name, version, code_hash = _deployment(state, _proposal(state, tx))
+    state.contracts[name] = (version, code_hash)
+    state.touched.add(b"k/" + name.encode())
+    state.gov_epoch += 1
+
+
+register_kind(DEPLOY_KIND, KindHandler(_check_deploy, _apply_deploy))
 
 
 def next_validators(validators: ValidatorSet, chain_id: str, tx: Transaction) -> ValidatorSet:

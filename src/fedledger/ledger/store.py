@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, cast
 
-from fedledger.errors import FedLedgerError, InvalidArgument, LedgerLocked, NotALedger, NotFound, TamperedLedger
+from fedledger.errors import (
+    FedLedgerError,
+    InvalidArgument,
+    LedgerLocked,
+    NotALedger,
+    NotFound,
+    TamperedLedger,
+    UnsupportedVersion,
+)
 
 try:
     import fcntl
@@ -32,7 +40,15 @@ except ImportError:  # pragma: no cover - not POSIX: no writer lock (documented)
 __all__ = ["DURABILITY", "LedgerStore", "SQLiteStore", "StoredBlock", "StoredTx", "system_clock_ms"]
 
 DURABILITY: Final = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+#: The transaction table of schema 1 (before outcomes), as SQLite records it: a file with it
+#: was written by an older fedledger and is refused with UnsupportedVersion.
+_V1_TXS_SQL: Final = (
+    "CREATE TABLE txs (\n    seq INTEGER PRIMARY KEY,      -- index in the global RFC 9162 log\n"
+    "    height INTEGER NOT NULL,\n    id BLOB NOT NULL,\n    kind TEXT NOT NULL,\n"
+    "    sender BLOB NOT NULL,\n    nonce INTEGER NOT NULL,\n"
+    "    data BLOB NOT NULL            -- Transaction.to_bytes(), the log leaf\n)"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -49,7 +65,8 @@ CREATE TABLE IF NOT EXISTS txs (
     kind TEXT NOT NULL,
     sender BLOB NOT NULL,
     nonce INTEGER NOT NULL,
-    data BLOB NOT NULL            -- Transaction.to_bytes(), the log leaf
+    data BLOB NOT NULL,           -- Transaction.to_bytes(), the log leaf
+    outcome BLOB NOT NULL         -- Outcome.to_bytes(): accepted or denied, why, what it returned
 );
 CREATE UNIQUE INDEX IF NOT EXISTS txs_by_id ON txs(id);
 CREATE INDEX IF NOT EXISTS txs_by_kind ON txs(kind, seq);
@@ -126,6 +143,7 @@ class StoredTx:
     sender: bytes
     nonce: int
     data: bytes
+    outcome: bytes
 
 
 class LedgerStore(Protocol):
@@ -214,6 +232,12 @@ class SQLiteStore:
             raise TamperedLedger(0, f"storage: unexpected {', '.join(extra)} in the database")
         query = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
         found = {row[1]: tuple(row) for row in self._db.execute(query).fetchall()}
+        if found.get("txs", (None,) * 4)[3] == _V1_TXS_SQL:
+            raise UnsupportedVersion(
+                f"{self.path} was written by an older fedledger (ledger schema 1: no call outcomes, no "
+                f"state root); this version reads schema {SCHEMA_VERSION}. Export what you need with the "
+                "older version and start a new ledger"
+            )
         for name, want in _expected_schema().items():
             if found.get(name) != want:
                 raise TamperedLedger(0, f"storage: {name} is not the {want[0]} the ledger created")
@@ -243,8 +267,8 @@ class SQLiteStore:
                     (block.height, block.hash, block.header, block.certificate),
                 )
                 self._db.executemany(
-                    "INSERT INTO txs(seq, height, id, kind, sender, nonce, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(t.seq, t.height, t.id, t.kind, t.sender, t.nonce, t.data) for t in txs],
+                    "INSERT INTO txs(seq, height, id, kind, sender, nonce, data, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(t.seq, t.height, t.id, t.kind, t.sender, t.nonce, t.data, t.outcome) for t in txs],
                 )
         except sqlite3.IntegrityError as exc:
             raise TamperedLedger(
@@ -265,7 +289,7 @@ class SQLiteStore:
     def first_tx_outside(self, log_size: int, height: int) -> StoredTx | None:
         """The first transaction row that no stored block covers (seq beyond the log, or height beyond the chain)."""
         rows = self._query(
-            "SELECT seq, height, id, kind, sender, nonce, data FROM txs "
+            "SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs "
             "WHERE seq >= ? OR seq < 0 OR height > ? OR height < 1 ORDER BY seq LIMIT 1",
             (log_size, height),
         )
@@ -285,17 +309,18 @@ class SQLiteStore:
 
     def block_txs(self, height: int) -> list[StoredTx]:
         rows = self._query(
-            "SELECT seq, height, id, kind, sender, nonce, data FROM txs WHERE height = ? ORDER BY seq", (height,)
+            "SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs WHERE height = ? ORDER BY seq",
+            (height,),
         )
         return [StoredTx(*r) for r in rows]  # type: ignore[arg-type]
 
     def all_txs(self) -> Iterator[StoredTx]:
         # A table scan in rowid order: it reads the table itself, never an index.
-        for row in self._query("SELECT seq, height, id, kind, sender, nonce, data FROM txs ORDER BY seq"):
+        for row in self._query("SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs ORDER BY seq"):
             yield StoredTx(*row)  # type: ignore[arg-type]
 
     def tx_by_id(self, tx_id: bytes) -> StoredTx | None:
-        rows = self._query("SELECT seq, height, id, kind, sender, nonce, data FROM txs WHERE id = ?", (tx_id,))
+        rows = self._query("SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs WHERE id = ?", (tx_id,))
         return StoredTx(*rows[0]) if rows else None  # type: ignore[arg-type]
 
     def txs(self, kind: str | None, sender: bytes | None, below: int | None = None) -> Iterator[StoredTx]:
@@ -312,7 +337,7 @@ class SQLiteStore:
             args.append(sender)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         for row in self._query(
-            f"SELECT seq, height, id, kind, sender, nonce, data FROM txs{clause} ORDER BY seq", tuple(args)
+            f"SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs{clause} ORDER BY seq", tuple(args)
         ):
             yield StoredTx(*row)  # type: ignore[arg-type]
 
