@@ -223,12 +223,23 @@ class MethodSpec:
         return args
 
 
+def _annotation(fn: Callable[..., Any], param: inspect.Parameter, where: str) -> object:
+    """A parameter's annotation, evaluated in the function's module if it is a string."""
+    annotation = param.annotation
+    if annotation is param.empty:
+        raise InvalidArgument(where, f"argument {param.name} needs a type annotation")
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, vars(typing) | dict(fn.__globals__))  # noqa: S307 - the contract's own source
+        except Exception as exc:
+            raise InvalidArgument(
+                where, f"argument {param.name}: annotation {annotation!r} cannot be resolved: {exc}"
+            ) from None
+    return annotation
+
+
 def _method_spec(cls: type, attr: str, fn: Callable[..., Any]) -> MethodSpec:
     where = f"{cls.__name__}.{attr}"
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception as exc:  # an unresolvable annotation is a programming error in the contract
-        raise InvalidArgument(where, f"annotations cannot be resolved: {exc}") from None
     params = list(inspect.signature(fn).parameters.values())
     if len(params) < 3 or [p.name for p in params[:1]] != ["self"]:
         raise InvalidArgument(where, "a contract method takes (self, state, ctx, ...arguments)")
@@ -237,10 +248,8 @@ def _method_spec(cls: type, attr: str, fn: Callable[..., Any]) -> MethodSpec:
     for p in params[3:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
             raise InvalidArgument(where, f"argument {p.name}: only named arguments are supported")
-        if p.name not in hints:
-            raise InvalidArgument(where, f"argument {p.name} needs a type annotation")
         items = MAX_VIEW_ITEMS if fn._fedledger_method == "view" else MAX_ARG_ITEMS  # type: ignore[attr-defined]
-        checkers[p.name] = _checker(hints[p.name], f"{where}({p.name})", items)
+        checkers[p.name] = _checker(_annotation(fn, p, where), f"{where}({p.name})", items)
         if p.default is p.empty:
             required.add(p.name)
     return MethodSpec(attr, fn._fedledger_method, fn, checkers, frozenset(required))  # type: ignore[attr-defined]

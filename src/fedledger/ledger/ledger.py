@@ -703,23 +703,27 @@ class Ledger:
         items: list[Transaction | bytes] = []
         early: dict[int, CallResult] = {}
         for i, c in enumerate(calls):
-            if isinstance(c, Call):
-                key = c.identity.verify_key.to_bytes() if isinstance(c.identity, Identity) else b""
-                nonce = nonces.get(key)
-                try:
-                    tx = self.sign_call(c.identity, c.contract, c.method, c.args, nonce=nonce)
-                except FedLedgerError as exc:
-                    early[i] = CallResult(None, False, False, f"{type(exc).__name__}: {exc}", error=exc)
-                    items.append(b"")
-                    continue
-                nonces[key] = tx.nonce + 1
-                items.append(tx)
-            elif isinstance(c, (Transaction, bytes, bytearray, memoryview)):
-                items.append(c if isinstance(c, Transaction) else bytes(c))
-            else:
-                exc = InvalidArgumentType(f"calls[{i}]", f"expected Call, Transaction or bytes, got {type(c).__name__}")
+            try:
+                if isinstance(c, Call):
+                    # Checked before signing, so a call refused here never takes a nonce.
+                    self._state.check_call(
+                        encoding.decode(encoding.encode({"contract": c.contract, "method": c.method, "args": c.args}))
+                    )
+                    key = c.identity.verify_key.to_bytes() if isinstance(c.identity, Identity) else b""
+                    tx = self.sign_call(c.identity, c.contract, c.method, c.args, nonce=nonces.get(key))
+                elif isinstance(c, (Transaction, bytes, bytearray, memoryview)):
+                    tx = c if isinstance(c, Transaction) else Transaction.from_bytes(c)
+                else:
+                    raise InvalidArgumentType(
+                        f"calls[{i}]", f"expected Call, Transaction or bytes, got {type(c).__name__}"
+                    )
+            except FedLedgerError as exc:
                 early[i] = CallResult(None, False, False, f"{type(exc).__name__}: {exc}", error=exc)
                 items.append(b"")
+                continue
+            sender = tx.sender.to_bytes()
+            nonces[sender] = max(nonces.get(sender, self.next_nonce(tx.sender)), tx.nonce + 1)
+            items.append(tx)
         todo = [i for i in range(len(items)) if i not in early]
         submitted = self.submit_many([items[i] for i in todo])
         results: dict[int, CallResult] = dict(early)

@@ -303,7 +303,11 @@ class LedgerState:
         return cls
 
     def _parse_call(self, tx: Transaction) -> tuple[type[Contract], str, dict[str, encoding.Value]]:
-        p = tx.payload
+        return self.check_call(tx.payload)
+
+    def check_call(self, payload: object) -> tuple[type[Contract], str, dict[str, encoding.Value]]:
+        """The contract, method and arguments of a call payload; the typed error that refuses it."""
+        p = payload
         if type(p) is not dict or set(p) != {"contract", "method", "args"}:
             raise InvalidCall(f"{CALL_KIND}: payload must be {{'contract', 'method', 'args'}}")
         cls = self.contract_class(p["contract"])
