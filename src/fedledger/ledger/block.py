@@ -305,8 +305,12 @@ class Outcome:
     value: encoding.Value = None
 
     def to_bytes(self) -> bytes:
-        """The outcome leaf: canonical CBOR ``[tx_id, ok, reason, value]``."""
-        return encoding.encode([self.tx_id, self.ok, self.reason, self.value])
+        """The outcome leaf: canonical CBOR ``[tx_id, ok, reason, value]`` (encoded once)."""
+        cached = self.__dict__.get("_bytes")
+        if cached is None:
+            cached = encoding.encode([self.tx_id, self.ok, self.reason, self.value])
+            object.__setattr__(self, "_bytes", cached)
+        return cached
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Outcome:

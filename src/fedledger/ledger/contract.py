@@ -270,7 +270,8 @@ class ContractState:
     """One contract's key-value state as a call sees it: text keys, encodable values.
 
     Values are stored encoded and decoded on every read, so mutating a value read from the
-    state changes nothing until it is written back. :meth:`read` reads another contract's
+    state changes nothing until it is written back. (What is read was encoded by this class,
+    canonically, so reads skip decode's canonical re-check.) :meth:`read` reads another contract's
     state (never writes it).
     """
 
@@ -286,13 +287,13 @@ class ContractState:
 
     def get(self, key: str, default: Any = None) -> Any:
         raw = self._raw(self._prefix + _check_key(key).encode())
-        return default if raw is None else encoding.decode(raw)
+        return default if raw is None else encoding.decode_authenticated(raw)
 
     def __getitem__(self, key: str) -> Any:
         raw = self._raw(self._prefix + _check_key(key).encode())
         if raw is None:
             raise KeyError(key)
-        return encoding.decode(raw)
+        return encoding.decode_authenticated(raw)
 
     def __contains__(self, key: object) -> bool:
         return self._raw(self._prefix + _check_key(key).encode()) is not None
@@ -313,7 +314,7 @@ class ContractState:
     def read(self, contract: str, key: str) -> Any:
         """The value of ``key`` in another contract's state, or None."""
         raw = self._raw(b"c/" + str(contract).encode() + b"/" + _check_key(key).encode())
-        return None if raw is None else encoding.decode(raw)
+        return None if raw is None else encoding.decode_authenticated(raw)
 
     @property
     def writes(self) -> dict[bytes, bytes | None]:
@@ -389,15 +390,11 @@ class Contract:
 def run_method(
     cls: type[Contract], spec: MethodSpec, state: ContractState, ctx: CallContext, args: dict[str, encoding.Value]
 ) -> encoding.Value:
-    """Run one method; what it returns must be encodable and at most MAX_VALUE_BYTES encoded."""
-    result = spec.function(_INSTANCES.setdefault(cls, object.__new__(cls)), state, ctx, **args)
-    try:
-        size = len(encoding.encode(result))
-    except EncodingError as exc:
-        raise ContractError(f"{cls.name}.{spec.name} returned a value that is not encodable: {exc}") from None
-    if size > MAX_VALUE_BYTES:
-        raise ContractError(f"{cls.name}.{spec.name} returned {size} bytes, the limit is {MAX_VALUE_BYTES}")
-    return result  # type: ignore[no-any-return]
+    """Run one method (arguments already checked against its signature)."""
+    instance = _INSTANCES.get(cls)
+    if instance is None:
+        instance = _INSTANCES[cls] = object.__new__(cls)
+    return spec.function(instance, state, ctx, **args)  # type: ignore[no-any-return]
 
 
 _INSTANCES: dict[type[Contract], Contract] = {}

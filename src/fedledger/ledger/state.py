@@ -28,13 +28,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from fedledger import encoding
 from fedledger.crypto import signing
 from fedledger.errors import (
     ContractError,
     ContractMismatch,
+    EncodingError,
     FedLedgerError,
     InvalidArgument,
     InvalidCall,
@@ -51,7 +52,7 @@ from fedledger.errors import (
 )
 from fedledger.identity import Identity, IdentityCard
 from fedledger.ledger.block import Evidence, Outcome
-from fedledger.ledger.contract import CallContext, Contract, ContractState, run_method
+from fedledger.ledger.contract import MAX_VALUE_BYTES, CallContext, Contract, ContractState, run_method
 from fedledger.ledger.transaction import MAX_PAYLOAD_BYTES, Transaction
 from fedledger.ledger.validators import ValidatorSet, advance_priorities
 
@@ -73,6 +74,8 @@ CALL_KIND: Final = "contract.call"
 DEPLOY_KIND: Final = "gov.contract.deploy"
 #: The longest reason a contract may give for a denial, in characters (longer ones are cut).
 MAX_REASON: Final = 512
+#: The largest encoded outcome (what a call returned, with its transaction id).
+MAX_OUTCOME_BYTES: Final = MAX_VALUE_BYTES + 64
 #: The longest reason a ``blob.erase`` record may give, in characters.
 MAX_ERASE_REASON: Final = 1024
 
@@ -302,8 +305,16 @@ class LedgerState:
             )
         return cls
 
-    def _parse_call(self, tx: Transaction) -> tuple[type[Contract], str, dict[str, encoding.Value]]:
-        return self.check_call(tx.payload)
+    def _parse_call(self, tx: Transaction) -> None:
+        # The mempool checks a call at submission and again when the block is built: the second
+        # time, if the contract's deployed code is the same, the arguments need no new check.
+        p = tx.payload
+        memo = tx.__dict__.get("_call_checked_for")
+        if memo is not None and type(p) is dict and memo == (p.get("contract"), self.contracts.get(p.get("contract"))):  # type: ignore[arg-type]
+            return
+        self.check_call(p)
+        assert type(p) is dict
+        tx.__dict__["_call_checked_for"] = (p["contract"], self.contracts[p["contract"]])  # type: ignore[index]
 
     def check_call(self, payload: object) -> tuple[type[Contract], str, dict[str, encoding.Value]]:
         """The contract, method and arguments of a call payload; the typed error that refuses it."""
@@ -320,16 +331,29 @@ class LedgerState:
         return CallContext(sender, self.height, self.time_ms, tx_id, frozenset(self.validators.raw_keys()))
 
     def _call(self, tx: Transaction) -> Outcome:
-        cls, method, args = self._parse_call(tx)
+        # check() admitted this call, so its contract, method and arguments are known good.
+        p = cast(dict[str, Any], tx.payload)
+        cls = self.contract_class(p["contract"])
+        spec = cls.method(p["method"])
         handle = ContractState(cls.name, self.kv.get)
         try:
-            value = run_method(cls, cls.method(method), handle, self.context(tx.sender.to_bytes(), tx.id), args)
+            value = run_method(cls, spec, handle, self.context(tx.sender.to_bytes(), tx.id), p["args"])
+            outcome = Outcome(tx.id, True, value=value)
+            size = len(outcome.to_bytes())
         except ContractError as exc:
             return Outcome(tx.id, False, _reason(exc.reason))
+        except EncodingError as exc:
+            return Outcome(
+                tx.id, False, f"{cls.name}.{spec.name} returned a value that is not encodable: {exc}"[:MAX_REASON]
+            )
         except (MemoryError, RecursionError):
             raise  # not a decision: depends on the machine, so it must not be recorded
         except Exception as exc:  # a bug in the contract: recorded as a denial, deterministically
-            return Outcome(tx.id, False, f"{cls.name}.{method} raised {type(exc).__name__}")
+            return Outcome(tx.id, False, f"{cls.name}.{spec.name} raised {type(exc).__name__}")
+        if size > MAX_OUTCOME_BYTES:
+            return Outcome(
+                tx.id, False, f"{cls.name}.{spec.name} returned {size} bytes, the limit is {MAX_OUTCOME_BYTES}"
+            )
         for key, raw in handle.writes.items():
             self.kv.set(key, raw)
             self.touched.add(key)
