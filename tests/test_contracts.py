@@ -519,3 +519,38 @@ def test_a_receipt_without_an_outcome_still_verifies_and_says_so() -> None:
         assert verify_receipt(receipt, chain_id=CHAIN, trusted_validators=validator_set()).id == r.tx_id
         with pytest.raises(InvalidReceipt, match="carries no outcome"):
             verify_outcome(receipt, chain_id=CHAIN, trusted_validators=validator_set())
+
+
+def test_patients_appear_only_as_32_byte_pseudonyms() -> None:
+    """A name or an unsalted short hash never becomes contract state: calls are typed and the
+    contracts check the pseudonym's shape."""
+    import hashlib
+
+    p = people()
+    with open_ledger(":memory:") as ledger:
+        appoint(ledger, p)
+        with pytest.raises(InvalidCall, match="expected bytes"):
+            ledger.call(
+                p["hospital"],
+                "consent",
+                "record",
+                patient="Jane Doe",
+                decision="permit",
+                purposes=["HRESCH"],
+                start_ms=0,
+            )
+        short = ledger.call(
+            p["hospital"],
+            "consent",
+            "record",
+            patient=hashlib.md5(b"Jane Doe").digest(),
+            decision="permit",
+            purposes=["HRESCH"],
+            start_ms=0,
+        )
+        assert not short.accepted and "32-byte pseudonym" in short.reason
+        assert ledger.view("consent", "provisions", patient=pseudonym(PATIENT_KEY, "Jane Doe")) == []
+        # the same identifier under another key is another pseudonym: nothing links them
+        assert pseudonym(PATIENT_KEY, "Jane Doe") != pseudonym(b"another site's key, also secret!", "Jane Doe")
+        with pytest.raises(InvalidArgument):
+            pseudonym(b"short", "Jane Doe")
