@@ -554,3 +554,41 @@ def test_patients_appear_only_as_32_byte_pseudonyms() -> None:
         assert pseudonym(PATIENT_KEY, "Jane Doe") != pseudonym(b"another site's key, also secret!", "Jane Doe")
         with pytest.raises(InvalidArgument):
             pseudonym(b"short", "Jane Doe")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        5,
+        "x",
+        [],
+        {},
+        {"outcome": "zz", "index": 0, "proof": []},
+        {"outcome": "00", "index": -1, "proof": []},
+        {"outcome": "00", "index": 0, "proof": "ab"},
+        {"outcome": "8400", "index": 0, "proof": [], "extra": 1},
+    ],
+)
+def test_a_malformed_outcome_in_a_receipt_is_invalid_receipt(bad: object) -> None:
+    with open_ledger(":memory:", contracts=(Counter,)) as ledger:
+        r = ledger.call(people()["hospital"], "counter", "add", amount=1)
+        doc = json.loads(ledger.prove(r.tx_id, outcome=True).to_json())  # type: ignore[arg-type]
+    doc["outcome"] = bad
+    with pytest.raises(InvalidReceipt):
+        verify_outcome(json.dumps(doc), chain_id=CHAIN, trusted_validators=validator_set())
+
+
+def test_an_abandoned_proposal_leaves_no_trace_in_the_state_root() -> None:
+    with open_ledger(":memory:", contracts=(Counter,)) as ledger:
+        site = people()["hospital"]
+        ledger.call(site, "counter", "add", amount=1)
+        before = ledger.state_root
+        ledger.submit(ledger.sign_call(site, "counter", "add", {"amount": 5}))
+        proposed = ledger.propose()
+        assert proposed.state_root != before
+        ledger.abandon_proposal()
+        assert ledger.state_root == before and ledger.view("counter", "total") == 1
+        block = ledger.commit()
+        assert block.header.state_root == ledger.state_root == proposed.state_root
+        assert block.outcomes[0].value == 6
+        ledger.verify()
