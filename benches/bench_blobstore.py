@@ -1,14 +1,21 @@
-"""Blob store speed, with the peers in the same run: plain Python file writes plus ``os.fsync``
-of the same bytes (put), plain reads (get), and ``hashlib.sha256`` (the CID).
+"""Blob store speed, with the peers in the same run: plain Python file writes of the same bytes
+made durable the plain way (put), plain reads (get), and ``hashlib.sha256`` (the CID).
 
     python -m pytest benches/bench_blobstore.py --benchmark-only --benchmark-json=.benchmarks/blobstore.json
     FEDLEDGER_BENCH_LARGE_MB=1024 python -m pytest benches/bench_blobstore.py --benchmark-only ...
     python benches/report.py .benchmarks/blobstore.json
 
-The large object is 256 MiB by default (FEDLEDGER_BENCH_LARGE_MB sets it). Every put stores new
-content (the store deduplicates), made in an untimed setup. ``test_peak_rss_1gib`` streams a
-1 GiB object in and out in a child process and checks its peak RSS stays under 256 MiB above
-the baseline.
+The large object is 256 MiB by default (FEDLEDGER_BENCH_LARGE_MB sets it).
+
+Put, both sides alike: every round writes new files (the store gets new content each round,
+the peer a new file name); before each timed round, untimed, the previous round's large
+outputs are deleted, ``os.sync()`` drains every dirty page, then one round of the *other* side
+runs, so that each side's timed round starts from the same page cache and writeback state
+(alternating ours and the peer's). The peer does what a durable write of a new file takes:
+create, write, ``os.fsync`` the file, ``os.fsync`` its directory (the store's put syncs the
+directories of its renames too). For the large object both read the same source file and write
+to the same file system. ``test_peak_rss_1gib`` streams a 1 GiB object in and out in a fresh
+child process and checks its peak RSS (``VmHWM``) stays under 256 MiB above its baseline.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,55 +56,127 @@ def large_file(workdir: Path) -> Path:
         block = os.urandom(CHUNK)
         for _ in range(LARGE // CHUNK):
             f.write(block)
+    os.sync()
     return path
 
 
-def _fresh_bytes() -> tuple[tuple[bytes], dict[str, object]]:
-    return (next(_counter).to_bytes(8, "big") + os.urandom(MB - 8),), {}
+def _fresh_bytes() -> bytes:
+    return next(_counter).to_bytes(8, "big") + os.urandom(MB - 8)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _new_file(directory: Path) -> Path:
+    return directory / f"plain-{next(_counter)}"
 
 
 def _plain_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    """The peer's durable write of a new file: create, write, fsync it, fsync its directory."""
+    with open(path, "xb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    _fsync_directory(path.parent)
 
 
 def _plain_copy(source: Path, path: Path) -> None:
-    with open(source, "rb") as src, open(path, "wb") as f:
+    """The same for a large file, copied from ``source`` in 4 MiB blocks."""
+    with open(source, "rb") as src, open(path, "xb") as f:
         while block := src.read(CHUNK):
             f.write(block)
         f.flush()
         os.fsync(f.fileno())
+    _fsync_directory(path.parent)
 
 
-def _mutate(path: Path) -> tuple[tuple[Path], dict[str, object]]:
-    with open(path, "r+b") as f:  # new content for each put, untimed
+def _mutate(path: Path) -> None:
+    with open(path, "r+b") as f:  # new content for each put
         f.write(next(_counter).to_bytes(8, "big"))
-    return (path,), {}
+
+
+class _Sides:
+    """One round of each side of a put comparison, with the untimed set-up both share."""
+
+    def __init__(self, store: BlobStore, peer_dir: Path, large_file: Path | None) -> None:
+        self.store, self.peer_dir, self.large_file = store, peer_dir, large_file
+        peer_dir.mkdir(exist_ok=True)
+        self.outputs: list[Path] = []  # large outputs, deleted before the next round
+
+    def ours(self, data: bytes | None) -> None:
+        if self.large_file is None:
+            assert data is not None
+            self.store.put(data)
+        else:
+            cid = self.store.put_file(self.large_file)
+            self.outputs += [self.store.path / "objects" / cid, self.store.path / "keys" / cid]
+
+    def peer(self, data: bytes | None) -> None:
+        path = _new_file(self.peer_dir)
+        if self.large_file is None:
+            assert data is not None
+            _plain_write(path, data)
+        else:
+            _plain_copy(self.large_file, path)
+            self.outputs.append(path)
+
+    def setup(
+        self, other: Callable[[bytes | None], None]
+    ) -> Callable[[], tuple[tuple[bytes | None], dict[str, object]]]:
+        """Delete the last outputs, sync, run ``other`` once on new content, then new content again."""
+
+        def setup() -> tuple[tuple[bytes | None], dict[str, object]]:
+            while self.outputs:
+                self.outputs.pop().unlink(missing_ok=True)
+            os.sync()
+            other(self._content())
+            return (self._content(),), {}
+
+        return setup
+
+    def _content(self) -> bytes | None:
+        if self.large_file is None:
+            return _fresh_bytes()
+        _mutate(self.large_file)
+        return None
+
+
+@pytest.fixture(scope="module")
+def small_sides(store: BlobStore, workdir: Path) -> _Sides:
+    return _Sides(store, workdir / "peer-1m", None)
+
+
+@pytest.fixture(scope="module")
+def large_sides(store: BlobStore, workdir: Path, large_file: Path) -> _Sides:
+    return _Sides(store, workdir / "peer-large", large_file)
 
 
 # -- put ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.benchmark(group="put 1 MiB")
-def test_put_1mib_fedledger(benchmark, store: BlobStore) -> None:
-    benchmark.pedantic(store.put, setup=_fresh_bytes, rounds=60, warmup_rounds=2)
+def test_put_1mib_fedledger(benchmark, small_sides: _Sides) -> None:
+    benchmark.pedantic(small_sides.ours, setup=small_sides.setup(small_sides.peer), rounds=40, warmup_rounds=2)
 
 
 @pytest.mark.benchmark(group="put 1 MiB")
-def test_put_1mib_peer_write_fsync(benchmark, workdir: Path) -> None:
-    benchmark.pedantic(lambda d: _plain_write(workdir / "plain-1m", d), setup=_fresh_bytes, rounds=60, warmup_rounds=2)
+def test_put_1mib_peer_write_fsync(benchmark, small_sides: _Sides) -> None:
+    benchmark.pedantic(small_sides.peer, setup=small_sides.setup(small_sides.ours), rounds=40, warmup_rounds=2)
 
 
 @pytest.mark.benchmark(group="put large (streamed from a file)")
-def test_put_large_fedledger(benchmark, store: BlobStore, large_file: Path) -> None:
-    benchmark.pedantic(store.put_file, setup=lambda: _mutate(large_file), rounds=5)
+def test_put_large_fedledger(benchmark, large_sides: _Sides) -> None:
+    benchmark.pedantic(large_sides.ours, setup=large_sides.setup(large_sides.peer), rounds=5)
 
 
 @pytest.mark.benchmark(group="put large (streamed from a file)")
-def test_put_large_peer_copy_fsync(benchmark, workdir: Path, large_file: Path) -> None:
-    benchmark.pedantic(lambda s: _plain_copy(s, workdir / "plain-large"), setup=lambda: _mutate(large_file), rounds=5)
+def test_put_large_peer_copy_fsync(benchmark, large_sides: _Sides) -> None:
+    benchmark.pedantic(large_sides.peer, setup=large_sides.setup(large_sides.ours), rounds=5)
 
 
 # -- get ------------------------------------------------------------------------------------------
@@ -104,14 +184,14 @@ def test_put_large_peer_copy_fsync(benchmark, workdir: Path, large_file: Path) -
 
 @pytest.mark.benchmark(group="get 1 MiB")
 def test_get_1mib_fedledger(benchmark, store: BlobStore) -> None:
-    data = _fresh_bytes()[0][0]
+    data = _fresh_bytes()
     cid = store.put(data)
     assert benchmark(store.get, cid) == data
 
 
 @pytest.mark.benchmark(group="get 1 MiB")
 def test_get_1mib_peer_read(benchmark, workdir: Path) -> None:
-    data = _fresh_bytes()[0][0]
+    data = _fresh_bytes()
     _plain_write(workdir / "read-1m", data)
     assert benchmark((workdir / "read-1m").read_bytes) == data
 
@@ -179,6 +259,15 @@ _RSS_CHILD = textwrap.dedent(
     """
     import os, resource, sys
     from fedledger import BlobStore
+
+    def peak():
+        # VmHWM: this process's own peak (ru_maxrss also holds the parent's, from before exec)
+        try:
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     size, root = int(sys.argv[1]), sys.argv[2]
     store = BlobStore(os.path.join(root, "rss-store"))
     src = os.path.join(root, "rss-source")
@@ -188,14 +277,14 @@ _RSS_CHILD = textwrap.dedent(
             f.write(block)
     with store.open(store.put(b"warm up")) as f:
         f.read()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = peak()
     cid = store.put_file(src)
     n = 0
     with store.open(cid) as f:
         while block := f.read(1 << 22):
             n += len(block)
     assert n == size
-    print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(base, peak())
     """
 )
 

@@ -3,6 +3,8 @@
 Layout of a store directory (see docs/security-blobstore.md for the threat model)::
 
     master.key           the store master key (32 bytes, with a checksum), mode 0600
+    lock                 writers hold it (flock) while they change keys/, objects/, erased/
+    owners/<token>       one per open store, locked while it is open: names its temp files
     keys/<cid>           the object's data key and length, sealed under the wrap key
     objects/<cid>        the sealed object (the local backend; any Backend may hold these)
     erased/<keyed id>    a tombstone: this object was shredded
@@ -12,7 +14,10 @@ key, which makes keyed ids (HMAC-SHA256 of a CID). Each object is sealed under i
 data key as AES-256-GCM records (:func:`fedledger.crypto.seal.seal_records`). Shredding
 destroys the data key, so no copy of the ciphertext can be opened again.
 
-One writer at a time per store directory (as for a ledger file); readers may share it.
+Any number of stores, in any processes, may have one directory open and write to it: each
+put, put_file and shred makes its changes under the directory's ``lock`` (and a thread lock),
+so an object's key and sealed file always come from the same put, and a shredded object cannot
+come back. Readers take no lock.
 """
 
 from __future__ import annotations
@@ -24,18 +29,34 @@ import os
 import secrets
 import struct
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final, cast
 
-from fedledger.blobstore.backend import Backend, LocalBackend, PendingObject, fsync_directory, write_durably
+from fedledger.blobstore.backend import (
+    Backend,
+    LocalBackend,
+    Owner,
+    PendingObject,
+    fsync_directory,
+    write_durably,
+    write_synced_temp,
+)
 from fedledger.blobstore.cid import cid_of_digest, digest_of_cid
 from fedledger.crypto import seal
+from fedledger.crypto._threads import num_threads
 from fedledger.crypto.agreement import hkdf_sha256
 from fedledger.errors import CorruptBlob, Erased, InvalidArgument, InvalidArgumentType, NotFound, SealError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from fedledger.identity import Identity
@@ -116,14 +137,31 @@ class BlobStore:
         self.path.mkdir(parents=True, exist_ok=True)
         self._keys = self.path / "keys"
         self._erased = self.path / "erased"
+        self._owner = Owner(self.path / "owners")
         for directory in (self._keys, self._erased):
             directory.mkdir(exist_ok=True)
-            for stale in directory.glob(".tmp-*"):
-                stale.unlink(missing_ok=True)
-        self.backend: Backend = backend if backend is not None else LocalBackend(self.path / "objects")
+            self._owner.remove_stale(directory)  # a crash's, never those of a store still open
+        self._thread_lock = threading.Lock()
+        self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        weakref.finalize(self, os.close, self._lock_fd)
+        self.backend: Backend = (
+            backend if backend is not None else LocalBackend(self.path / "objects", owner=self._owner)
+        )
         master = self._master_key()
         self._wrap_key = hkdf_sha256(master, salt=b"", info=b"fedledger/blobstore/wrap/v1", length=32)
         self._id_key = hkdf_sha256(master, salt=b"", info=b"fedledger/blobstore/keyed-id/v1", length=32)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the store's writer lock: this process's threads, then other processes (flock)."""
+        with self._thread_lock:
+            if fcntl is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -132,7 +170,9 @@ class BlobStore:
         if not path.exists():
             master = secrets.token_bytes(32)
             body = _MAGIC + master
-            write_durably(path, body + hashlib.sha256(body).digest()[:16])
+            with self._writing():  # two stores created at once agree on one master key
+                if not path.exists():
+                    write_durably(path, body + hashlib.sha256(body).digest()[:16])
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -150,18 +190,22 @@ class BlobStore:
         """HMAC-SHA256 of ``cid`` under this store's id key: names an object on the ledger
         without naming its content (a plain hash of known content is a dictionary attack away)."""
         digest_of_cid(cid)
+        return self._keyed_id(cid)
+
+    def _keyed_id(self, cid: str) -> bytes:  # cid already checked, or made by cid_of_digest
         return hmac.new(self._id_key, cid.encode("ascii"), hashlib.sha256).digest()
 
     def _tombstone(self, cid: str) -> Path:
-        return self._erased / self.keyed_id(cid).hex()
+        return self._erased / self._keyed_id(cid).hex()
 
     def _check_not_erased(self, cid: str) -> None:
         if self._tombstone(cid).exists():
             raise Erased(f"object {cid} was erased (crypto-shredded)")
 
-    def _store_key(self, cid: str, data_key: bytes, length: int) -> None:
+    def _sealed_key_temp(self, cid: str, data_key: bytes, length: int) -> Path:
+        """The wrapped data key in a synced temp file of keys/, to be renamed to keys/<cid>."""
         sealed = seal.seal(self._wrap_key, _KEY_RECORD.pack(data_key, length), _key_context(cid))
-        write_durably(self._keys / cid, sealed)
+        return write_synced_temp(self._owner.temp_name(self._keys), sealed)
 
     def _load_key(self, cid: str) -> tuple[bytes, int]:
         """(data key, plaintext length); Erased, NotFound or CorruptBlob."""
@@ -193,33 +237,11 @@ class BlobStore:
             raise InvalidArgument("data", "must be contiguous")
         view = view.cast("B")
         data_key = seal.generate_key()
-        # The kernel seals on every core; then the sealed bytes are written and synced by an
-        # I/O thread while this one hashes and stores the key. The object becomes visible
-        # (renamed) only once the key and the object are both durable.
-        sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT)
+        # An I/O thread seals (on the cores the hash leaves free), writes and syncs the object
+        # while this thread hashes it and writes the key; the renames wait for both.
         pending = self.backend.create()
-        written = _io_pool().submit(_write_and_sync, pending, sealed)
-        del sealed
-        try:
-            cid = cid_of_digest(hashlib.sha256(view).digest())
-            self._check_not_erased(cid)
-            stored = self._stored(cid)
-            if not stored:
-                self._store_key(cid, data_key, len(view))
-        except BaseException:
-            futures.wait([written])  # the I/O thread is done with the file before it is dropped
-            pending.abort()
-            raise
-        try:
-            written.result()
-            if stored:
-                pending.abort()
-            else:
-                pending.commit(cid)
-        except BaseException:
-            pending.abort()
-            raise
-        return cid
+        written = _io_pool().submit(_seal_write_sync, pending, data_key, view)
+        return self._finish(pending, written, data_key, lambda: (hashlib.sha256(view).digest(), len(view)))
 
     def put_file(self, source: str | os.PathLike[str] | BinaryIO) -> str:
         """Store the content of a file (a path, or a binary file open for reading from its
@@ -231,17 +253,62 @@ class BlobStore:
         hasher = hashlib.sha256()
         pending = self.backend.create()
         try:
-            length = seal.seal_records_stream(data_key, source, pending.file, _OBJECT_CONTEXT, observe=hasher.update)
-            cid = cid_of_digest(hasher.digest())
-            self._check_not_erased(cid)
-            if self._stored(cid):
-                pending.abort()
-                return cid
-            self._store_key(cid, data_key, length)
-            pending.commit(cid)
+            # Read and sealed here, hashed and written by threads of the sealer's, the written
+            # part synced every _SYNC_EVERY bytes so that the disk works while the cores do.
+            length = seal.seal_records_stream(
+                data_key,
+                source,
+                cast(BinaryIO, _SyncingSink(pending)),
+                _OBJECT_CONTEXT,
+                observe=hasher.update,
+                threads=_sealing_threads(),
+            )
+            pending.sync()
         except BaseException:
             pending.abort()
             raise
+        done: Future[None] = Future()
+        done.set_result(None)
+        return self._finish(pending, done, data_key, lambda: (hasher.digest(), length))
+
+    def _finish(
+        self,
+        pending: PendingObject,
+        written: Future[None],
+        data_key: bytes,
+        hashed: Callable[[], tuple[bytes, int]],
+    ) -> str:
+        """Hash (``hashed``), write the key to a synced temp file, wait for the object to be
+        written and synced (``written``), then under the writer lock: check the id is not
+        erased nor stored, rename the key and sync keys/, rename the object and sync its
+        directory. The key is durable before the object is visible, and both before this
+        returns. Whatever fails, the temp files go."""
+        key_temp: Path | None = None
+        committed = False
+        try:
+            try:
+                digest, length = hashed()
+                cid = cid_of_digest(digest)
+                self._check_not_erased(cid)
+                if not self._stored(cid):
+                    key_temp = self._sealed_key_temp(cid, data_key, length)
+            finally:
+                futures.wait([written])  # the I/O thread is done with the file before it is dropped
+            written.result()
+            if key_temp is not None:
+                with self._writing():
+                    self._check_not_erased(cid)
+                    if not self._stored(cid):
+                        os.replace(key_temp, self._keys / cid)
+                        key_temp = None
+                        fsync_directory(self._keys)
+                        pending.commit(cid)
+                        committed = True
+        finally:
+            if not committed:
+                pending.abort()
+            if key_temp is not None:
+                key_temp.unlink(missing_ok=True)
         return cid
 
     # -- reading ----------------------------------------------------------------------------
@@ -304,23 +371,25 @@ class BlobStore:
 
         if not isinstance(reason, str) or not reason:
             raise InvalidArgument("reason", "must be non-empty text")
-        self._check_not_erased(cid)
-        if not (self._keys / cid).is_file() and not self.backend.exists(cid):
-            raise NotFound(f"no object {cid}")
-        # A key or object that fails its check is erased all the same.
-        tx = Transaction.create(
-            identity,
-            kind=ERASE_KIND,
-            payload={"keyed_id": self.keyed_id(cid), "reason": reason},
-            nonce=ledger.next_nonce(identity),
-            chain_id=ledger.chain_id,
-        )
-        ledger.submit(tx)
-        self._destroy(cid)
+        keyed_id = self.keyed_id(cid)
+        with self._writing():  # no put of this id, nor another shred of it, runs meanwhile
+            self._check_not_erased(cid)
+            if not (self._keys / cid).is_file() and not self.backend.exists(cid):
+                raise NotFound(f"no object {cid}")
+            # A key or object that fails its check is erased all the same.
+            tx = Transaction.create(
+                identity,
+                kind=ERASE_KIND,
+                payload={"keyed_id": keyed_id, "reason": reason},
+                nonce=ledger.next_nonce(identity),
+                chain_id=ledger.chain_id,
+            )
+            ledger.submit(tx)
+            self._destroy(cid)
         return tx
 
     def _destroy(self, cid: str) -> None:
-        write_durably(self._tombstone(cid), b"")
+        write_durably(self._tombstone(cid), b"", self._owner)
         key = self._keys / cid
         try:
             size = key.stat().st_size
@@ -348,9 +417,36 @@ def _io_pool() -> ThreadPoolExecutor:
         return _IO_POOL
 
 
-def _write_and_sync(pending: PendingObject, sealed: bytes) -> None:
+def _sealing_threads() -> int:
+    """Threads for sealing while one core hashes: the rest of the process's, at least one (on
+    two cores, an OpenMP team of two beside the hash only contends with it)."""
+    return max(1, num_threads() - 1)
+
+
+def _seal_write_sync(pending: PendingObject, data_key: bytes, view: memoryview) -> None:
+    sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT, threads=_sealing_threads())
     pending.file.write(sealed)
     pending.sync()
+
+
+#: put_file syncs the sealed bytes written so far each time this many more are written.
+_SYNC_EVERY: Final = 64 << 20
+
+
+class _SyncingSink:
+    """``pending.file`` for the stream sealer's writer thread, syncing every _SYNC_EVERY bytes."""
+
+    def __init__(self, pending: PendingObject) -> None:
+        self._pending = pending
+        self._unsynced = 0
+
+    def write(self, data: bytes) -> int:
+        n = self._pending.file.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= _SYNC_EVERY:
+            self._pending.sync()
+            self._unsynced = 0
+        return n
 
 
 def _verified(chunks: Iterator[bytes], digest: bytes, length: int, cid: str) -> Iterator[bytes]:

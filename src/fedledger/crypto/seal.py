@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import os
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -208,11 +210,29 @@ def _flat(value: object, argument: str) -> memoryview:
     return view.cast("B")
 
 
+def _check_threads(threads: object) -> int:
+    """``threads`` if given (a positive int), else the process setting (:func:`fedledger.set_num_threads`)."""
+    if threads is None:
+        return num_threads()
+    if type(threads) is not int:
+        raise InvalidArgumentType("threads", f"expected int, got {type(threads).__name__}")
+    if threads < 1:
+        raise InvalidArgument("threads", f"must be >= 1, got {threads}")
+    return threads
+
+
 def seal_records(
-    key: bytes, plaintext: bytes | bytearray | memoryview, context: SealContext, *, record_size: int = RECORD_SIZE
+    key: bytes,
+    plaintext: bytes | bytearray | memoryview,
+    context: SealContext,
+    *,
+    record_size: int = RECORD_SIZE,
+    threads: int | None = None,
 ) -> bytes:
     """Encrypt and authenticate a large ``plaintext`` for ``context`` as AES-256-GCM records
-    (see the module doc), sealed in parallel."""
+    (see the module doc), sealed in parallel on ``threads`` threads (by default
+    the process setting (:func:`fedledger.set_num_threads`))."""
+    nthreads = _check_threads(threads)
     raw = _raw_key(key)
     aad = _context(context)
     data = _flat(plaintext, "plaintext")
@@ -222,7 +242,7 @@ def seal_records(
         raise InvalidArgument("plaintext", "too long")
     base = os.urandom(NONCE_SIZE)
     header = _RECORDS_HEADER.pack(RECORDS_VERSION, base, record_size, len(data))
-    rc, out = _k.seal_records(raw, base, aad + header, True, data, record_size, header, num_threads())
+    rc, out = _k.seal_records(raw, base, aad + header, True, data, record_size, header, nthreads)
     if rc != _k.OK:  # pragma: no cover - OpenSSL failure
         raise MemoryError(f"sealing kernel failed (code {rc})")
     return out
@@ -283,6 +303,8 @@ def unseal_records(key: bytes, sealed: bytes | memoryview, context: SealContext)
 
 #: Records per batch of the stream sealer and opener (4 MiB at the default record size).
 STREAM_BATCH: Final = 16
+#: Batches the stream sealer lets each of its hashing and writing stages fall behind.
+STREAM_DEPTH: Final = 2
 
 
 def _record_nonce(base: bytes, i: int) -> bytes:
@@ -315,19 +337,24 @@ def seal_records_stream(
     *,
     record_size: int = RECORD_SIZE,
     observe: Callable[[bytes], object] | None = None,
+    threads: int | None = None,
 ) -> int:
     """Seal the rest of the file ``source`` (from its position to its end) into ``sink`` in
     exactly :func:`seal_records`'s layout; return the plaintext's length.
 
     The length in the header is the file's size (``os.fstat``) less its position; a file that
     grows or shrinks while it is read is an :class:`InvalidArgument`. Memory stays near
-    ``STREAM_BATCH`` records whatever the size. ``observe`` (for example a hash's ``update``)
-    is called with each batch of plaintext in order, in a worker thread while the batch is
-    sealed, so hashing overlaps sealing (hashlib and the kernel both release the GIL).
+    ``STREAM_BATCH * (2 * STREAM_DEPTH + 2)`` records whatever the size. Three stages overlap:
+    a batch is read and sealed (on ``threads`` threads, by default
+    the process setting (:func:`fedledger.set_num_threads`)) while ``observe`` (for example a hash's ``update``)
+    is called with earlier batches of plaintext, in order, in a thread of its own, and a thread
+    writes earlier sealed batches to ``sink`` (hashlib, the kernel and file writes all release
+    the GIL). Every call to ``observe`` and ``sink.write`` has returned when this returns.
     """
     raw = _raw_key(key)
     aad = _context(context)
     record_size = _check_record_size(record_size)
+    nthreads = _check_threads(threads)
     try:
         length = os.fstat(source.fileno()).st_size - source.tell()
     except (AttributeError, OSError) as exc:
@@ -340,7 +367,6 @@ def seal_records_stream(
     prefix = aad + header
     count = _record_count(length, record_size)
     batch = record_size * STREAM_BATCH
-    workers = max(2, num_threads())
 
     def seal_one(i: int, chunk: memoryview) -> bytes:
         rc, out = _k.seal_records(
@@ -354,30 +380,39 @@ def seal_records_stream(
         for part in parts:
             sink.write(part)
 
-    # Batch k is written by one thread while batch k+1 is read, hashed and sealed by the others.
-    with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=1) as writer:
+    def settle(queue: deque[Future[object]], keep: int) -> None:
+        while len(queue) > keep:
+            queue.popleft().result()
+
+    with ExitStack() as stack:
+        sealers = ThreadPoolExecutor(max_workers=nthreads) if nthreads > 1 else None
+        observer = ThreadPoolExecutor(max_workers=1) if observe is not None else None
+        writer = ThreadPoolExecutor(max_workers=1)
+        for pool in (sealers, observer, writer):
+            if pool is not None:  # on an error, queued work is dropped and running work finishes
+                stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        seen: deque[Future[object]] = deque()
+        written: deque[Future[object]] = deque()
         done, index = 0, 0
-        written = None
         while index < count:
             want = min(batch, length - done)
             data = _read_exactly(source, want)
             if len(data) != want:
                 raise InvalidArgument("source", f"the file shrank while it was sealed ({done + len(data)} of {length})")
-            seen = pool.submit(observe, data) if observe is not None and data else None
+            if observer is not None and data:
+                seen.append(observer.submit(observe, data))  # type: ignore[arg-type]
             view = memoryview(data)
             starts = range(0, max(len(data), 1), record_size)
-            sealed = list(
-                pool.map(seal_one, range(index, index + len(starts)), [view[a : a + record_size] for a in starts])
-            )
-            if written is not None:
-                written.result()
-            written = writer.submit(write_all, sealed)
-            if seen is not None:
-                seen.result()
+            indices = range(index, index + len(starts))
+            chunks = [view[a : a + record_size] for a in starts]
+            sealed = list(sealers.map(seal_one, indices, chunks) if sealers else map(seal_one, indices, chunks))
+            written.append(writer.submit(write_all, sealed))
+            settle(written, STREAM_DEPTH)
+            settle(seen, STREAM_DEPTH)
             index += len(starts)
             done += len(data)
-        if written is not None:
-            written.result()
+        settle(written, 0)
+        settle(seen, 0)
     if source.read(1):
         raise InvalidArgument("source", f"the file grew while it was sealed (past {length} bytes)")
     return length
