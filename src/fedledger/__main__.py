@@ -12,6 +12,12 @@
     fedledger ledger prove PATH TX_ID    a receipt (JSON) that anyone can check offline
     fedledger ledger export PATH         every block and transaction, as JSON lines
     fedledger receipt verify FILE (--genesis FILE | --validators FILE [--chain-id ID])
+    fedledger audit export PATH [--format fhir|csv]
+                                         the access trail (and consents) of a verified ledger:
+                                         a FHIR R4B Bundle (needs 'fedledger[fhir]') or CSV
+    fedledger audit report PATH [--format text|json]
+                                         HIPAA 164.312(b) audit report: accesses by subject and
+                                         by resource, denials and break-glass for review
     fedledger blob put STORE FILE        store a file ('-': stdin); prints its CID
     fedledger blob get STORE CID [-o FILE]
                                          the object's bytes (stdout, or FILE written atomically)
@@ -94,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
         help="the validator set you trust: JSON [[hex key, stake], ...] or what 'fedledger ledger show' prints",
     )
     check.add_argument("--chain-id", help="the chain the receipt must be of (needed with a bare --validators list)")
+    audit = sub.add_parser("audit", help="the access trail and consents for auditors: FHIR or CSV, HIPAA report")
+    audit.add_argument(
+        "--contracts", default="", help="the ledger's contracts besides the built-in ones (module:Class,...)"
+    )
+    asub = audit.add_subparsers(dest="action", required=True)
+    export = asub.add_parser(
+        "export", help="the access trail as a FHIR R4B Bundle (AuditEvent and Consent resources) or as CSV"
+    )
+    export.add_argument("path")
+    export.add_argument("--format", choices=("fhir", "csv"), default="fhir", help="fhir (default) or csv")
+    report = asub.add_parser(
+        "report", help="HIPAA 164.312(b) report: accesses by subject and resource, denials, break-glass"
+    )
+    report.add_argument("path")
+    report.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
     blob = sub.add_parser("blob", help="the off-chain blob store: put, get, stat, shred")
     bsub = blob.add_subparsers(dest="action", required=True)
     put = bsub.add_parser("put", help="store a file ('-' for stdin) and print its CID")
@@ -365,6 +386,29 @@ def _receipt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """Export or report the access trail; the ledger is fully verified first."""
+    from fedledger import audit
+
+    if args.action == "export" and args.format == "fhir":
+        from fedledger.audit import fhir
+
+        fhir.fhir_models()  # MissingDependency before the (longer) audit, not after
+    with _open(args.path, args.contracts) as ledger:
+        if args.action == "report":
+            report = audit.hipaa_report(ledger)  # verifies the ledger
+            sys.stdout.write(
+                json.dumps(report, indent=2) + "\n" if args.format == "json" else audit.format_report(report)
+            )
+            return EXIT_OK
+        ledger.verify()
+        if args.format == "csv":
+            sys.stdout.write(audit.csv_text(audit.access_events(ledger)))
+        else:
+            print(fhir.bundle(ledger).model_dump_json(indent=2))
+    return EXIT_OK
+
+
 def _blob(args: argparse.Namespace) -> int:
     from fedledger.blobstore import BlobStore
 
@@ -450,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "blob":
             return _blob(args)
+        if args.command == "audit":
+            return _audit(args)
         return _ledger(args) if args.command == "ledger" else _receipt(args)
     except _UsageError as exc:
         print(f"fedledger: {exc}", file=sys.stderr)
