@@ -62,7 +62,12 @@ def _provisioned(tmp: Path, people) -> Ledger:  # type: ignore[no-untyped-def]
                 s,
                 "access",
                 "grant",
-                {"subject": s.verify_key.to_bytes(), "resource": f"bafk-record-{i}", "purpose": "TREAT", "expires_ms": 2**62},
+                {
+                    "subject": s.verify_key.to_bytes(),
+                    "resource": f"bafk-record-{i}",
+                    "purpose": "TREAT",
+                    "expires_ms": 2**62,
+                },
             )
             for i, s in enumerate(sites)
         ]
@@ -78,7 +83,9 @@ def _access_calls(ledger: Ledger, sites: list[Identity]) -> list[Transaction]:
         site = sites[i % N_SITES]
         record = i % N_SITES if i % 3 else (i + 1) % N_SITES
         args = {"subject": site.verify_key.to_bytes(), "resource": f"bafk-record-{record}", "purpose": "TREAT"}
-        out.append(ledger.sign_call(site, "access", "access", args, nonce=base[site.verify_key.to_bytes()] + i // N_SITES))
+        out.append(
+            ledger.sign_call(site, "access", "access", args, nonce=base[site.verify_key.to_bytes()] + i // N_SITES)
+        )
     return out
 
 
@@ -127,7 +134,9 @@ def test_raw_ledger_notes_same_count(benchmark, people, tmp_path):
         bare = Transaction.create(sites[0], kind="note", payload={"pad": ""}, nonce=0, chain_id=CHAIN)
         pad = "x" * max(0, len(probe.body) - len(bare.body) - 1)
         notes = [
-            Transaction.create(sites[i % N_SITES], kind="note", payload={"pad": pad}, nonce=i // N_SITES, chain_id=CHAIN)
+            Transaction.create(
+                sites[i % N_SITES], kind="note", payload={"pad": pad}, nonce=i // N_SITES, chain_id=CHAIN
+            )
             for i in range(N_CALLS)
         ]
         return (ledger, notes), {}

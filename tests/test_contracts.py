@@ -184,6 +184,14 @@ def test_the_papers_workflows_end_to_end(tmp_path: Path) -> None:
         assert second.recorded and not second.accepted and second.reason == "already dispensed"
         assert ledger.view("prescriptions", "verify", rx=rx, commitment=rx_commitment)["reason"] == "already dispensed"
 
+        # The HIPAA audit-controls report flags the break-glass access and lists the denial.
+        from fedledger.audit import hipaa_report
+
+        report = hipaa_report(ledger)
+        assert [e["tx_id"] for e in report["break_glass"]] == [glass.tx_id.hex()]  # type: ignore[union-attr]
+        assert denied.tx_id.hex() in [e["tx_id"] for e in report["denials"]]  # type: ignore[union-attr]
+        assert report["by_subject"][key(hospital).hex()]["break_glass"] == 1
+
         # Every outcome is on the chain, and the chain verifies.
         assert ledger.outcome(denied.tx_id).reason == denied.reason  # type: ignore[arg-type]
         ledger.verify()
@@ -592,3 +600,19 @@ def test_an_abandoned_proposal_leaves_no_trace_in_the_state_root() -> None:
         assert block.header.state_root == ledger.state_root == proposed.state_root
         assert block.outcomes[0].value == 6
         ledger.verify()
+
+
+def test_withdrawing_all_takes_back_only_what_the_sending_site_recorded() -> None:
+    p = people()
+    patient = pseudonym(PATIENT_KEY, "patient-7")
+    with open_ledger(":memory:") as ledger:
+        for site in ("hospital", "pharmacy"):
+            assert ledger.call(
+                p[site], "consent", "record", patient=patient, decision="permit", purposes=["HRESCH"], start_ms=0
+            ).accepted
+        assert ledger.call(p["hospital"], "consent", "withdraw", patient=patient).value == 1
+        provisions = ledger.view("consent", "provisions", patient=patient)
+        assert [x["withdrawn_ms"] is None for x in provisions] == [False, True]
+        foreign = ledger.call(p["hospital"], "consent", "withdraw", patient=patient, consent_id=1)
+        assert not foreign.accepted and "only the site that recorded" in foreign.reason
+        assert ledger.view("consent", "consented", patients=[patient], purpose="HRESCH")["permitted"] == [patient]

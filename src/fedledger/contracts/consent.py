@@ -108,9 +108,9 @@ class Consent(Contract):
 
     @call
     def withdraw(self, state: ContractState, ctx: CallContext, patient: bytes, consent_id: int | None = None) -> int:
-        """Withdraw one provision (or all, with no id) from the block time on; returns how many.
-
-        Only the site that recorded a provision may withdraw it (on the patient's request)."""
+        """Withdraw one provision (or, with no id, every active one the sender recorded) from the
+        block time on; returns how many. Only the site that recorded a provision may withdraw
+        it (on the patient's request)."""
         key = f"consent/{_patient(patient)}"
         provisions = state.get(key) or []
         count = 0
@@ -120,7 +120,9 @@ class Consent(Contract):
             if p["withdrawn_ms"] is not None:
                 continue
             if p["by"] != ctx.sender:
-                raise ContractError("only the site that recorded a provision may withdraw it")
+                if consent_id is not None:
+                    raise ContractError("only the site that recorded a provision may withdraw it")
+                continue  # "all" means all that this site recorded
             p["withdrawn_ms"] = ctx.time_ms
             count += 1
         if not count:
