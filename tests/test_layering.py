@@ -29,17 +29,60 @@ FLOORS: dict[str, int] = {
     "identity": 3,
     "ledger": 4,
     "secagg": 4,
+    "heagg": 4,
     "blobstore": 5,
     "contracts": 5,
+    "aggregators": 5,
     "audit": 6,
+    "federated": 6,
+    "demo": 7,
     "__init__": 7,
     "__main__": 7,
 }
 ALLOWED: dict[str, set[str]] = {
     "_ext": {"_ext"},
     "crypto": {"_ext", "errors", "crypto"},
-    "ledger": set(FLOORS) - {"secagg", "blobstore", "contracts", "audit", "__init__", "__main__"},
-    "secagg": set(FLOORS) - {"ledger", "blobstore", "contracts", "audit", "__init__", "__main__"},
+    "ledger": set(FLOORS)
+    - {
+        "secagg",
+        "heagg",
+        "blobstore",
+        "contracts",
+        "aggregators",
+        "audit",
+        "federated",
+        "demo",
+        "__init__",
+        "__main__",
+    },
+    "secagg": set(FLOORS)
+    - {
+        "ledger",
+        "heagg",
+        "blobstore",
+        "contracts",
+        "aggregators",
+        "audit",
+        "federated",
+        "demo",
+        "__init__",
+        "__main__",
+    },
+    "heagg": set(FLOORS)
+    - {
+        "ledger",
+        "secagg",
+        "blobstore",
+        "contracts",
+        "aggregators",
+        "audit",
+        "federated",
+        "demo",
+        "__init__",
+        "__main__",
+    },
+    "aggregators": set(FLOORS)
+    - {"ledger", "blobstore", "contracts", "audit", "federated", "demo", "__init__", "__main__"},
     "contracts": {"errors", "encoding", "crypto", "ledger", "contracts"},
 }
 _CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+cimport|cimport\s+([\w.]+))", re.M)
