@@ -66,24 +66,35 @@ def test_each_aggregator_implements_the_protocol() -> None:
         assert agg.parameters["name"] == agg.name and agg.parameters["sealed"] is True
 
 
-@settings(max_examples=12)
+MASKED_DROPS = ("advertise_keys", "share_keys", "masked_input")
+
+
+@settings(max_examples=15)
 @given(
-    n=st.integers(3, 5),
+    n=st.integers(3, 6),
     d=st.integers(1, 6),
     seed=st.integers(0, 2**16),
-    weights=st.lists(st.integers(1, 9), min_size=5, max_size=5),
-    drop=st.booleans(),
+    weights=st.lists(st.integers(1, 9), min_size=6, max_size=6),
+    drops=st.lists(st.integers(0, 2), min_size=0, max_size=3),
+    trustee_drop=st.sampled_from([None, "trustee-1", "trustee-2", "trustee-3"]),
 )
 def test_masked_and_paillier_agree_with_plain_within_the_quantization_bound(
-    n: int, d: int, seed: int, weights: list[int], drop: bool
+    n: int, d: int, seed: int, weights: list[int], drops: list[int], trustee_drop: str | None
 ) -> None:
     updates = make_updates(n, d, seed)
     ws = {f"site-{i}": weights[i] for i in range(n)}
-    # a site drops before it sends its update, when enough remain
-    gone = "site-0" if drop and n > 3 else None
-    plain = Plain().run(updates, ws, {gone: "update"} if gone else None)
-    masked = Masked(neighbors=None).run(updates, ws, {gone: "masked_input"} if gone else None)
-    paill = paillier().run(updates, ws, {gone: "update"} if gone else None)
+    # the first sites drop (before their update reaches the sum), as long as 3 remain;
+    # each at one of the stages that keep it out of the sum
+    stages = drops[: n - 3]
+    gone = {f"site-{i}": s for i, s in enumerate(stages)}
+    plain = Plain().run(updates, ws, {c: "update" for c in gone})
+    masked = Masked(neighbors=None).run(updates, ws, {c: MASKED_DROPS[s] for c, s in gone.items()})
+    paill_drops = {c: "update" for c in gone}
+    if trustee_drop:
+        paill_drops[trustee_drop] = "partial_decryption"
+    paill = paillier().run(updates, ws, paill_drops)
+    assert plain.survivors == tuple(sorted(set(updates) - set(gone)))
+    assert dict(paill.dropouts) == paill_drops
     want = exact(updates, ws, plain.survivors)
     for res in (plain, masked, paill):
         assert res.survivors == plain.survivors
