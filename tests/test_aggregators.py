@@ -235,32 +235,33 @@ def test_the_message_level_server_and_clients_give_what_run_gives(
     assert by_hand.parameters == ran.parameters
 
 
-@pytest.mark.parametrize("make", [Plain, paillier], ids=["plain", "paillier"])
-def test_forged_and_replayed_update_messages_become_dropouts(make: Callable[[], Plain | Paillier]) -> None:
+@pytest.mark.parametrize("make", [Plain, Masked, paillier], ids=["plain", "masked", "paillier"])
+def test_forged_and_replayed_update_messages_become_dropouts(make: Callable[[], Plain | Masked | Paillier]) -> None:
     updates = make_updates(5, 6, seed=1)
     agg = make()
+    stage = "masked_input" if agg.name == "masked" else "update"
     names = [*updates, "aggregator", *DEALING.shares]
     ids = {c: Identity.generate(c) for c in names}
     old: dict[str, Envelope] = {}
 
     def record(env: Envelope) -> Envelope:
-        if env.stage == "update":
+        if env.stage == stage:
             old[env.sender] = env
         return env
 
     _drive(agg, updates, idents=ids, tap=record, round_id=1)
 
     def attack(env: Envelope) -> Envelope:
-        if env.stage == "update" and env.sender == "site-1":
+        if env.stage == stage and env.sender == "site-1":
             return old["site-1"]  # the same site's signed update of round 1, replayed into round 2
-        if env.stage == "update" and env.sender == "site-2":
+        if env.stage == stage and env.sender == "site-2":
             data = bytearray(env.data)
             data[40] ^= 1  # a flipped bit in the signed header
             return Envelope(env.stage, env.sender, env.receiver, bytes(data))
         return env
 
     res = _drive(agg, updates, idents=ids, tap=attack, round_id=2)
-    assert dict(res.dropouts) == {"site-1": "update", "site-2": "update"}
+    assert dict(res.dropouts) == {"site-1": stage, "site-2": stage}
     assert res.survivors == ("site-0", "site-3", "site-4")
     assert np.max(np.abs(res.aggregate - exact(updates, {}, res.survivors))) <= quantization_bound(res)
 
