@@ -213,3 +213,20 @@ def test_bad_input_is_refused_with_typed_errors(dealing: Dealing) -> None:
         run_round({**make_updates(3, 4), "site-0": [0.0, 0.0, 0.0, 0.0]}, CFG, dealing)  # type: ignore[dict-item]
     with pytest.raises(InvalidArgument, match="dropouts"):
         run_round(make_updates(3, 4), CFG, dealing, dropouts={"t1": "update"})
+
+
+def test_an_oversized_or_tampered_partial_decryption_is_a_trustee_dropout(dealing: Dealing) -> None:
+    def pad(stage: str, sender: str, receiver: str, data: bytes) -> bytes:
+        if stage == "partial_decryption" and sender == "t1":
+            return data + bytes(len(data) * 2)  # far more than a partial decryption of the sum
+        if stage == "partial_decryption" and sender == "t3":
+            return data[:-1] + bytes([data[-1] ^ 1])  # the seal no longer opens
+        return data
+
+    updates = make_updates(3, 30)
+    with pytest.raises(RoundFailed, match="1 partial decryption"):
+        run_round(updates, CFG, dealing, intercept=pad)
+    res = run_round(updates, CFG, dealing, intercept=lambda st, s, r, d: pad(st, s, r, d) if s == "t1" else d)
+    assert res.dropped == {"t1": "partial_decryption"}
+    assert "more than a partial decryption" in res.rejected["t1"]
+    assert np.max(np.abs(res.aggregate - sum(updates.values()))) <= bound({}, res.survivors, CFG.scale())

@@ -46,6 +46,8 @@ __all__ = ["HEAggResult", "HEAggServer"]
 
 #: At most this many t-subsets of the partial decryptions are tried before giving up.
 MAX_SUBSETS = 32
+#: Room for a partial decryption's header (index, sharing, digest, sizes) beyond its values.
+_PARTIAL_HEADER_ROOM = 256
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,10 @@ class HEAggServer:
         assert isinstance(msg, PartialDecryptionMessage) and self._sum is not None
         if msg.index != self.trustees[sender]:
             self._reject(sender, f"share index {msg.index}, this trustee holds {self.trustees[sender]}")
+            return False
+        most = seal.sealed_records_size(self._block + _PARTIAL_HEADER_ROOM)
+        if len(msg.tail) > most:
+            self._reject(sender, f"{len(msg.tail)} bytes, more than a partial decryption of the sum ({most})")
             return False
         try:
             key = C.seal_key(self._round_key, msg.trustee_key, cfg.round_id)
