@@ -83,9 +83,10 @@ def test_masked_and_paillier_agree_with_plain_within_the_quantization_bound(
 ) -> None:
     updates = make_updates(n, d, seed)
     ws = {f"site-{i}": weights[i] for i in range(n)}
-    # the first sites drop (before their update reaches the sum), as long as 3 remain;
-    # each at one of the stages that keep it out of the sum
-    stages = drops[: n - 3]
+    # the first sites drop (before their update reaches the sum), as long as enough remain:
+    # 3, and a majority of the full graph (Masked's default threshold, n // 2 + 1, must hold
+    # shares of every survivor); each at one of the stages that keep it out of the sum
+    stages = drops[: n - max(3, n // 2 + 1)]
     gone = {f"site-{i}": s for i, s in enumerate(stages)}
     plain = Plain().run(updates, ws, {c: "update" for c in gone})
     masked = Masked(neighbors=None).run(updates, ws, {c: MASKED_DROPS[s] for c, s in gone.items()})

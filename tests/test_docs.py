@@ -19,6 +19,7 @@ MODULES = [
     "fedledger.crypto.paillier",
     "fedledger.blobstore.cid",
     "fedledger.blobstore.store",
+    "fedledger.heagg",
 ]
 
 

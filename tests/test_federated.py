@@ -239,3 +239,71 @@ def test_bad_input_is_a_typed_error_before_anything_is_sent(world, change, error
     with pytest.raises(error, match=match):
         fr.run(ups, weights, cohorts={s: patients(s) for s in SITES}, base_model=np.zeros(DIM))
     assert agg.calls == 0 and ledger.height == height
+
+
+@pytest.mark.parametrize("kind", ["masked", "paillier", "plain"])
+def test_real_aggregators_give_rounds_whose_record_matches_what_happened(tmp_path: Path, kind: str) -> None:
+    from fedledger import heagg
+    from fedledger.aggregators import Masked, Paillier, Plain
+
+    v = validators()
+    sites = {name: identity(name) for name in SITES}
+    owner = sites["site-a"]
+    with Ledger.open(
+        tmp_path / "l.db",
+        chain_id=CHAIN,
+        validators=validator_set(v),
+        local_validators=v,
+        members=[s.card() for s in sites.values()],
+        contracts=BUILTIN,
+    ) as ledger:
+        keys = [sites[n].verify_key.to_bytes() for n in SITES]
+        assert ledger.call(
+            owner,
+            "training",
+            "define",
+            policy="p",
+            sites=keys,
+            aggregator=kind,
+            quant_bits=16,
+            threshold=2,
+            min_cohort=3,
+        ).accepted
+        cohorts = {s: patients(s, 2) for s in SITES}
+        consents = [
+            Call(
+                sites[s],
+                "consent",
+                "record",
+                {"patient": p, "decision": "permit", "purposes": ["HRESCH"], "start_ms": 0},
+            )
+            for s in SITES
+            for p in cohorts[s]
+        ]
+        assert all(r.accepted for r in ledger.call_many(consents))
+        if kind == "masked":
+            agg: object = Masked(3, clip=1.0, max_weight=100)
+        elif kind == "paillier":
+            dealing = heagg.deal(["trustee-1", "trustee-2", "trustee-3"], 2, key_bits=512, insecure_for_tests=True)
+            agg = Paillier(3, clip=1.0, dealing=dealing, insecure_for_tests=True)
+        else:
+            agg = Plain(3)
+        fr = FederatedRound(
+            ledger, policy="p", coordinator=owner, aggregator=agg, store=BlobStore(tmp_path / "b"), sites=sites
+        )  # type: ignore[arg-type]
+        ups = updates(7)
+        weights = {"site-a": 3, "site-b": 1, "site-c": 2, "site-d": 4}
+        drop_stage = {"masked": "masked_input", "paillier": "update", "plain": "update"}[kind]
+        rec = fr.run(ups, weights, {"site-b": drop_stage}, cohorts=cohorts, base_model=np.ones(DIM))
+        assert rec.status == "done", rec.reason
+        assert rec.dropouts == {"site-b": drop_stage} and set(rec.result.survivors) == {"site-a", "site-c", "site-d"}  # type: ignore[union-attr]
+        exact = sum(weights[s] * ups[s] for s in ("site-a", "site-c", "site-d"))
+        assert np.allclose(rec.result.aggregate, exact, atol=1e-3)  # type: ignore[union-attr]
+        assert rec.model_hash == model_hash(rec.model)  # type: ignore[arg-type]
+        assert np.allclose(rec.model, np.ones(DIM) + exact / 9, atol=1e-3)  # type: ignore[arg-type]
+        stored, total = load_aggregate(fr.store.get(rec.aggregate_cid))  # type: ignore[arg-type]
+        assert total == 9 and np.array_equal(stored, rec.result.aggregate)  # type: ignore[union-attr]
+        on_chain = ledger.view("training", "get_round", policy="p", round=1)
+        assert on_chain["aggregator"] == kind and on_chain["model_hash"] == rec.model_hash
+        assert len(on_chain["commitments"]) == 3 and all(len(c) == 32 for c in on_chain["commitments"])
+        ledger.verify()

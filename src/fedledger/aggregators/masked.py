@@ -208,7 +208,7 @@ class MaskedServer:
             survivors=agg.survivors,
             commitments=dict(out.commitments),
             weights=dict(agg.weights),
-            dropouts=dict(self.server.dropped),
+            dropouts={c: str(getattr(s, "value", s)) for c, s in self.server.dropped.items()},
             parameters=params,
         )
 
