@@ -37,6 +37,7 @@ __all__ = [
     "NotALedger",
     "NotFound",
     "OversizedPayload",
+    "PolicyViolation",
     "PaillierOverflow",
     "QuantizationError",
     "QuorumNotReached",
@@ -167,6 +168,17 @@ class ContractError(FedLedgerError):
 class ContractMismatch(FedLedgerError):
     """The contracts offered to a ledger are not the ones it pinned: another version or code
     hash, or a pinned contract whose class was not offered. Never a silent fork."""
+
+
+class PolicyViolation(FedLedgerError):
+    """A federated round that its training policy or patient consent forbids (a site outside the
+    policy or revoked, too few sites, a cohort not covered by consent). Raised before any
+    update moves; the refusal is recorded on the ledger (``tx_id``)."""
+
+    def __init__(self, reason: str, tx_id: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tx_id = tx_id
 
 
 class UnsupportedVersion(FedLedgerError):

@@ -184,7 +184,7 @@ def consent_records(ledger: Ledger) -> list[ConsentRecord]:
             withdrawals.append((patient, tx.sender.to_bytes(), block.header.time_ms, consent_id, tx.id))
     provisions: dict[tuple[bytes, int], dict[str, Any]] = {}
     for patient in dict.fromkeys(p for p, _ in order):
-        held: list[dict[str, Any]] = ledger.view(Consent.name, "provisions", patient=patient)  # type: ignore[assignment]
+        held: list[dict[str, Any]] = ledger.view(Consent.name, "provisions", patient=patient)
         for p in held:
             provisions[(patient, p["id"])] = p
     withdrawn_by: dict[tuple[bytes, int], bytes] = {}

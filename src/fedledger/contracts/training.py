@@ -19,7 +19,8 @@ from fedledger.ledger.contract import CallContext, Contract, ContractState, call
 
 __all__ = ["AGGREGATORS", "TrainingPolicy"]
 
-AGGREGATORS: Final = frozenset({"masked", "paillier"})
+#: ``plain`` sums sealed but visible updates: a baseline the consortium must choose knowingly.
+AGGREGATORS: Final = frozenset({"masked", "paillier", "plain"})
 MAX_POLICY: Final = 64
 
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from fedledger import encoding
 from fedledger.crypto import merkle, signing
@@ -408,7 +408,7 @@ class Ledger:
             )
         return Outcome.from_bytes(row.outcome)
 
-    def view(self, contract: str, method: str, *, height: int | None = None, **args: encoding.Value) -> encoding.Value:
+    def view(self, contract: str, method: str, *, height: int | None = None, **args: Any) -> Any:
         """Run a contract's view on the state after block ``height`` (default: the last block).
 
         Nothing is recorded. A past height replays the chain up to it (views of history cost
