@@ -1,14 +1,45 @@
-"""fedledger demo: the data split, the model, FedAvg."""
+"""fedledger demo: the data split, the model, FedAvg, and the scenario end to end through the CLI."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+import fedledger
 
 pytest.importorskip("sklearn")
 
 from fedledger.demo import data, model  # noqa: E402
 from fedledger.errors import InvalidArgument  # noqa: E402
+
+SRC = str(Path(fedledger.__file__).resolve().parents[1])
+# Keep what PYTHONPATH already holds after the source tree (plugins, a checkout's extras).
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH", "")]))}
+
+
+def _has_rounds() -> bool:
+    try:
+        import fedledger.federated  # noqa: F401
+        from fedledger.aggregators import Masked, Plain  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_rounds = pytest.mark.skipif(not _has_rounds(), reason="fedledger.federated and the aggregators are not here")
+
+
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedledger", "demo", *args], capture_output=True, text=True, env=ENV, timeout=300
+    )
+
 
 # -- data ------------------------------------------------------------------------------------
 
@@ -108,3 +139,98 @@ def test_fedprox_keeps_the_local_model_nearer_the_global_one() -> None:
 def test_clip_delta_counts_what_it_cut() -> None:
     clipped, count = model.clip_delta(np.array([-3.0, -1.0, 0.5, 2.5]), 2.0)
     assert clipped.tolist() == [-2.0, -1.0, 0.5, 2.0] and count == 2
+
+
+# -- the scenario ----------------------------------------------------------------------------
+
+
+@needs_rounds
+def test_demo_cli_runs_the_scenario_and_leaves_a_verifiable_ledger(tmp_path: Path) -> None:
+    from fedledger.contracts import BUILTIN
+    from fedledger.ledger import Ledger, verify_outcome
+
+    out = tmp_path / "demo"
+    proc = demo("--rounds", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "federated" in proc.stdout and "centralized" in proc.stdout
+    for name in ("ledger.db", "blobs", "summary.json", "accuracy.png", "audit-report.json"):
+        assert (out / name).exists(), name
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("federated_final", "centralized_final", "local_only_mean", "local_only_min", "local_only_max"):
+        assert 0.5 < summary["accuracy"][key] <= 1.0, key
+    assert len(summary["accuracy"]["federated_per_round"]) == 3
+    assert summary["bytes"]["federated_on_the_wire"] > 0
+    assert summary["bytes"]["raw_training_data"] == 456 * 31 * 8
+    assert summary["time"]["aggregate_seconds"] > 0 and summary["time"]["plain_aggregate_seconds"] > 0
+    assert [r["status"] for r in summary["rounds"]] == ["done"] * 3
+    # the withdrawal (after round 1) takes the patient out of rounds 2 and 3; round 2 has a dropout
+    assert [r["excluded"] for r in summary["rounds"]] == [0, 1, 1]
+    assert summary["dropout"]["round"] == 2 and summary["dropout"]["site"] == "hospital-3"
+    assert summary["rounds"][1]["dropouts"] == {"hospital-3": summary["dropout"]["stage"]}
+    assert "hospital-3" not in summary["rounds"][1]["survivors"]
+    if (out / "audit-fhir.json").exists():
+        assert json.loads((out / "audit-fhir.json").read_text())["resourceType"] == "Bundle"
+    else:
+        assert summary["artefacts"]["fhir"].startswith("skipped")
+
+    with Ledger.open(out / "ledger.db", contracts=BUILTIN, read_only=True) as ledger:
+        ledger.verify()
+        assert ledger.view("training", "get_policy", policy="demo-policy")["rounds"] == 3
+        assert ledger.view("training", "get_round", policy="demo-policy", round=2)["dropouts"]
+        assert len(summary["denials"]) == 2
+        for denial in summary["denials"]:
+            tx_id = bytes.fromhex(denial["tx_id"])
+            assert not ledger.outcome(tx_id).ok  # the denial is on the ledger
+            receipt = (out / f"denial-receipt-{denial['who']}.json").read_text()
+            tx, outcome = verify_outcome(
+                receipt, chain_id=ledger.chain_id, trusted_validators=ledger.genesis.validators
+            )
+            assert tx.id == tx_id and not outcome.ok and "no grant" in outcome.reason
+            assert denial["receipt_verified"] is True
+
+
+@needs_rounds
+def test_demo_plain_baseline_is_recorded_under_a_plain_policy(tmp_path: Path) -> None:
+    from fedledger.contracts import BUILTIN
+    from fedledger.demo.scenario import DemoOptions, run
+    from fedledger.ledger import Ledger
+
+    out = tmp_path / "plain"
+    summary = run(DemoOptions(rounds=2, out=out, aggregator="plain", quiet=True), print_table=False)
+    assert [r["status"] for r in summary["rounds"]] == ["done", "done"]
+    assert summary["artefacts"]["ledger_verified"] is True
+    # the survivors' mean through the aggregator is the numpy FedAvg (float32 on the wire)
+    assert all(r["max_abs_diff_vs_plain"] < 1e-6 for r in summary["rounds"])
+    with Ledger.open(out / "ledger.db", contracts=BUILTIN, read_only=True) as ledger:
+        policy = ledger.view("training", "get_policy", policy="demo-policy")
+        assert policy["aggregator"] == "plain" and policy["rounds"] == 2
+
+
+def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("x")
+    proc = demo("--rounds", "1", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+
+
+def test_demo_without_its_extra_names_the_install_command(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "from fedledger.__main__ import main\n"
+        f"sys.exit(main(['demo', '--out', {str(tmp_path / 'x')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2
+    assert "pip install 'fedledger[demo]'" in proc.stderr and "scikit-learn" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@needs_rounds
+def test_full_demo_federated_within_three_points_of_centralized(tmp_path: Path) -> None:
+    from fedledger.demo.scenario import DemoOptions, run
+
+    summary = run(DemoOptions(out=tmp_path / "full", quiet=True), print_table=False)
+    accuracy = summary["accuracy"]
+    assert accuracy["federated_final"] >= accuracy["centralized_final"] - 0.03
+    assert summary["convergence"]["federated_rounds"] is not None
+    assert summary["clipped_values"] == 0

@@ -11,6 +11,7 @@ to the global model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -135,7 +136,7 @@ def centralized(
 ) -> list[float]:
     """All the training data in one place, the same optimizer and budget (``config.epochs`` per
     round, FedProx off): the test accuracy after each round-equivalent."""
-    plain = TrainConfig(config.epochs, config.batch, config.lr, config.l2, 0.0, config.clip)
+    plain = dataclasses.replace(config, mu=0.0)
     w, curve = initial(x.shape[1]), []
     for _ in range(rounds):
         w = local_train(w, x, y, plain, rng)
@@ -152,9 +153,4 @@ def local_only(
     rng: np.random.Generator,
 ) -> list[float]:
     """Each hospital alone on its own data with the same budget: its final test accuracy."""
-    plain = TrainConfig(config.epochs, config.batch, config.lr, config.l2, 0.0, config.clip)
-    out = []
-    for x, y in sites:
-        w = local_train(initial(x.shape[1]), x, y, plain, rng, epochs=rounds * config.epochs)
-        out.append(accuracy(w, x_test, y_test))
-    return out
+    return [centralized(x, y, x_test, y_test, rounds, config, rng)[-1] for x, y in sites]
