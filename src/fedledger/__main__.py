@@ -147,16 +147,23 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="federated training among five hospitals on a new ledger, end to end (needs 'fedledger[demo]')"
     )
-    demo.add_argument("--rounds", type=int, default=20, help="training rounds (default 20)")
-    demo.add_argument("--out", help="a new or empty output folder (default: a new ./fedledger-demo-out[-N])")
+    demo.add_argument("--rounds", type=int, default=20, metavar="N", help="training rounds (default 20)")
+    demo.add_argument(
+        "--out", metavar="DIR", help="a new or empty output folder (default: a new ./fedledger-demo-out[-N])"
+    )
     demo.add_argument(
         "--aggregator",
         choices=("masked", "paillier", "plain"),
         default="masked",
-        help="masked (SecAgg+, default), paillier, or plain (a baseline; rounds not recorded on the ledger)",
+        help="masked (SecAgg+ masking, default), paillier (packed Paillier, 2-of-3 trustees) or plain "
+        "(the baseline: sealed, but visible to the aggregator)",
     )
-    demo.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the non-IID split (default 0.5)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the data split and the training (default 0)")
+    demo.add_argument(
+        "--alpha", type=float, default=0.5, metavar="A", help="Dirichlet alpha of the non-IID split (default 0.5)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the data split and the training (default 0)"
+    )
     demo.add_argument("--fedprox", type=float, default=0.0, metavar="MU", help="FedProx proximal term mu (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress lines; only the final table")
     return parser

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +43,11 @@ from fedledger.aggregators import AggregateResult
 from fedledger.demo import data as demo_data
 from fedledger.demo import model as lr
 from fedledger.errors import InvalidArgument, MissingDependency
+
+if TYPE_CHECKING:
+    from fedledger.blobstore import BlobStore
+    from fedledger.identity import Identity
+    from fedledger.ledger import Ledger
 
 __all__ = ["AGGREGATORS", "DemoOptions", "default_out", "run"]
 
@@ -120,13 +125,13 @@ def default_out(cwd: Path | None = None) -> Path:
 @dataclass
 class _Consortium:
     out: Path
-    ledger: Any
-    store: Any
-    validators: list[Any]
-    hospitals: dict[str, Any]
-    admin: Any
-    coordinator: Any
-    researcher: Any
+    ledger: Ledger
+    store: BlobStore
+    validators: list[Identity]
+    hospitals: dict[str, Identity]
+    admin: Identity
+    coordinator: Identity
+    researcher: Identity
     records: dict[str, str] = field(default_factory=dict)
     patients: dict[str, list[bytes]] = field(default_factory=dict)
 
@@ -189,7 +194,8 @@ def _aggregator(name: str, clip: float, max_weight: int, total_weight: int) -> t
 
     if name == "masked":
         # 5 sites: SecAgg+'s neighborhoods are the full graph; 3 of 5 shares rebuild a secret.
-        return Masked(min_cohort=MIN_COHORT, clip=clip, max_weight=max_weight, threshold=3), 32, 3
+        masked = Masked(min_cohort=MIN_COHORT, clip=clip, max_weight=max_weight, threshold=3)
+        return masked, masked.bits, 3
     if name == "paillier":
         # 2048-bit key dealt to 3 trustees, 2 of which decrypt.
         agg = Paillier(
@@ -401,13 +407,9 @@ def run(options: DemoOptions, *, print_table: bool = True) -> dict[str, Any]:
         if r == options.withdraw_after + 1:
             res = c.ledger.call(c.hospitals[withdrawn[0]], "consent", "withdraw", patient=withdrawn[1])
             _expect_accepted([res], "withdrawing consent")
-            withdrawal = {
-                "site": withdrawn[0],
-                "patient": withdrawn[1].hex(),
-                "tx_id": res.tx_id.hex(),
-                "effective_round": r,
-            }
-            console.print(f"  consent withdrawn by a patient of {withdrawn[0]} (tx {res.tx_id.hex()[:16]}...)")
+            tx_hex = res.tx_id.hex() if res.tx_id is not None else ""
+            withdrawal = {"site": withdrawn[0], "patient": withdrawn[1].hex(), "tx_id": tx_hex, "effective_round": r}
+            console.print(f"  consent withdrawn by a patient of {withdrawn[0]} (tx {tx_hex[:16]}...)")
         if r == options.dropout_round:
             denials = _denials(c)
             for d in denials:
@@ -500,6 +502,7 @@ def run(options: DemoOptions, *, print_table: bool = True) -> dict[str, Any]:
         {"withdrawal": options.withdraw_after + 1, "dropout": options.dropout_round} if options.rounds > 1 else {},
     )
     summary["artefacts"]["plot"] = "accuracy.png"
+    summary["out"] = str(out)
     summary["seconds_total"] = time.perf_counter() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if print_table:
@@ -683,4 +686,4 @@ def _table(console: Any, Table: Callable[..., Any], s: dict[str, Any]) -> None:
     )
     for line in verdicts:
         console.print(line)
-    console.print(f"artefacts in the output folder; {s['seconds_total']:.1f} s in all")
+    console.print(f"artefacts in {s['out']}; {s['seconds_total']:.1f} s in all")
