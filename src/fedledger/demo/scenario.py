@@ -382,14 +382,15 @@ def run(options: DemoOptions, *, print_table: bool = True) -> dict[str, Any]:
         purpose=PURPOSE,
     )
     _expect_accepted([define], "defining the training policy")
-    t0 = time.perf_counter()
+    key_setup = None
     if options.aggregator == "paillier":
+        t0 = time.perf_counter()
         _ = aggregator.dealing  # the key and the trustees' shares, dealt once before the rounds
+        key_setup = time.perf_counter() - t0
         console.print(
             f"paillier: {aggregator.key_bits}-bit key dealt to {aggregator.n_trustees} trustees "
-            f"({aggregator.threshold} decrypt) in {time.perf_counter() - t0:.1f} s"
+            f"({aggregator.threshold} decrypt) in {key_setup:.1f} s"
         )
-    key_setup = time.perf_counter() - t0
     timed = _Timed(aggregator)
     rounds_runner = FederatedRound(
         c.ledger,
@@ -673,7 +674,7 @@ def _table(console: Any, Table: Callable[..., Any], s: dict[str, Any]) -> None:
         f"{pct(t['round_time_overhead_vs_plain'])} / {pct(t['round_time_overhead_vs_clear'])}",
         "local training + aggregation, vs the same with Plain / with FedAvg in the clear",
     )
-    if t.get("key_setup_seconds"):
+    if t.get("key_setup_seconds") is not None:
         table.add_row("key setup", f"{t['key_setup_seconds']:.2f} s", "Paillier key and trustee shares, dealt once")
     table.add_row(
         "ledger recording",
