@@ -166,6 +166,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--fedprox", type=float, default=0.0, metavar="MU", help="FedProx proximal term mu (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress lines; only the final table")
+    bench = sub.add_parser(
+        "bench",
+        help="what the two encryption layers cost on this machine: plain, sealed, masked, Paillier, with and "
+        "without sealing, over a grid of sites N and parameters D",
+    )
+    bench.add_argument("--clients", default="5,10", metavar="N,...", help="numbers of sites (default 5,10)")
+    bench.add_argument(
+        "--dims", default="10000,100000", metavar="D,...", help="parameters per update (default 10000,100000)"
+    )
+    bench.add_argument(
+        "--variants",
+        default="plain,sealed,masked,masked+sealed,paillier,paillier+sealed",
+        metavar="V,...",
+        help="which of plain, sealed, masked, masked+sealed, paillier, paillier+sealed (default: all)",
+    )
+    bench.add_argument(
+        "--neighbors", default="3", metavar="K", help="SecAgg+ neighbors per site, 'auto' or 'all' (default 3)"
+    )
+    bench.add_argument("--key-bits", type=int, default=2048, metavar="B", help="Paillier key size (default 2048)")
+    bench.add_argument(
+        "--paillier-max-d", type=int, default=10_000, metavar="D", help="skip Paillier above this D (default 10000)"
+    )
+    bench.add_argument(
+        "--train-seconds",
+        type=float,
+        metavar="S",
+        help="also state each variant's overhead as a share of a round whose local training takes S s per site",
+    )
+    bench.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random updates (default 0)")
+    bench.add_argument(
+        "--repeat", type=int, default=3, metavar="R", help="rounds per cell, the median kept (Paillier: 1; default 3)"
+    )
+    bench.add_argument("--json", metavar="FILE", help="write every figure as JSON")
+    bench.add_argument("--csv", metavar="FILE", help="write one row per variant and (N, D) as CSV")
+    bench.add_argument("--plot", metavar="FILE", help="a PNG bar chart of each round's critical path (matplotlib)")
     return parser
 
 
@@ -520,6 +555,43 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise _UsageError(f"{what}: expected comma-separated integers, got {text!r}") from None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from fedledger import overhead
+
+    neighbors: int | str | None = {"auto": "auto", "all": None}.get(args.neighbors, args.neighbors)
+    if isinstance(neighbors, str) and neighbors != "auto":
+        neighbors = _ints(neighbors, "--neighbors")[0]
+    cells, facts = overhead.run_grid(
+        _ints(args.clients, "--clients"),
+        _ints(args.dims, "--dims"),
+        [v.strip() for v in args.variants.split(",") if v.strip()],
+        neighbors=neighbors,
+        key_bits=args.key_bits,
+        paillier_max_d=args.paillier_max_d,
+        train_seconds=args.train_seconds,
+        seed=args.seed,
+        repeat=args.repeat,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    print(overhead.render(cells, facts, args.train_seconds))
+    for skipped in facts["skipped"]:
+        print(f"skipped: {skipped}")
+    if args.json:
+        Path(args.json).write_text(overhead.to_json(cells, facts))
+    if args.csv:
+        Path(args.csv).write_text(overhead.to_csv(cells))
+    if args.plot:
+        overhead.plot(cells, args.plot)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "info":
@@ -541,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
             return _audit(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "bench":
+            return _bench(args)
         return _ledger(args) if args.command == "ledger" else _receipt(args)
     except _UsageError as exc:
         print(f"fedledger: {exc}", file=sys.stderr)

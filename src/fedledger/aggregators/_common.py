@@ -132,6 +132,8 @@ class Traffic:
     bytes_up: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     bytes_down: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    #: stage -> {"server": s, "parties": s}
+    stages: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
 
 
 Intercept = Callable[[Envelope], "Envelope | None"]
@@ -152,16 +154,18 @@ def drive(
     traffic = Traffic()
     gone: set[str] = set()
 
-    def timed(role: str, fn: Callable[[], list[Envelope]]) -> list[Envelope]:
+    def timed(role: str, fn: Callable[[], list[Envelope]], stage: str) -> list[Envelope]:
         t0 = time.perf_counter()
         try:
             return list(fn())
         finally:
-            traffic.seconds[role] += time.perf_counter() - t0
+            spent = time.perf_counter() - t0
+            traffic.seconds[role] += spent
+            traffic.stages[stage]["server" if role == "server" else "parties"] += spent
 
-    queue: deque[Envelope] = deque(timed("server", server.start))
+    queue: deque[Envelope] = deque(timed("server", server.start, "start"))
     for name, start in starts.items():
-        queue.extend(timed(name, start))
+        queue.extend(timed(name, start, "start"))
     for _ in range(_MAX_ADVANCES):
         while queue:
             env = queue.popleft()
@@ -174,16 +178,16 @@ def drive(
                 if env.receiver in gone:
                     continue
                 traffic.bytes_down[env.receiver] += len(env.data)
-                queue.extend(timed(env.receiver, _respond(parties[env.receiver], env)))
+                queue.extend(timed(env.receiver, _respond(parties[env.receiver], env), env.stage))
             else:
                 if env.sender in gone or dropouts.get(env.sender) == env.stage:
                     gone.add(env.sender)
                     continue
                 traffic.bytes_up[env.sender] += len(env.data)
-                timed("server", _collect(server, env))
+                timed("server", _collect(server, env), env.stage)
         if server.done:
             break
-        queue.extend(timed("server", server.advance))
+        queue.extend(timed("server", server.advance, f"close {server.stage}"))
     else:  # pragma: no cover - a server that never finishes
         raise SecAggError("the round did not finish")
     result = server.finish()
@@ -192,6 +196,7 @@ def drive(
         bytes_up=dict(traffic.bytes_up),
         bytes_down=dict(traffic.bytes_down),
         seconds=dict(traffic.seconds),
+        stage_seconds={k: dict(v) for k, v in traffic.stages.items()},
     )
 
 

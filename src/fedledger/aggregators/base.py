@@ -54,7 +54,9 @@ class AggregateResult:
     ``parameters`` are the aggregator's public settings (name, bits, clip, threshold, ...),
     recorded with the round. ``bytes_up``/``bytes_down`` count client -> server and server ->
     client bytes per site; ``seconds`` is wall time per party role (``"server"``, and each
-    site's name).
+    site's name); ``stage_seconds`` splits the same time by stage (the stage a message
+    belongs to; ``"close <stage>"`` for the server's work when a stage closes) into
+    ``"server"`` and ``"parties"`` (sites and trustees together).
     """
 
     aggregator: str
@@ -68,6 +70,7 @@ class AggregateResult:
     bytes_up: Mapping[str, int] = field(default_factory=dict)
     bytes_down: Mapping[str, int] = field(default_factory=dict)
     seconds: Mapping[str, float] = field(default_factory=dict)
+    stage_seconds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property
     def mean(self) -> NDArray[np.float64]:

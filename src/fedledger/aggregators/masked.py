@@ -232,8 +232,10 @@ class Masked:
         max_weight: int = 1000,
         neighbors: int | None | str = "auto",
         threshold: int | None = None,
+        sealed: bool = True,
     ) -> None:
         self.min_survivors = min_survivors(min_cohort)
+        self.sealed = bool(sealed)
         self.bits = bits
         self.clip = clip
         self.max_weight = max_weight
@@ -250,6 +252,7 @@ class Masked:
             max_weight=self.max_weight,
             min_survivors=self.min_survivors,
             round_id=round_id,
+            seal_inputs=self.sealed,
         )
 
     @property
@@ -262,7 +265,7 @@ class Masked:
             "neighbors": self.neighbors,
             "threshold": self.threshold,
             "min_survivors": self.min_survivors,
-            "sealed": True,
+            "sealed": self.sealed,
         }
 
     def server(

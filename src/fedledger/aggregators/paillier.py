@@ -191,8 +191,10 @@ class Paillier:
         threshold: int = 2,
         dealing: Dealing | None = None,
         insecure_for_tests: bool = False,
+        sealed: bool = True,
     ) -> None:
         self.min_survivors = min_survivors(min_cohort)
+        self.sealed = bool(sealed)
         self.bits = bits
         self.clip = clip
         self.max_total_weight = max_total_weight
@@ -214,6 +216,7 @@ class Paillier:
             max_total_weight=self.max_total_weight,
             min_survivors=self.min_survivors,
             round_id=round_id,
+            seal_updates=self.sealed,
         )
 
     @property
@@ -237,7 +240,7 @@ class Paillier:
             "threshold": self.threshold,
             "trustees": self.n_trustees,
             "min_survivors": self.min_survivors,
-            "sealed": True,
+            "sealed": self.sealed,
         }
 
     def server(

@@ -74,11 +74,13 @@ class PlainClient:
         dtype: str = "float32",
         round_id: int = 1,
         random_bytes: Callable[[int], bytes] | None = None,
+        sealed: bool = True,
     ) -> None:
         if not isinstance(identity, Identity):
             raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
         self.identity = identity
         self.name = identity.name
+        self.sealed = bool(sealed)
         self.server = server
         self.dtype = dtype
         self.round_id = round_id
@@ -115,10 +117,16 @@ class PlainClient:
             raise SecAggError(f"{self.name}: the round's dtype or dimension is not this site's", self.server)
         data = (self._update.astype(np.float64) * self._weight).astype(_DTYPES[self.dtype]).tobytes()
         eph = agreement.AgreementKey.from_bytes(self._rand(32))
-        sealed = seal.seal_records(
-            hc.seal_key(eph, ann.server_key, self.round_id),
-            data,
-            hc.context(self.name, self.server, self.round_id, PURPOSE),
+        if ann.params.get("sealed", True) is not self.sealed:
+            raise SecAggError(f"{self.name}: the round's sealing is not this site's", self.server)
+        sealed = (
+            seal.seal_records(
+                hc.seal_key(eph, ann.server_key, self.round_id),
+                data,
+                hc.context(self.name, self.server, self.round_id, PURPOSE),
+            )
+            if self.sealed
+            else data
         )
         msg = PlainUpdate(
             round_id=self.round_id,
@@ -146,6 +154,7 @@ class PlainServer:
         min_survivors: int = 3,
         round_id: int = 1,
         parameters: Mapping[str, object] | None = None,
+        sealed: bool = True,
     ) -> None:
         if not isinstance(identity, Identity):
             raise InvalidArgumentType("identity", f"expected an Identity, got {type(identity).__name__}")
@@ -156,6 +165,7 @@ class PlainServer:
         self.sites = frozenset(sites)
         self.dimension = dimension
         self.dtype = dtype
+        self.sealed = bool(sealed)
         self.min_survivors = min_survivors
         self.round_id = round_id
         self.parameters = dict(parameters or {})
@@ -189,6 +199,7 @@ class PlainServer:
             "dtype": self.dtype,
             "dimension": self.dimension,
             "min_survivors": self.min_survivors,
+            "sealed": self.sealed,
         }
         srv = self._round_key.public_key.to_bytes()
         return [
@@ -225,10 +236,14 @@ class PlainServer:
                 raise SecAggError(f"a message of round {msg.round_id} to {msg.receiver!r}")
             msg.verify(self._keys[who])
             width = np.dtype(_DTYPES[self.dtype]).itemsize
-            data = seal.unseal_records(
-                hc.seal_key(self._round_key, msg.site_key, self.round_id),
-                msg.tail,
-                hc.context(who, self.name, self.round_id, PURPOSE),
+            data = (
+                seal.unseal_records(
+                    hc.seal_key(self._round_key, msg.site_key, self.round_id),
+                    msg.tail,
+                    hc.context(who, self.name, self.round_id, PURPOSE),
+                )
+                if self.sealed
+                else bytes(msg.tail)
             )
             if len(data) != self.dimension * width or masking.vector_root(data) != msg.root:
                 raise SecAggError("the opened update is not the length or root it signed")
@@ -284,15 +299,16 @@ class Plain:
     name = "plain"
     STAGES: ClassVar[tuple[str, ...]] = ("update",)
 
-    def __init__(self, min_cohort: int = 3, *, dtype: str = "float32") -> None:
+    def __init__(self, min_cohort: int = 3, *, dtype: str = "float32", sealed: bool = True) -> None:
         self.min_survivors = min_survivors(min_cohort)
         if dtype not in _DTYPES:
             raise InvalidArgument("dtype", f"must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = dtype
+        self.sealed = bool(sealed)
 
     @property
     def parameters(self) -> Mapping[str, object]:
-        return {"name": self.name, "dtype": self.dtype, "min_survivors": self.min_survivors, "sealed": True}
+        return {"name": self.name, "dtype": self.dtype, "min_survivors": self.min_survivors, "sealed": self.sealed}
 
     def server(
         self,
@@ -312,12 +328,15 @@ class Plain:
             min_survivors=self.min_survivors,
             round_id=round_id,
             parameters=self.parameters,
+            sealed=self.sealed,
         )
 
     def client(
         self, identity: Identity, *, server: str, verify_keys: Mapping[str, VerifyKey], round_id: int = 1
     ) -> PlainClient:
-        return PlainClient(identity, server=server, verify_keys=verify_keys, dtype=self.dtype, round_id=round_id)
+        return PlainClient(
+            identity, server=server, verify_keys=verify_keys, dtype=self.dtype, round_id=round_id, sealed=self.sealed
+        )
 
     def run(
         self,

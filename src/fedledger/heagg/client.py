@@ -139,7 +139,10 @@ class HEAggClient:
             key = C.seal_key(eph, announce.server_key, cfg.round_id)
         except (FedLedgerError, ValueError) as exc:
             raise SecAggError(f"{self.name}: unusable aggregator round key ({exc})", self.server) from None
-        sealed = seal.seal_records(key, data, C.context(self.name, self.server, cfg.round_id, C.UPDATE_PURPOSE))
+        if cfg.seal_updates:
+            sealed = seal.seal_records(key, data, C.context(self.name, self.server, cfg.round_id, C.UPDATE_PURPOSE))
+        else:
+            sealed = data
         self._stage = "done"
         msg = EncryptedUpdate(
             round_id=cfg.round_id,

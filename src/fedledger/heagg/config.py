@@ -34,6 +34,9 @@ class HEAggConfig:
       the aggregator will not ask for a decryption, and a trustee will not give one, for
       fewer. A policy may raise it, never lower it.
     - ``round_id``: bound into every message and seal.
+    - ``seal_updates``: seal each site's ciphertexts to the aggregator (AES-256-GCM), the
+      second layer; False only to measure what it costs (the ciphertexts still hide the
+      update from anyone without t trustees' shares). Partial decryptions are always sealed.
     """
 
     bits: int = 16
@@ -41,6 +44,7 @@ class HEAggConfig:
     max_total_weight: int = 128
     min_survivors: int = MIN_SURVIVORS
     round_id: int = 1
+    seal_updates: bool = True
 
     def __post_init__(self) -> None:
         for name in ("bits", "max_total_weight", "min_survivors", "round_id"):

@@ -225,12 +225,16 @@ class HEAggServer:
         if sum(self.weights.values()) + msg.weight > cfg.max_total_weight:
             self._reject(sender, f"its weight would take the total past max_total_weight={cfg.max_total_weight}")
             return False
-        if len(msg.tail) != seal.sealed_records_size(self._block):
-            self._reject(sender, f"{len(msg.tail)} bytes, expected {seal.sealed_records_size(self._block)}")
+        expected = seal.sealed_records_size(self._block) if cfg.seal_updates else self._block
+        if len(msg.tail) != expected:
+            self._reject(sender, f"{len(msg.tail)} bytes, expected {expected}")
             return False
         try:
-            key = C.seal_key(self._round_key, msg.site_key, cfg.round_id)
-            data = seal.unseal_records(key, msg.tail, C.context(sender, self.name, cfg.round_id, C.UPDATE_PURPOSE))
+            if cfg.seal_updates:
+                key = C.seal_key(self._round_key, msg.site_key, cfg.round_id)
+                data = seal.unseal_records(key, msg.tail, C.context(sender, self.name, cfg.round_id, C.UPDATE_PURPOSE))
+            else:
+                data = bytes(msg.tail)
         except (FedLedgerError, ValueError):
             self._reject(sender, "its sealed update does not open")
             return False
