@@ -307,3 +307,79 @@ def test_real_aggregators_give_rounds_whose_record_matches_what_happened(tmp_pat
         assert on_chain["aggregator"] == kind and on_chain["model_hash"] == rec.model_hash
         assert len(on_chain["commitments"]) == 3 and all(len(c) == 32 for c in on_chain["commitments"])
         ledger.verify()
+
+
+def test_over_a_transport_begin_and_complete_record_what_the_message_level_round_did(tmp_path: Path) -> None:
+    """The two-step interface: begin (checks, plan), the aggregator's server and clients
+    exchanging envelopes, complete (store, record)."""
+    from fedledger.aggregators import Masked
+
+    v = validators()
+    sites = {name: identity(name) for name in SITES}
+    owner = sites["site-a"]
+    with Ledger.open(
+        tmp_path / "l.db",
+        chain_id=CHAIN,
+        validators=validator_set(v),
+        local_validators=v,
+        members=[s.card() for s in sites.values()],
+        contracts=BUILTIN,
+    ) as ledger:
+        keys = [sites[n].verify_key.to_bytes() for n in SITES]
+        assert ledger.call(
+            owner,
+            "training",
+            "define",
+            policy="p",
+            sites=keys,
+            aggregator="masked",
+            quant_bits=32,
+            threshold=3,
+            min_cohort=3,
+        ).accepted
+        cohorts = {s: patients(s, 1) for s in SITES}
+        consents = [
+            Call(
+                sites[s],
+                "consent",
+                "record",
+                {"patient": p, "decision": "permit", "purposes": ["HRESCH"], "start_ms": 0},
+            )
+            for s in SITES
+            for p in cohorts[s]
+        ]
+        assert all(r.accepted for r in ledger.call_many(consents))
+        agg = Masked(3, neighbors=None)
+        fr = FederatedRound(
+            ledger, policy="p", coordinator=owner, aggregator=agg, store=BlobStore(tmp_path / "b"), sites=sites
+        )
+        plan = fr.begin(SITES, cohorts)
+        assert plan.round == 1 and plan.participants == tuple(SITES)
+        aggregator = identity("aggregator")
+        vk = {n: i.verify_key for n, i in {**sites, "aggregator": aggregator}.items()}
+        server = agg.server(aggregator, sites=SITES, verify_keys=vk, dimension=DIM, round_id=plan.round)
+        clients = {n: agg.client(sites[n], server="aggregator", verify_keys=vk, round_id=plan.round) for n in SITES}
+        ups = updates(3)
+        outbox = server.start()
+        for n in SITES:
+            outbox += clients[n].start(ups[n].astype(np.float32), 2)
+        while not server.done:
+            while outbox:
+                env = outbox.pop(0)
+                if env.receiver == "aggregator":
+                    if env.sender != "site-d":  # site-d vanishes: its messages never arrive
+                        server.collect(env)
+                else:
+                    outbox += clients[env.receiver].respond(env)
+            outbox = server.advance()
+        result = server.finish()
+        rec = fr.complete(plan, result, np.zeros(DIM))
+        assert rec.status == "done" and rec.round == 1 and "site-d" in rec.dropouts
+        exact = sum(2 * ups[s] for s in ("site-a", "site-b", "site-c"))
+        assert np.allclose(rec.result.aggregate, exact, atol=1e-3)  # type: ignore[union-attr]
+        on_chain = ledger.view("training", "get_round", policy="p", round=1)
+        assert on_chain["model_hash"] == rec.model_hash and on_chain["parameters"]["name"] == "masked"
+        assert on_chain["dropout_stages"] == {sites["site-d"].verify_key.to_bytes().hex(): rec.dropouts["site-d"]}
+        with pytest.raises(InvalidArgumentType):
+            fr.complete("not a plan", result, np.zeros(DIM))  # type: ignore[arg-type]
+        ledger.verify()

@@ -115,9 +115,11 @@ class TrainingPolicy(Contract):
         consent_snapshot: bytes,
         aggregator: str,
         dropout_stages: dict[str, str] | None = None,
+        parameters: dict[str, object] | None = None,
     ) -> int:
         """Record a finished round; returns its number. ``commitments`` are the survivors'
-        update commitments, in the order of the sorted survivors' keys."""
+        update commitments, in the order of the sorted survivors' keys; ``parameters`` the
+        aggregator's public settings."""
         p = self._round_checks(state, ctx, policy, round, participants, dropouts)
         if aggregator != p["aggregator"]:
             raise ContractError(f"the policy's aggregator is {p['aggregator']!r}, not {aggregator[:16]!r}")
@@ -140,6 +142,7 @@ class TrainingPolicy(Contract):
             "model_hash": model_hash,
             "consent_snapshot": consent_snapshot,
             "aggregator": aggregator,
+            "parameters": parameters or {},
             "height": ctx.height,
         }
         p["rounds"] = round

@@ -9,8 +9,9 @@ from fedledger.federated.round import (
     CohortCheck,
     FederatedRound,
     RoundOutput,
+    RoundPlan,
     RoundRecord,
-    aggregate_round,
+    aggregate_output,
     load_aggregate,
     model_hash,
 )
@@ -20,8 +21,9 @@ __all__ = [
     "CohortCheck",
     "FederatedRound",
     "RoundOutput",
+    "RoundPlan",
     "RoundRecord",
-    "aggregate_round",
+    "aggregate_output",
     "load_aggregate",
     "model_hash",
 ]

@@ -2,14 +2,19 @@
 
 The round is split in two:
 
-- :func:`plan_round` and :func:`aggregate_round` are pure: they read the policy and consent
-  (views of the ledger), run the aggregator, and give a :class:`RoundOutput`: the aggregate's
-  blob, the new model, and the ledger call that records the round;
+- :func:`aggregate_output` is pure: from an aggregator's result it gives a
+  :class:`RoundOutput`: the aggregate's blob, the new model, and the ledger call that records
+  the round;
 - :class:`FederatedRound` is the driver: it checks before any update moves, writes the blob to
   the :class:`~fedledger.blobstore.BlobStore`, submits the call, and returns a
   :class:`RoundRecord` that always matches what happened (a round that failed is recorded as
   failed, with its reason; a round the policy forbids is refused with :class:`PolicyViolation`
   and the refusal is recorded).
+
+In process, :meth:`FederatedRound.run` does everything. Over a real transport,
+:meth:`FederatedRound.begin` checks and plans, the aggregator's message-level server and
+clients run the round with ``round_id=plan.round``, and :meth:`FederatedRound.complete`
+stores and records the result.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ __all__ = [
     "CohortCheck",
     "FederatedRound",
     "RoundOutput",
+    "RoundPlan",
     "RoundRecord",
+    "aggregate_output",
     "load_aggregate",
     "model_hash",
 ]
@@ -98,6 +105,17 @@ class CohortCheck:
     permitted: Mapping[str, tuple[bytes, ...]]
     excluded: Mapping[str, tuple[bytes, ...]]
     snapshot: bytes
+    height: int
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round the policy and consent allow: its number, participants and consent snapshot."""
+
+    policy: str
+    round: int
+    participants: tuple[str, ...]
+    consent_snapshot: bytes
     height: int
 
 
@@ -225,19 +243,66 @@ class FederatedRound:
         """
         base = _finite_vector(base_model, "base_model", None)
         checked = self._check_input(updates, weights, dropouts, cohorts, base.shape[0])
+        plan = self.begin(list(updates), cohorts)
+        try:
+            result: AggregateResult | str = self.aggregator.run(checked, weights, dropouts, round_id=plan.round)
+        except RoundFailed as exc:
+            result = str(exc)
+        return self.complete(plan, result, base, dropouts=dropouts)
+
+    # -- the same in two steps, for a real transport ---------------------------------------
+
+    def begin(self, participants: Sequence[str], cohorts: Mapping[str, Sequence[bytes]]) -> RoundPlan:
+        """Check the policy and consent for a round among ``participants`` before any update
+        moves; the plan names the round number (the aggregator's ``round_id``) and the consent
+        snapshot. A forbidden round raises :class:`PolicyViolation`, and the refusal is
+        recorded. Then drive ``aggregator.server(...)``/``client(...)`` over the transport with
+        ``round_id=plan.round`` and hand the result to :meth:`complete`.
+        """
+        names = list(participants)
+        unknown = sorted(set(names) - set(self.sites))
+        if unknown:
+            raise InvalidArgument("participants", f"sites {unknown} are not sites of this round")
+        missing = sorted(set(names) - set(cohorts))
+        if missing:
+            raise InvalidArgument("cohorts", f"no cohort for sites {missing}")
         policy = self.policy_state()
         number = int(policy["rounds"]) + 1
-        violation = self._violation(policy, list(updates), cohorts)
+        violation = self._violation(policy, names, cohorts)
         if violation is not None:
             reason, snapshot = violation
-            output = _failed(self.policy, number, list(updates), {}, reason, self._keys)
+            output = _failed(self.policy, number, names, {}, reason, self._keys)
             tx = self._record(output, snapshot)
             raise PolicyViolation(f"round {number} of {self.policy!r} refused: {reason}", tx.tx_id)
-        consent = self.consented_cohorts(cohorts)
-        output = aggregate_round(
-            self.policy, number, self.aggregator, checked, weights, dropouts, base, consent.snapshot, self._keys
-        )
-        return self._record(output, consent.snapshot)
+        consent = self.consented_cohorts({n: cohorts[n] for n in names})
+        return RoundPlan(self.policy, number, tuple(sorted(names)), consent.snapshot, consent.height)
+
+    def complete(
+        self,
+        plan: RoundPlan,
+        result: AggregateResult | str,
+        base_model: NDArray[np.floating],
+        *,
+        dropouts: Mapping[str, str] | None = None,
+    ) -> RoundRecord:
+        """Store and record the round of ``plan``: ``result`` is the aggregator's result, or,
+        for a round that failed, why (with ``dropouts``: site -> the stage it went missing at)."""
+        if not isinstance(plan, RoundPlan):
+            raise InvalidArgumentType("plan", f"expected a RoundPlan from begin(), got {type(plan).__name__}")
+        base = _finite_vector(base_model, "base_model", None)
+        if isinstance(result, str):
+            output = _failed(self.policy, plan.round, list(plan.participants), dict(dropouts or {}), result, self._keys)
+        else:
+            if not isinstance(result, AggregateResult):
+                raise InvalidArgumentType("result", f"expected an AggregateResult, got {type(result).__name__}")
+            if not set(result.survivors) | set(result.dropouts) <= set(plan.participants):
+                raise InvalidArgument("result", "names sites that are not the plan's participants")
+            if result.aggregate.shape != base.shape:
+                raise InvalidArgument(
+                    "result", f"aggregate of shape {result.aggregate.shape}, the model is {base.shape}"
+                )
+            output = aggregate_output(self.policy, plan, self.aggregator, result, base, self._keys)
+        return self._record(output, plan.consent_snapshot)
 
     def _check_input(
         self,
@@ -328,38 +393,39 @@ class FederatedRound:
         )
 
 
-def aggregate_round(
+def aggregate_output(
     policy: str,
-    number: int,
+    plan: RoundPlan,
     aggregator: Aggregator,
-    updates: Mapping[str, NDArray[np.float64]],
-    weights: Mapping[str, int] | None,
-    dropouts: Mapping[str, str] | None,
+    result: AggregateResult,
     base: NDArray[np.float64],
-    snapshot: bytes,
     keys: Mapping[str, bytes],
 ) -> RoundOutput:
-    """Run the aggregator (pure: no ledger, no store) and build the round's record."""
-    try:
-        result = aggregator.run(updates, weights, dropouts, round_id=number)
-    except RoundFailed as exc:
-        stages = {n: s for n, s in (dropouts or {}).items()}
-        return _failed(policy, number, list(updates), stages, str(exc), keys)
+    """The round's blob, new model and ledger record from an aggregator's result (pure)."""
     model = base + result.mean
     survivors = sorted(result.survivors, key=lambda n: keys[n])
     call = {
         "policy": policy,
-        "round": number,
-        "participants": sorted(keys[n] for n in updates),
+        "round": plan.round,
+        "participants": sorted(keys[n] for n in plan.participants),
         "dropouts": sorted(keys[n] for n in result.dropouts),
         "commitments": [result.commitments[n] for n in survivors],
         "aggregate_cid": "",  # filled by the driver once the blob is stored
         "model_hash": model_hash(model),
-        "consent_snapshot": snapshot,
+        "consent_snapshot": plan.consent_snapshot,
         "aggregator": aggregator.name,
-        "dropout_stages": {keys[n].hex(): s for n, s in result.dropouts.items()},
+        "dropout_stages": {keys[n].hex(): str(s) for n, s in result.dropouts.items()},
+        "parameters": {k: v for k, v in result.parameters.items() if _encodable(v)},
     }
-    return RoundOutput(number, "done", None, result, model, aggregate_blob(result), call)
+    return RoundOutput(plan.round, "done", None, result, model, aggregate_blob(result), call)
+
+
+def _encodable(value: object) -> bool:
+    try:
+        encoding.encode(value)  # type: ignore[arg-type]
+    except EncodingError:
+        return False
+    return True
 
 
 def _failed(
@@ -371,6 +437,6 @@ def _failed(
         "participants": sorted(keys[n] for n in names),
         "dropouts": sorted(keys[n] for n in stages),
         "reason": reason[:512] or "failed",
-        "dropout_stages": {keys[n].hex(): s for n, s in stages.items()},
+        "dropout_stages": {keys[n].hex(): str(s) for n, s in stages.items()},
     }
     return RoundOutput(number, "failed", reason, None, None, None, call)
