@@ -137,6 +137,7 @@ def test_a_round_is_recorded_and_matches_what_happened(world) -> None:  # type: 
     assert on_chain["consent_snapshot"] == rec.consent_snapshot
     survivors = sorted(SITES[:3], key=lambda s: key[s])
     assert on_chain["commitments"] == [rec.result.commitments[s] for s in survivors]  # type: ignore[union-attr]
+    assert on_chain["weights"] == [weights[s] for s in survivors]
     assert ledger.outcome(rec.tx_id).ok
     # The next round follows on.
     rec2 = fr.run(updates(1), cohorts=cohorts, base_model=rec.model)  # type: ignore[arg-type]

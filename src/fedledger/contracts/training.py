@@ -116,10 +116,11 @@ class TrainingPolicy(Contract):
         aggregator: str,
         dropout_stages: dict[str, str] | None = None,
         parameters: dict[str, object] | None = None,
+        weights: list[int] | None = None,
     ) -> int:
         """Record a finished round; returns its number. ``commitments`` are the survivors'
-        update commitments, in the order of the sorted survivors' keys; ``parameters`` the
-        aggregator's public settings."""
+        update commitments and ``weights`` their declared (signed) weights, both in the order
+        of the sorted survivors' keys; ``parameters`` the aggregator's public settings."""
         p = self._round_checks(state, ctx, policy, round, participants, dropouts)
         if aggregator != p["aggregator"]:
             raise ContractError(f"the policy's aggregator is {p['aggregator']!r}, not {aggregator[:16]!r}")
@@ -128,6 +129,8 @@ class TrainingPolicy(Contract):
             raise ContractError(f"{len(survivors)} sites survived; the policy needs at least {p['min_cohort']}")
         if len(commitments) != len(survivors) or any(len(c) != 32 for c in commitments):
             raise ContractError("one 32-byte update commitment per surviving site")
+        if weights is not None and (len(weights) != len(survivors) or any(w < 1 for w in weights)):
+            raise ContractError("one positive weight per surviving site")
         if len(model_hash) != 32 or len(consent_snapshot) != 32:
             raise ContractError("model_hash and consent_snapshot must be 32 bytes")
         if not aggregate_cid or len(aggregate_cid) > 128:
@@ -143,6 +146,7 @@ class TrainingPolicy(Contract):
             "consent_snapshot": consent_snapshot,
             "aggregator": aggregator,
             "parameters": parameters or {},
+            "weights": weights,
             "height": ctx.height,
         }
         p["rounds"] = round

@@ -410,6 +410,7 @@ def aggregate_output(
         "participants": sorted(keys[n] for n in plan.participants),
         "dropouts": sorted(keys[n] for n in result.dropouts),
         "commitments": [result.commitments[n] for n in survivors],
+        "weights": [int(result.weights[n]) for n in survivors],
         "aggregate_cid": "",  # filled by the driver once the blob is stored
         "model_hash": model_hash(model),
         "consent_snapshot": plan.consent_snapshot,
