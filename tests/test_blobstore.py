@@ -184,7 +184,7 @@ _RSS_CHILD = textwrap.dedent(
     def peak():
         # VmHWM: this process's own peak (ru_maxrss also holds the parent's, from before exec)
         try:
-            with open("/proc/self/status") as f:
+            with open(os.path.join(os.sep, "proc", "self", "status")) as f:  # Linux procfs
                 return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
         except OSError:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

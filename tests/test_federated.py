@@ -3,6 +3,7 @@ aggregate retrievable by its recorded id, failures and refusals on the record.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from fedledger.aggregators import AggregateResult
 from fedledger.contracts import BUILTIN, pseudonym
 from fedledger.errors import InvalidArgument, InvalidArgumentType, PolicyViolation, RoundFailed
 from fedledger.federated import FederatedRound, load_aggregate, model_hash
+from fedledger.identity import Identity
 from fedledger.ledger import Call, Ledger
 
 SITES = ["site-a", "site-b", "site-c", "site-d"]
@@ -68,42 +70,53 @@ def patients(site: str, n: int = 5) -> list[bytes]:
     return [pseudonym(KEY, f"{site}/patient-{i}") for i in range(n)]
 
 
-@pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def consortium(root: Path, aggregator: str, per_site: int, extra: tuple[Identity, ...] = ()):  # type: ignore[no-untyped-def]
+    """A ledger with the four sites as members (and ``extra``), policy "p1" of ``aggregator``
+    owned by site-a, and ``per_site`` consenting patients per site."""
     v = validators()
     sites = {name: identity(name) for name in SITES}
-    outsider = identity("not-in-policy")
-    ledger = Ledger.open(
-        tmp_path / "ledger.db",
+    with Ledger.open(
+        root / "ledger.db",
         chain_id=CHAIN,
         validators=validator_set(v),
         local_validators=v,
-        members=[s.card() for s in [*sites.values(), outsider]],
+        members=[s.card() for s in [*sites.values(), *extra]],
         contracts=BUILTIN,
-    )
-    owner = sites["site-a"]
-    policy_sites = [sites[n].verify_key.to_bytes() for n in SITES]
-    r = ledger.call(
-        owner,
-        "training",
-        "define",
-        policy="p1",
-        sites=policy_sites,
-        aggregator="plain",
-        quant_bits=32,
-        threshold=3,
-        min_cohort=3,
-    )
-    assert r.accepted, r.reason
-    calls = [
-        Call(sites[s], "consent", "record", {"patient": p, "decision": "permit", "purposes": ["HRESCH"], "start_ms": 0})
-        for s in SITES
-        for p in patients(s)
-    ]
-    assert all(x.accepted for x in ledger.call_many(calls))
-    store = BlobStore(tmp_path / "blobs")
-    yield ledger, sites, owner, store, outsider
-    ledger.close()
+    ) as ledger:
+        keys = [sites[n].verify_key.to_bytes() for n in SITES]
+        defined = ledger.call(
+            sites["site-a"],
+            "training",
+            "define",
+            policy="p1",
+            sites=keys,
+            aggregator=aggregator,
+            quant_bits=32,
+            threshold=3,
+            min_cohort=3,
+        )
+        assert defined.accepted, defined.reason
+        cohorts = {s: patients(s, per_site) for s in SITES}
+        calls = [
+            Call(
+                sites[s],
+                "consent",
+                "record",
+                {"patient": p, "decision": "permit", "purposes": ["HRESCH"], "start_ms": 0},
+            )
+            for s in SITES
+            for p in cohorts[s]
+        ]
+        assert all(x.accepted for x in ledger.call_many(calls))
+        yield ledger, sites, sites["site-a"], cohorts
+
+
+@pytest.fixture
+def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    outsider = identity("not-in-policy")
+    with consortium(tmp_path, "plain", 5, (outsider,)) as (ledger, sites, owner, _):
+        yield ledger, sites, owner, BlobStore(tmp_path / "blobs"), outsider
 
 
 def updates(seed: int = 0) -> dict[str, NDArray[np.float64]]:
@@ -247,41 +260,7 @@ def test_real_aggregators_give_rounds_whose_record_matches_what_happened(tmp_pat
     from fedledger import heagg
     from fedledger.aggregators import Masked, Paillier, Plain
 
-    v = validators()
-    sites = {name: identity(name) for name in SITES}
-    owner = sites["site-a"]
-    with Ledger.open(
-        tmp_path / "l.db",
-        chain_id=CHAIN,
-        validators=validator_set(v),
-        local_validators=v,
-        members=[s.card() for s in sites.values()],
-        contracts=BUILTIN,
-    ) as ledger:
-        keys = [sites[n].verify_key.to_bytes() for n in SITES]
-        assert ledger.call(
-            owner,
-            "training",
-            "define",
-            policy="p",
-            sites=keys,
-            aggregator=kind,
-            quant_bits=16,
-            threshold=2,
-            min_cohort=3,
-        ).accepted
-        cohorts = {s: patients(s, 2) for s in SITES}
-        consents = [
-            Call(
-                sites[s],
-                "consent",
-                "record",
-                {"patient": p, "decision": "permit", "purposes": ["HRESCH"], "start_ms": 0},
-            )
-            for s in SITES
-            for p in cohorts[s]
-        ]
-        assert all(r.accepted for r in ledger.call_many(consents))
+    with consortium(tmp_path, kind, 2) as (ledger, sites, owner, cohorts):
         if kind == "masked":
             agg: object = Masked(3, clip=1.0, max_weight=100)
         elif kind == "paillier":
@@ -290,7 +269,7 @@ def test_real_aggregators_give_rounds_whose_record_matches_what_happened(tmp_pat
         else:
             agg = Plain(3)
         fr = FederatedRound(
-            ledger, policy="p", coordinator=owner, aggregator=agg, store=BlobStore(tmp_path / "b"), sites=sites
+            ledger, policy="p1", coordinator=owner, aggregator=agg, store=BlobStore(tmp_path / "b"), sites=sites
         )  # type: ignore[arg-type]
         ups = updates(7)
         weights = {"site-a": 3, "site-b": 1, "site-c": 2, "site-d": 4}
@@ -304,7 +283,7 @@ def test_real_aggregators_give_rounds_whose_record_matches_what_happened(tmp_pat
         assert np.allclose(rec.model, np.ones(DIM) + exact / 9, atol=1e-3)  # type: ignore[arg-type]
         stored, total = load_aggregate(fr.store.get(rec.aggregate_cid))  # type: ignore[arg-type]
         assert total == 9 and np.array_equal(stored, rec.result.aggregate)  # type: ignore[union-attr]
-        on_chain = ledger.view("training", "get_round", policy="p", round=1)
+        on_chain = ledger.view("training", "get_round", policy="p1", round=1)
         assert on_chain["aggregator"] == kind and on_chain["model_hash"] == rec.model_hash
         assert len(on_chain["commitments"]) == 3 and all(len(c) == 32 for c in on_chain["commitments"])
         ledger.verify()
@@ -315,44 +294,10 @@ def test_over_a_transport_begin_and_complete_record_what_the_message_level_round
     exchanging envelopes, complete (store, record)."""
     from fedledger.aggregators import Masked
 
-    v = validators()
-    sites = {name: identity(name) for name in SITES}
-    owner = sites["site-a"]
-    with Ledger.open(
-        tmp_path / "l.db",
-        chain_id=CHAIN,
-        validators=validator_set(v),
-        local_validators=v,
-        members=[s.card() for s in sites.values()],
-        contracts=BUILTIN,
-    ) as ledger:
-        keys = [sites[n].verify_key.to_bytes() for n in SITES]
-        assert ledger.call(
-            owner,
-            "training",
-            "define",
-            policy="p",
-            sites=keys,
-            aggregator="masked",
-            quant_bits=32,
-            threshold=3,
-            min_cohort=3,
-        ).accepted
-        cohorts = {s: patients(s, 1) for s in SITES}
-        consents = [
-            Call(
-                sites[s],
-                "consent",
-                "record",
-                {"patient": p, "decision": "permit", "purposes": ["HRESCH"], "start_ms": 0},
-            )
-            for s in SITES
-            for p in cohorts[s]
-        ]
-        assert all(r.accepted for r in ledger.call_many(consents))
+    with consortium(tmp_path, "masked", 1) as (ledger, sites, owner, cohorts):
         agg = Masked(3, neighbors=None)
         fr = FederatedRound(
-            ledger, policy="p", coordinator=owner, aggregator=agg, store=BlobStore(tmp_path / "b"), sites=sites
+            ledger, policy="p1", coordinator=owner, aggregator=agg, store=BlobStore(tmp_path / "b"), sites=sites
         )
         plan = fr.begin(SITES, cohorts)
         assert plan.round == 1 and plan.participants == tuple(SITES)
@@ -378,7 +323,7 @@ def test_over_a_transport_begin_and_complete_record_what_the_message_level_round
         assert rec.status == "done" and rec.round == 1 and "site-d" in rec.dropouts
         exact = sum(2 * ups[s] for s in ("site-a", "site-b", "site-c"))
         assert np.allclose(rec.result.aggregate, exact, atol=1e-3)  # type: ignore[union-attr]
-        on_chain = ledger.view("training", "get_round", policy="p", round=1)
+        on_chain = ledger.view("training", "get_round", policy="p1", round=1)
         assert on_chain["model_hash"] == rec.model_hash and on_chain["parameters"]["name"] == "masked"
         assert on_chain["dropout_stages"] == {sites["site-d"].verify_key.to_bytes().hex(): rec.dropouts["site-d"]}
         with pytest.raises(InvalidArgumentType):
