@@ -301,6 +301,20 @@ def test_an_altered_snapshot_is_refused_at_open_and_by_verify(
             replayed.verify()
 
 
+def test_a_refused_snapshot_is_replaced_after_a_full_replay(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    height = _snapshotted(path)
+    _alter(path, "UPDATE snapshots SET state = ?", encoding.encode(_change_value(_stored_entries(path))))
+    with pytest.raises(InvalidSnapshot):
+        _open(path)
+    with _open(path, from_snapshot=False) as replayed:
+        assert replayed.opened_from == 0 and replayed.blocks_replayed == height
+        assert replayed.snapshot() == height
+    with Ledger.open(path, contracts=[Counter], read_only=True) as reopened:
+        assert reopened.opened_from == height
+        reopened.verify()
+
+
 def test_a_second_snapshot_row_is_accounted_for(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     _snapshotted(path)
