@@ -352,9 +352,12 @@ def _check_block(
         raise TamperedLedger(h, "commit certificate holds 2/3 of the stake or less")
     if header.proposer != state.begin_block(header.height, header.time_ms):
         raise TamperedLedger(h, "header names the wrong proposer for this height")
-    rows = store.block_txs(h)
-    if len(rows) != header.tx_count:
-        raise TamperedLedger(h, f"block has {len(rows)} transactions, its header says {header.tx_count}")
+    # The block's rows are the next tx_count log indices (the primary key, no scan); each must
+    # name this block, and rows anywhere else are caught by the accounting at the end.
+    rows = store.txs_between(tree.size, tree.size + header.tx_count)
+    if len(rows) != header.tx_count or any(row.height != h for row in rows):
+        held = sum(row.height == h for row in rows)
+        raise TamperedLedger(h, f"block has {held} transactions at its log indices, its header says {header.tx_count}")
     leaves = [row.data for row in rows]
     if not all(type(leaf) is bytes for leaf in leaves):
         raise TamperedLedger(h, "a stored transaction is not a byte string")

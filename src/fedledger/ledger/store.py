@@ -182,6 +182,7 @@ class LedgerStore(Protocol):
     def block(self, height: int) -> StoredBlock | None: ...
     def blocks(self, start: int = 1) -> Iterator[StoredBlock]: ...
     def block_txs(self, height: int) -> list[StoredTx]: ...
+    def txs_between(self, start: int, end: int) -> list[StoredTx]: ...
     def all_txs(self) -> Iterator[StoredTx]: ...
     def tx_by_id(self, tx_id: bytes) -> StoredTx | None: ...
     def txs(self, kind: str | None, sender: bytes | None, below: int | None = None) -> Iterator[StoredTx]: ...
@@ -393,6 +394,15 @@ class SQLiteStore:
         rows = self._query(
             "SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs WHERE height = ? ORDER BY seq",
             (height,),
+        )
+        return [StoredTx(*r) for r in rows]  # type: ignore[arg-type]
+
+    def txs_between(self, start: int, end: int) -> list[StoredTx]:
+        """The rows with log index ``start <= seq < end``, in order (a range of the primary key)."""
+        end = min(end, (1 << 63) - 1)
+        rows = self._query(
+            "SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (start, end),
         )
         return [StoredTx(*r) for r in rows]  # type: ignore[arg-type]
 
