@@ -392,8 +392,8 @@ class Ledger:
             raise TamperedLedger(height, f"block record changed since the ledger opened: {exc}") from None
         if header.hash != block_hash:
             raise TamperedLedger(height, "the stored header changed since the ledger opened")
-        rows = [row for row in self._store.block_txs(height) if start <= row.seq < end]
-        if [row.seq for row in rows] != list(range(start, end)):
+        rows = self._store.txs_between(start, end)  # by log index: the primary key, no scan
+        if [(row.seq, row.height) for row in rows] != [(seq, height) for seq in range(start, end)]:
             raise TamperedLedger(height, "transaction rows of this block changed since the ledger opened")
         return Block(
             header,
@@ -837,17 +837,13 @@ class Ledger:
         also proves what it did (:func:`verify_outcome`): accepted, or denied and why.
         """
         row = self._locate(tx_id)
-        if outcome:
-            block = self.block(row.height)
-            head = SignedTreeHead(block.header, block.certificate)
-        else:
-            head = self.tree_head()
+        block = self.block(row.height) if outcome else None
+        head = self.tree_head() if block is None else SignedTreeHead(block.header, block.certificate)
         changes = proving.validator_changes(self._store, self._genesis, self._tree, head, since)
         proof = None
-        if outcome:
+        if block is not None:
             result = self._outcome_of(row)
-            rows = self._store.block_txs(row.height)
-            leaves = [self._outcome_of(r).to_bytes() for r in rows]
+            leaves = [o.to_bytes() for o in block.outcomes]  # each checked by block()
             index = row.seq - (head.log_size - head.header.tx_count)
             proof = OutcomeProof(
                 result.to_bytes(), index, tuple(merkle.MerkleTree(leaves).inclusion_proof(index, len(leaves)))
