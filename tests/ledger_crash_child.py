@@ -1,4 +1,5 @@
-"""Child process for the crash test: commit blocks forever, printing each height once commit() returns."""
+"""Child process for the crash test: commit blocks forever (each with a state snapshot), printing each
+height once commit() returns."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def main(path: str) -> None:
         local_validators=vals,
         members=[p.card() for p in people],
         durability="full",
+        snapshot_every=10,  # every block holds 10 transactions: a snapshot is written with each
     )
     print("ready", ledger.height, flush=True)
     while True:

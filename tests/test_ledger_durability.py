@@ -46,6 +46,8 @@ def test_sigkill_at_random_instants_never_loses_a_committed_block(tmp_path: Path
         with Ledger.open(path) as ledger:
             ledger.verify()
             assert not committed or ledger.height >= max(committed), f"kill {kill}: lost a committed block"
+            # The snapshot is written in the block's SQLite transaction: never one without the other.
+            assert ledger.opened_from == ledger.height and ledger.blocks_replayed == 0, f"kill {kill}"
             for h in committed[-3:]:
                 assert ledger.block(h).height == h
     assert len(committed) >= KILLS

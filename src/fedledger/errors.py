@@ -27,6 +27,7 @@ __all__ = [
     "InvalidReceipt",
     "InvalidShare",
     "InvalidSignature",
+    "InvalidSnapshot",
     "InvalidTransaction",
     "InvalidVote",
     "KeyMismatch",
@@ -200,6 +201,11 @@ class TamperedLedger(FedLedgerError):
         super().__init__(f"ledger tampered at height {height}: {what}")
         self.height = height
         self.what = what
+
+
+class InvalidSnapshot(TamperedLedger):
+    """A stored state snapshot does not match the certified block it names (``height``: the
+    snapshot's height). A kind of :class:`TamperedLedger`: the file was changed."""
 
 
 class NotALedger(FedLedgerError):

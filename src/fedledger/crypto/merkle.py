@@ -144,10 +144,17 @@ def root(leaves: Leaves) -> bytes:
     return _k.root_of_records(items, num_threads())
 
 
-def root_of_leaf_hashes(hashes: NDArray[np.uint8]) -> bytes:
-    """The tree head over precomputed leaf hashes, an (n, 32) uint8 array."""
+def root_of_leaf_hashes(hashes: NDArray[np.uint8], *, threads: int | None = None) -> bytes:
+    """The tree head over precomputed leaf hashes, an (n, 32) uint8 array.
+
+    ``threads``: how many threads to use (default :func:`num_threads`); 1 suits many small
+    trees, where starting threads costs more than the hashing.
+    """
     arr = _hash_array(hashes)
-    return _k.root_of_hashes(arr, num_threads())
+    n = num_threads() if threads is None else as_int(threads, "threads")
+    if n < 1:
+        raise InvalidArgument("threads", f"must be >= 1, got {n}")
+    return _k.root_of_hashes(arr, n)
 
 
 def _hash_array(hashes: object) -> NDArray[np.uint8]:

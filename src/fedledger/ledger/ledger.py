@@ -47,6 +47,9 @@ __all__ = ["Block", "Call", "CallResult", "Genesis", "Ledger", "SignedTreeHead",
 
 #: Transactions per block at most; the rest wait for the next commit.
 DEFAULT_MAX_BLOCK_TXS: Final = 10_000
+#: A snapshot of the state is stored with the first block that reaches each multiple of this many
+#: transactions (None: only when :meth:`Ledger.snapshot` is called).
+DEFAULT_SNAPSHOT_EVERY: Final = 100_000
 #: How many refused transaction ids a ledger remembers (to say why prove() finds nothing).
 _REMEMBER_REFUSED: Final = 4096
 
@@ -143,7 +146,12 @@ class Ledger:
         max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
         clock: Callable[[], int] = system_clock_ms,
         bindings: dict[tuple[str, bytes], type[Contract]] | None = None,
+        snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
+        from_snapshot: bool = True,
     ) -> None:
+        if snapshot_every is not None and (type(snapshot_every) is not int or snapshot_every < 1):
+            raise InvalidArgument("snapshot_every", f"must be a positive int or None, got {snapshot_every!r}")
+        self._snapshot_every = snapshot_every
         self._store = store
         self._bindings = dict(bindings or {})
         self._clock = clock
@@ -157,7 +165,14 @@ class Ledger:
         self.dropped: list[SubmitResult] = []
         #: Why recent transactions were refused or dropped, so that prove() and get() can say so.
         self._refused: OrderedDict[bytes, str] = OrderedDict()
-        replayed = audit.replay(store, genesis, verify_signatures=False, bindings=self._bindings)
+        start = None
+        snap = store.latest_snapshot() if from_snapshot else None
+        if snap is not None:
+            start = audit.from_snapshot(store, genesis, snap, self._bindings)
+        #: The height of the snapshot this ledger opened from (0: none) and how many blocks it replayed.
+        self.opened_from = 0 if start is None else start.height
+        replayed = audit.replay(store, genesis, verify_signatures=False, bindings=self._bindings, start=start)
+        self.blocks_replayed = replayed.height - self.opened_from
         self._blocks = replayed.blocks  # (header hash, log size) per height: reads are checked against it
         self._state = replayed.state
         self._tree = replayed.tree
@@ -181,6 +196,8 @@ class Ledger:
         read_only: bool = False,
         clock: Callable[[], int] = system_clock_ms,
         contracts: Iterable[type[Contract]] = (),
+        snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
+        from_snapshot: bool = True,
     ) -> Ledger:
         """Open (or create) the ledger in the SQLite file ``path``.
 
@@ -201,6 +218,12 @@ class Ledger:
         pins them (name, version, code hash) in its genesis; opening one needs every contract
         it pinned or deployed, with the same code, else :class:`ContractMismatch`. A class
         offered but not yet deployed waits for a ``gov.contract.deploy`` action.
+
+        Snapshots: a writable ledger stores a snapshot of the state with the first block that
+        reaches each multiple of ``snapshot_every`` transactions (None: only :meth:`snapshot`),
+        in the same SQLite transaction as the block. Opening loads the latest snapshot, checks it
+        against the certified header at its height (:class:`InvalidSnapshot` if it does not
+        match) and replays only the blocks after it; ``from_snapshot=False`` replays everything.
         """
         return cls._from_store(
             SQLiteStore(path, durability, read_only=read_only),
@@ -211,6 +234,8 @@ class Ledger:
             max_block_txs,
             clock,
             contracts,
+            snapshot_every,
+            from_snapshot,
         )
 
     @classmethod
@@ -224,6 +249,7 @@ class Ledger:
         max_block_txs: int = DEFAULT_MAX_BLOCK_TXS,
         clock: Callable[[], int] = system_clock_ms,
         contracts: Iterable[type[Contract]] = (),
+        snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
     ) -> Ledger:
         """A ledger in memory (SQLite ``:memory:``), for tests and simulations."""
         return cls._from_store(
@@ -235,24 +261,15 @@ class Ledger:
             max_block_txs,
             clock,
             contracts,
+            snapshot_every,
+            True,
         )
 
     @classmethod
-    def _from_store(
-        cls,
-        store: LedgerStore,
-        chain_id: str | None,
-        validators: ValidatorSet | None,
-        local_validators: Iterable[Identity],
-        members: Iterable[IdentityCard],
-        max_block_txs: int,
-        clock: Callable[[], int],
-        contracts: Iterable[type[Contract]],
-    ) -> Ledger:
+    def _from_store(cls, store: LedgerStore, *args: Any) -> Ledger:
+        """:meth:`_from_open_store`, closing ``store`` if that fails."""
         try:
-            return cls._from_open_store(
-                store, chain_id, validators, local_validators, members, max_block_txs, clock, contracts
-            )
+            return cls._from_open_store(store, *args)
         except BaseException:
             store.close()
             raise
@@ -268,6 +285,8 @@ class Ledger:
         max_block_txs: int,
         clock: Callable[[], int],
         contracts: Iterable[type[Contract]],
+        snapshot_every: int | None,
+        from_snapshot: bool,
     ) -> Ledger:
         if not callable(clock):
             raise InvalidArgumentType(
@@ -291,7 +310,7 @@ class Ledger:
         pins = tuple((n, c.version, c.code_hash()) for n, c in sorted(newest.items()))
         genesis = read_or_create_genesis(store, chain_id, validators, cards, pins)
         _check_pins(genesis, offered)
-        return cls(store, genesis, local, max_block_txs, clock, bindings)
+        return cls(store, genesis, local, max_block_txs, clock, bindings, snapshot_every, from_snapshot)
 
     def close(self) -> None:
         self._store.close()
@@ -373,8 +392,8 @@ class Ledger:
             raise TamperedLedger(height, f"block record changed since the ledger opened: {exc}") from None
         if header.hash != block_hash:
             raise TamperedLedger(height, "the stored header changed since the ledger opened")
-        rows = [row for row in self._store.block_txs(height) if start <= row.seq < end]
-        if [row.seq for row in rows] != list(range(start, end)):
+        rows = self._store.txs_between(start, end)  # by log index: the primary key, no scan
+        if [(row.seq, row.height) for row in rows] != [(seq, height) for seq in range(start, end)]:
             raise TamperedLedger(height, "transaction rows of this block changed since the ledger opened")
         return Block(
             header,
@@ -624,7 +643,12 @@ class Ledger:
             StoredTx(base + j, p.header.height, tx.id, tx.kind, tx.sender.to_bytes(), tx.nonce, leaf, result)
             for j, (tx, leaf, result) in enumerate(zip(p.txs, p.leaves, outcome_leaves))
         ]
-        self._store.append_block(stored, rows)
+        snapshot = None
+        every = self._snapshot_every
+        if every is not None and p.header.log_size // every > (p.header.log_size - len(p.txs)) // every:
+            outcome_hashes = bytes(self._outcome_hashes) + merkle.leaf_hashes(outcome_leaves).tobytes()
+            snapshot = audit.snapshot_of(p.header, p.state, self._tree.leaf_hashes().tobytes(), outcome_hashes)
+        self._store.append_block(stored, rows, snapshot)
         # Only now, with the block durable, does the in-memory view move on.
         p.state.kv.settle()
         for leaf in outcome_leaves:
@@ -644,6 +668,20 @@ class Ledger:
                 if self._pending_nonce.get(key) == tx.nonce + 1:
                     del self._pending_nonce[key]
         return Block(p.header, cert, tuple(p.txs), tuple(p.outcomes))
+
+    def snapshot(self) -> int:
+        """Store a snapshot of the state after the last block (replacing the previous one); return its height.
+
+        A later :meth:`open` loads it and replays only the blocks after it. NotFound before the
+        first block.
+        """
+        self._writable()
+        if self._head is None:
+            raise NotFound("no block has been finalized yet: there is nothing to snapshot")
+        header = self._head[1]
+        leaves = self._tree.leaf_hashes()[: header.log_size].tobytes()
+        self._store.put_snapshot(audit.snapshot_of(header, self._state, leaves, bytes(self._outcome_hashes)))
+        return header.height
 
     def abandon_proposal(self) -> None:
         """Drop the open proposal (its transactions stay pending)."""
@@ -799,17 +837,13 @@ class Ledger:
         also proves what it did (:func:`verify_outcome`): accepted, or denied and why.
         """
         row = self._locate(tx_id)
-        if outcome:
-            block = self.block(row.height)
-            head = SignedTreeHead(block.header, block.certificate)
-        else:
-            head = self.tree_head()
+        block = self.block(row.height) if outcome else None
+        head = self.tree_head() if block is None else SignedTreeHead(block.header, block.certificate)
         changes = proving.validator_changes(self._store, self._genesis, self._tree, head, since)
         proof = None
-        if outcome:
+        if block is not None:
             result = self._outcome_of(row)
-            rows = self._store.block_txs(row.height)
-            leaves = [self._outcome_of(r).to_bytes() for r in rows]
+            leaves = [o.to_bytes() for o in block.outcomes]  # each checked by block()
             index = row.seq - (head.log_size - head.header.tx_count)
             proof = OutcomeProof(
                 result.to_bytes(), index, tuple(merkle.MerkleTree(leaves).inclusion_proof(index, len(leaves)))
@@ -841,6 +875,11 @@ class Ledger:
         """Full audit: storage integrity, every row accounted for, hash chain, Merkle roots, every
         signature, quorum, nonces. Raises TamperedLedger naming the first bad height.
 
+        It replays every block from genesis, whatever snapshot the ledger opened from, and the
+        stored snapshot must equal the replayed state, log and outcomes at its height
+        (:class:`InvalidSnapshot` otherwise). A ledger opened with ``from_snapshot=False`` can
+        replace a bad snapshot with :meth:`snapshot`.
+
         Truncation (the newest blocks cut off) leaves a file that is consistent in itself; to
         detect it, pass a ``head`` kept elsewhere (:meth:`tree_head`, saved with
         :meth:`SignedTreeHead.to_json`): the file must reach that head's height, hold that very
@@ -851,7 +890,9 @@ class Ledger:
         problems = self._store.integrity_problems()
         if problems:
             raise TamperedLedger(0, f"storage integrity check failed: {problems[0]}")
-        replayed = audit.replay(self._store, self._genesis, verify_signatures=True, bindings=self._bindings)
+        replayed = audit.replay(
+            self._store, self._genesis, verify_signatures=True, bindings=self._bindings, check_snapshots=True
+        )
         last = replayed.head
         if (last is None) != (self._head is None) or (last is not None and last[0].hash != self._head[0].hash):  # type: ignore[index]
             raise TamperedLedger(self.height, "the stored chain differs from the one this ledger opened")

@@ -232,6 +232,86 @@ class LedgerState:
         out += self.kv.items()
         return sorted((k, v) for k, v in out if v is not None)
 
+    @classmethod
+    def from_entries(
+        cls,
+        chain_id: str,
+        entries: list[tuple[bytes, bytes]],
+        bindings: dict[tuple[str, bytes], type[Contract]] | None = None,
+    ) -> LedgerState:
+        """The inverse of :meth:`entries`: the replicated state a snapshot holds.
+
+        Strict: the entries must be sorted by key, each key of a known form with a value in
+        the form :meth:`entry` writes, and :meth:`entries` of the result must give them back
+        exactly; anything else raises :class:`InvalidArgument` (or :class:`EncodingError`).
+        """
+        validators: ValidatorSet | None = None
+        priorities: dict[bytes, int] | None = None
+        epoch: int | None = None
+        members: dict[bytes, IdentityCard] = {}
+        nonces: dict[bytes, int] = {}
+        revoked: set[bytes] = set()
+        contracts: dict[str, tuple[int, bytes]] = {}
+        kv: dict[bytes, bytes] = {}
+        for key, value in entries:
+            if type(key) is not bytes or type(value) is not bytes:
+                raise InvalidArgument("entries", "every entry must be a pair of byte strings")
+            tag, rest = key[:2], key[2:]
+            if key == b"v":
+                validators = ValidatorSet.from_value(encoding.decode(value))
+            elif key == b"p":
+                pairs = encoding.decode(value)
+                if type(pairs) is not list or not all(
+                    type(x) is list and len(x) == 2 and type(x[0]) is bytes and type(x[1]) is int for x in pairs
+                ):
+                    raise InvalidArgument("entries", "proposer priorities must be [[key, int], ...]")
+                priorities = {cast(bytes, x[0]): cast(int, x[1]) for x in cast(list[list[Any]], pairs)}
+            elif key == b"e":
+                epoch = encoding.decode(value)  # type: ignore[assignment]
+                if type(epoch) is not int or epoch < 0:
+                    raise InvalidArgument("entries", "the governance epoch must be a non-negative int")
+            elif tag == b"n/":
+                nonce = encoding.decode(value)
+                if type(nonce) is not int or nonce < 0:
+                    raise InvalidArgument("entries", "a nonce must be a non-negative int")
+                nonces[rest] = nonce
+            elif tag == b"m/":
+                card = IdentityCard.from_bytes(value)
+                if card.verify_key.to_bytes() != rest:
+                    raise InvalidArgument("entries", "a member entry's key differs from its card's")
+                members[rest] = card
+            elif tag == b"r/":
+                revoked.add(rest)
+            elif tag == b"k/":
+                deployed = encoding.decode(value)
+                if not (
+                    type(deployed) is list
+                    and len(deployed) == 2
+                    and type(deployed[0]) is int
+                    and type(deployed[1]) is bytes
+                ):
+                    raise InvalidArgument("entries", "a deployed contract must be [version, code hash]")
+                try:
+                    name = rest.decode()
+                except UnicodeDecodeError:
+                    raise InvalidArgument("entries", "a contract name is not UTF-8") from None
+                contracts[name] = (deployed[0], deployed[1])
+            elif tag == b"c/":
+                kv[key] = value
+            else:
+                raise InvalidArgument("entries", f"{key[:16]!r} is not a state key")
+        if validators is None or priorities is None or epoch is None:
+            raise InvalidArgument("entries", "the validators, proposer priorities and epoch entries are required")
+        state = cls(
+            chain_id, validators, members, priorities, revoked, nonces, epoch, contracts, bindings=dict(bindings or {})
+        )
+        state.kv._base.update(kv)
+        if state.entries() != list(entries):
+            raise InvalidArgument(
+                "entries", "not the canonical entries of a state (unsorted, duplicated or re-encoded)"
+            )
+        return state
+
     def is_member(self, key: bytes) -> bool:
         return (key in self.members or key in self.validators) and key not in self.revoked
 

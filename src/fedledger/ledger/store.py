@@ -37,10 +37,10 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no writer lock (documented)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["DURABILITY", "LedgerStore", "SQLiteStore", "StoredBlock", "StoredTx", "system_clock_ms"]
+__all__ = ["DURABILITY", "LedgerStore", "SQLiteStore", "StoredBlock", "StoredSnapshot", "StoredTx", "system_clock_ms"]
 
 DURABILITY: Final = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 #: The transaction table of schema 1 (before outcomes), as SQLite records it: a file with it
 #: was written by an older fedledger and is refused with UnsupportedVersion.
 _V1_TXS_SQL: Final = (
@@ -71,8 +71,18 @@ CREATE TABLE IF NOT EXISTS txs (
 CREATE UNIQUE INDEX IF NOT EXISTS txs_by_id ON txs(id);
 CREATE INDEX IF NOT EXISTS txs_by_kind ON txs(kind, seq);
 CREATE INDEX IF NOT EXISTS txs_by_sender ON txs(sender, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    height INTEGER PRIMARY KEY,   -- the block whose header certifies the state root of the entries
+    block_hash BLOB NOT NULL,
+    state BLOB NOT NULL,          -- CBOR [[key, value], ...]: LedgerState.entries() after that block
+    leaf_hashes BLOB NOT NULL,    -- the global log's leaf hashes up to that block, 32 bytes each
+    outcome_hashes BLOB NOT NULL  -- the outcomes' leaf hashes up to that block, 32 bytes each
+);
 """
-_SCHEMA_NAMES: Final = frozenset({"meta", "blocks", "txs", "txs_by_id", "txs_by_kind", "txs_by_sender"})
+_SCHEMA_NAMES: Final = frozenset({"meta", "blocks", "txs", "txs_by_id", "txs_by_kind", "txs_by_sender", "snapshots"})
+#: What schema 3 added to schema 2: a schema-2 file is read as one without snapshots (and a
+#: writable open adds the empty table).
+_V3_TABLES: Final = frozenset({"snapshots"})
 #: The only keys of the meta table.
 META_KEYS: Final = frozenset({"genesis"})
 
@@ -135,6 +145,17 @@ class StoredBlock:
 
 
 @dataclass(frozen=True)
+class StoredSnapshot:
+    """A state snapshot as stored: checked against the certified header at ``height`` when read."""
+
+    height: int
+    block_hash: bytes
+    state: bytes
+    leaf_hashes: bytes
+    outcome_hashes: bytes
+
+
+@dataclass(frozen=True)
 class StoredTx:
     seq: int
     height: int
@@ -151,11 +172,17 @@ class LedgerStore(Protocol):
 
     def get_meta(self, key: str) -> bytes | None: ...
     def put_meta(self, key: str, value: bytes) -> None: ...
-    def append_block(self, block: StoredBlock, txs: Sequence[StoredTx]) -> None: ...
+    def append_block(
+        self, block: StoredBlock, txs: Sequence[StoredTx], snapshot: StoredSnapshot | None = None
+    ) -> None: ...
+    def put_snapshot(self, snapshot: StoredSnapshot) -> None: ...
+    def latest_snapshot(self) -> StoredSnapshot | None: ...
+    def snapshots(self) -> Iterator[StoredSnapshot]: ...
     def height(self) -> int: ...
     def block(self, height: int) -> StoredBlock | None: ...
-    def blocks(self) -> Iterator[StoredBlock]: ...
+    def blocks(self, start: int = 1) -> Iterator[StoredBlock]: ...
     def block_txs(self, height: int) -> list[StoredTx]: ...
+    def txs_between(self, start: int, end: int) -> list[StoredTx]: ...
     def all_txs(self) -> Iterator[StoredTx]: ...
     def tx_by_id(self, tx_id: bytes) -> StoredTx | None: ...
     def txs(self, kind: str | None, sender: bytes | None, below: int | None = None) -> Iterator[StoredTx]: ...
@@ -182,6 +209,7 @@ class SQLiteStore:
         self.path = str(path)
         self.read_only = read_only
         self._lock_fd: int | None = None
+        self._has_snapshots = True
         memory = self.path == ":memory:"
         if read_only and memory:
             raise InvalidArgument("read_only", "an in-memory ledger cannot be opened read-only")
@@ -225,11 +253,6 @@ class SQLiteStore:
         if "meta" not in names:
             what = "an empty database" if not names else f"a database with tables {sorted(names)}"
             raise NotALedger(f"{self.path} is not a ledger: {what}, no genesis record")
-        missing, extra = sorted(_SCHEMA_NAMES - names), sorted(names - _SCHEMA_NAMES)
-        if missing:
-            raise TamperedLedger(0, f"storage: {', '.join(missing)} missing from the database")
-        if extra:
-            raise TamperedLedger(0, f"storage: unexpected {', '.join(extra)} in the database")
         query = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
         found = {row[1]: tuple(row) for row in self._db.execute(query).fetchall()}
         if found.get("txs", (None,) * 4)[3] == _V1_TXS_SQL:
@@ -238,7 +261,26 @@ class SQLiteStore:
                 f"state root); this version reads schema {SCHEMA_VERSION}. Export what you need with the "
                 "older version and start a new ledger"
             )
+        if names == _SCHEMA_NAMES - _V3_TABLES and all(
+            found.get(n) == w for n, w in _expected_schema().items() if n not in _V3_TABLES
+        ):
+            # Schema 2: the same tables, no snapshots yet.
+            if self.read_only:
+                self._has_snapshots = False
+            else:
+                self._db.executescript(_SCHEMA)
+                names = self._schema_names()
+        missing, extra = sorted(_SCHEMA_NAMES - names), sorted(names - _SCHEMA_NAMES)
+        if not self._has_snapshots:
+            missing = sorted(set(missing) - _V3_TABLES)
+        if missing:
+            raise TamperedLedger(0, f"storage: {', '.join(missing)} missing from the database")
+        if extra:
+            raise TamperedLedger(0, f"storage: unexpected {', '.join(extra)} in the database")
+        found = {row[1]: tuple(row) for row in self._db.execute(query).fetchall()}
         for name, want in _expected_schema().items():
+            if name in _V3_TABLES and not self._has_snapshots:
+                continue
             if found.get(name) != want:
                 raise TamperedLedger(0, f"storage: {name} is not the {want[0]} the ledger created")
 
@@ -259,7 +301,8 @@ class SQLiteStore:
     def _transaction(self) -> _Tx:
         return _Tx(self._db)
 
-    def append_block(self, block: StoredBlock, txs: Sequence[StoredTx]) -> None:
+    def append_block(self, block: StoredBlock, txs: Sequence[StoredTx], snapshot: StoredSnapshot | None = None) -> None:
+        """Store a block, its transactions and (optionally) a snapshot after it, all or nothing."""
         try:
             with self._transaction():
                 self._db.execute(
@@ -270,6 +313,8 @@ class SQLiteStore:
                     "INSERT INTO txs(seq, height, id, kind, sender, nonce, data, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(t.seq, t.height, t.id, t.kind, t.sender, t.nonce, t.data, t.outcome) for t in txs],
                 )
+                if snapshot is not None:
+                    self._write_snapshot(snapshot)
         except sqlite3.IntegrityError as exc:
             raise TamperedLedger(
                 block.height,
@@ -277,10 +322,41 @@ class SQLiteStore:
                 "was the file written by something other than this ledger?",
             ) from None
 
+    def _write_snapshot(self, snapshot: StoredSnapshot) -> None:
+        """Replace the stored snapshot (only the latest is kept), inside the caller's transaction."""
+        self._db.execute("DELETE FROM snapshots")
+        self._db.execute(
+            "INSERT INTO snapshots(height, block_hash, state, leaf_hashes, outcome_hashes) VALUES (?, ?, ?, ?, ?)",
+            (snapshot.height, snapshot.block_hash, snapshot.state, snapshot.leaf_hashes, snapshot.outcome_hashes),
+        )
+
+    def put_snapshot(self, snapshot: StoredSnapshot) -> None:
+        """Store ``snapshot`` in place of the previous one, in one transaction."""
+        with self._transaction():
+            self._write_snapshot(snapshot)
+
+    def latest_snapshot(self) -> StoredSnapshot | None:
+        if not self._has_snapshots:
+            return None
+        rows = self._query(
+            "SELECT height, block_hash, state, leaf_hashes, outcome_hashes FROM snapshots ORDER BY height DESC LIMIT 1"
+        )
+        return StoredSnapshot(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def snapshots(self) -> Iterator[StoredSnapshot]:
+        if not self._has_snapshots:
+            return
+        for row in self._query(
+            "SELECT height, block_hash, state, leaf_hashes, outcome_hashes FROM snapshots ORDER BY height"
+        ):
+            yield StoredSnapshot(*row)  # type: ignore[arg-type]
+
     def count(self, table: str) -> int:
-        """Rows in ``table`` (``blocks``, ``txs`` or ``meta``)."""
-        if table not in ("blocks", "txs", "meta"):
+        """Rows in ``table`` (``blocks``, ``txs``, ``meta`` or ``snapshots``)."""
+        if table not in ("blocks", "txs", "meta", "snapshots"):
             raise InvalidArgument("table", f"not a ledger table: {table!r}")
+        if table == "snapshots" and not self._has_snapshots:
+            return 0
         return int(cast(int, self._query(f"SELECT COUNT(*) FROM {table}")[0][0]))
 
     def meta_keys(self) -> list[str]:
@@ -303,14 +379,30 @@ class SQLiteStore:
         rows = self._query("SELECT height, hash, header, certificate FROM blocks WHERE height = ?", (height,))
         return StoredBlock(*rows[0]) if rows else None  # type: ignore[arg-type]
 
-    def blocks(self) -> Iterator[StoredBlock]:
-        for row in self._query("SELECT height, hash, header, certificate FROM blocks ORDER BY height"):
+    def blocks(self, start: int = 1) -> Iterator[StoredBlock]:
+        """The stored blocks from height ``start`` on, in order."""
+        if start <= 1:  # every row, so that a row below height 1 is seen (and refused) too
+            rows = self._query("SELECT height, hash, header, certificate FROM blocks ORDER BY height")
+        else:
+            rows = self._query(
+                "SELECT height, hash, header, certificate FROM blocks WHERE height >= ? ORDER BY height", (start,)
+            )
+        for row in rows:
             yield StoredBlock(*row)  # type: ignore[arg-type]
 
     def block_txs(self, height: int) -> list[StoredTx]:
         rows = self._query(
             "SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs WHERE height = ? ORDER BY seq",
             (height,),
+        )
+        return [StoredTx(*r) for r in rows]  # type: ignore[arg-type]
+
+    def txs_between(self, start: int, end: int) -> list[StoredTx]:
+        """The rows with log index ``start <= seq < end``, in order (a range of the primary key)."""
+        end = min(end, (1 << 63) - 1)
+        rows = self._query(
+            "SELECT seq, height, id, kind, sender, nonce, data, outcome FROM txs WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (start, end),
         )
         return [StoredTx(*r) for r in rows]  # type: ignore[arg-type]
 
