@@ -261,3 +261,40 @@ def test_block_time_comes_from_the_clock_the_ledger_was_given() -> None:
     broken = Ledger.memory(chain_id=CHAIN, validators=validator_set(v), local_validators=v, clock=lambda: 1.5)  # type: ignore[arg-type,return-value]
     with pytest.raises(InvalidArgument, match="clock"):
         broken.commit()
+
+
+def test_an_abandoned_proposal_is_followed_by_the_next_round_and_its_votes_are_not_evidence() -> None:
+    """Rounds: after an abandoned proposal the next header is at (h, r + 1), from the next
+    proposer in the schedule; an honest validator's votes for both are not equivocation, and
+    the chain verifies."""
+    from fedledger.errors import InvalidEvidence, TamperedLedger
+    from fedledger.ledger import BlockHeader, Certificate, Evidence
+    from fedledger.ledger.state import MAX_ROUND
+
+    v = validators()
+    ledger = make(v)
+    first = ledger.propose()
+    ledger.abandon_proposal()
+    second = ledger.propose()
+    assert (first.height, first.round, second.height, second.round) == (1, 0, 1, 1)
+    schedule = ledger._state.copy()
+    assert schedule.begin_block(1, 0, 0) == first.proposer
+    schedule = ledger._state.copy()
+    assert schedule.begin_block(1, 0, 1) == second.proposer and second.proposer != first.proposer
+    with pytest.raises(InvalidEvidence, match="different heights or rounds"):
+        Evidence(Vote.create(v[0], first), Vote.create(v[0], second)).check(CHAIN)
+    block = ledger.commit()
+    assert block.header.round == 1 and ledger.propose().round == 0  # the next height starts at round 0
+    ledger.abandon_proposal()
+    ledger.commit()
+    ledger.verify()
+    # A header that claims an impossible round is tampering.
+    forged = BlockHeader(**{**block.header.__dict__, "round": MAX_ROUND + 1})
+    cert = Certificate.from_votes([Vote.create(x, forged) for x in v])
+    db = ledger._store._db  # type: ignore[attr-defined]
+    db.execute(
+        "UPDATE blocks SET hash = ?, header = ?, certificate = ? WHERE height = 1",
+        (forged.hash, forged.to_bytes(), cert.to_bytes()),
+    )
+    with pytest.raises(TamperedLedger, match="past the highest round"):
+        ledger.verify()

@@ -780,15 +780,15 @@ def _forge(
 
 
 def _honest_double_votes() -> tuple[dict[bytes, Vote], list[Vote]]:
-    """Votes honest validators cast for two headers at one height (a proposal abandoned, then
-    another): they look like equivocation."""
-    vals, (site,) = validators(), sites(1)
-    real = Ledger.memory(chain_id=CHAIN, validators=validator_set(vals), local_validators=[], members=[site.card()])
+    """Votes that validators cast for two headers at one (height, round): what a malicious
+    proposer that sends two headers gets from validators signing whatever they are sent. (A
+    ledger's own validators refuse: an abandoned proposal moves to the next round.)"""
+    vals = validators()
+    real = Ledger.memory(chain_id=CHAIN, validators=validator_set(vals), local_validators=[], members=[])
     first = real.propose()
+    second = BlockHeader(**{**first.__dict__, "time_ms": first.time_ms + 1})
+    assert (second.height, second.round) == (first.height, first.round) and second.hash != first.hash
     votes1 = {v.verify_key.to_bytes(): Vote.create(v, first) for v in vals}
-    real.abandon_proposal()
-    real.submit(Transaction.create(site, kind="note", payload=1, nonce=0, chain_id=CHAIN))
-    second = real.propose()
     return votes1, [Vote.create(v, second) for v in vals]
 
 

@@ -25,7 +25,7 @@ from fedledger.ledger.block import BlockHeader, Certificate, Vote
 from fedledger.ledger.contract import Contract
 from fedledger.ledger.genesis import Genesis
 from fedledger.ledger.receipt import SignedTreeHead
-from fedledger.ledger.state import VALIDATOR_KINDS, LedgerState, next_validators
+from fedledger.ledger.state import MAX_ROUND, VALIDATOR_KINDS, LedgerState, next_validators
 from fedledger.ledger.statetree import StateTree
 from fedledger.ledger.store import META_KEYS, LedgerStore, StoredBlock, StoredSnapshot, StoredTx
 from fedledger.ledger.transaction import Transaction
@@ -102,7 +102,7 @@ def replay(
             snap = snapshots.pop(header.height, None)
             if snap is not None:
                 _check_snapshot(snap, header, out)
-            body = Vote.signed_body(header.chain_id, header.height, header.hash)
+            body = Vote.signed_body(header.chain_id, header.height, header.round, header.hash)
             for k, sig in cert.signatures:
                 keys.append(k)
                 messages.append(body)
@@ -350,8 +350,10 @@ def _check_block(
         raise TamperedLedger(h, "commit certificate is signed by a non-validator")
     if not state.validators.is_quorum(signers):
         raise TamperedLedger(h, "commit certificate holds 2/3 of the stake or less")
-    if header.proposer != state.begin_block(header.height, header.time_ms):
-        raise TamperedLedger(h, "header names the wrong proposer for this height")
+    if header.round > MAX_ROUND:
+        raise TamperedLedger(h, f"header round {header.round} is past the highest round {MAX_ROUND}")
+    if header.proposer != state.begin_block(header.height, header.time_ms, header.round):
+        raise TamperedLedger(h, f"header names the wrong proposer for this height and round {header.round}")
     # The block's rows are the next tx_count log indices (the primary key, no scan); each must
     # name this block, and rows anywhere else are caught by the accounting at the end.
     rows = store.txs_between(tree.size, tree.size + header.tx_count)

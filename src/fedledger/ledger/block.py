@@ -32,7 +32,7 @@ HEADER_VERSION: Final = 2
 HEADER_TYPE: Final = f"fedledger.block/{HEADER_VERSION}"
 #: Header types of older versions: refused with UnsupportedVersion (never read as tampering).
 OLD_HEADER_TYPES: Final = frozenset({"fedledger.block/1"})
-VOTE_TYPE: Final = "fedledger.vote/1"
+VOTE_TYPE: Final = "fedledger.vote/2"
 HASH_SIZE: Final = 32
 _HEADER_KEYS: Final = frozenset(
     {
@@ -49,6 +49,7 @@ _HEADER_KEYS: Final = frozenset(
         "time",
         "state_root",
         "outcome_root",
+        "round",
     }
 )
 
@@ -80,6 +81,8 @@ class BlockHeader:
     state_root: bytes
     #: RFC 9162 root over this block's call outcomes, one per transaction, in block order.
     outcome_root: bytes
+    #: The round at this height (0 first; a later round's proposer supersedes a silent one).
+    round: int = 0
 
     @property
     def version(self) -> int:
@@ -101,6 +104,7 @@ class BlockHeader:
                 "time": self.time_ms,
                 "state_root": self.state_root,
                 "outcome_root": self.outcome_root,
+                "round": self.round,
             }
         )
 
@@ -125,7 +129,7 @@ class BlockHeader:
         )
         for name in ("prev", "tx_root", "log_root", "validators", "proposer", "state_root", "outcome_root"):
             _require(type(f[name]) is bytes and len(f[name]) == HASH_SIZE, f"block header: {name} must be 32 bytes")  # type: ignore[arg-type]
-        for name in ("height", "tx_count", "log_size", "time"):
+        for name in ("height", "tx_count", "log_size", "time", "round"):
             _require(
                 type(f[name]) is int and 0 <= f[name] < _MAX_INT,  # type: ignore[operator]
                 f"block header: {name} must be an integer in [0, 2**63)",
@@ -145,51 +149,63 @@ class BlockHeader:
             fields["time"],
             fields["state_root"],
             fields["outcome_root"],
+            fields["round"],
         )
 
 
 @dataclass(frozen=True)
 class Vote:
-    """A validator's signature on one block header hash at one height."""
+    """A validator's signature on one block header hash at one (height, round)."""
 
     chain_id: str
     height: int
     block_hash: bytes
     validator: VerifyKey
     signature: bytes
+    round: int = 0
 
     @staticmethod
-    def signed_body(chain_id: str, height: int, block_hash: bytes) -> bytes:
-        return encoding.encode({"type": VOTE_TYPE, "chain": chain_id, "height": height, "block": block_hash})
+    def signed_body(chain_id: str, height: int, round: int, block_hash: bytes) -> bytes:
+        return encoding.encode(
+            {"type": VOTE_TYPE, "chain": chain_id, "height": height, "round": round, "block": block_hash}
+        )
 
     @classmethod
     def create(cls, validator: Identity, header: BlockHeader) -> Vote:
         """``validator`` signs ``header``."""
         block_hash = header.hash
-        body = cls.signed_body(header.chain_id, header.height, block_hash)
-        return cls(header.chain_id, header.height, block_hash, validator.verify_key, validator.sign(body))
+        body = cls.signed_body(header.chain_id, header.height, header.round, block_hash)
+        return cls(header.chain_id, header.height, block_hash, validator.verify_key, validator.sign(body), header.round)
 
     def verify(self) -> None:
         """InvalidSignature unless the signature is the validator's over this vote."""
-        signing.verify(self.validator, self.signed_body(self.chain_id, self.height, self.block_hash), self.signature)
+        signing.verify(
+            self.validator, self.signed_body(self.chain_id, self.height, self.round, self.block_hash), self.signature
+        )
 
     def to_bytes(self) -> bytes:
-        return encoding.encode([self.chain_id, self.height, self.block_hash, self.validator.to_bytes(), self.signature])
+        return encoding.encode(
+            [self.chain_id, self.height, self.round, self.block_hash, self.validator.to_bytes(), self.signature]
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Vote:
         value = encoding.decode(data)
-        if not (type(value) is list and len(value) == 5):
-            raise EncodingError("vote: expected [chain, height, block_hash, validator, signature]")
-        chain, height, block_hash, validator, sig = value
+        if not (type(value) is list and len(value) == 6):
+            raise EncodingError("vote: expected [chain, height, round, block_hash, validator, signature]")
+        chain, height, round_, block_hash, validator, sig = value
         _require(
-            type(chain) is str and type(height) is int and 0 <= height < _MAX_INT,
-            "vote: chain must be text and height an integer in [0, 2**63)",
+            type(chain) is str
+            and type(height) is int
+            and 0 <= height < _MAX_INT
+            and type(round_) is int
+            and 0 <= round_ < _MAX_INT,
+            "vote: chain must be text, height and round integers in [0, 2**63)",
         )
         _require(type(block_hash) is bytes and len(block_hash) == HASH_SIZE, "vote: block hash must be 32 bytes")
         _require(type(validator) is bytes and len(validator) == signing.PUBLIC_KEY_SIZE, "vote: bad validator key")
         _require(type(sig) is bytes and len(sig) == signing.SIGNATURE_SIZE, "vote: signature must be 64 bytes")
-        return cls(chain, height, block_hash, VerifyKey(validator), sig)  # type: ignore[arg-type]
+        return cls(chain, height, block_hash, VerifyKey(validator), sig, round_)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -231,7 +247,7 @@ class Certificate:
         """
         if not self.signatures:
             raise InvalidSignature("certificate: no signatures", "quorum")
-        body = Vote.signed_body(header.chain_id, header.height, header.hash)
+        body = Vote.signed_body(header.chain_id, header.height, header.round, header.hash)
         keys = [k for k, _ in self.signatures]
         for k in keys:
             if k not in validators:
@@ -250,7 +266,9 @@ class Certificate:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Two votes by one validator for different blocks at one height: proof of equivocation."""
+    """Two votes by one validator for different blocks at one (height, round): proof of
+    equivocation. Votes in different rounds of one height are not: a later round supersedes a
+    silent proposer, and an honest validator votes once per round."""
 
     first: Vote
     second: Vote
@@ -262,8 +280,8 @@ class Evidence:
             raise InvalidEvidence("evidence: a vote is for another chain")
         if a.validator != b.validator:
             raise InvalidEvidence("evidence: the votes are by different validators")
-        if a.height != b.height:
-            raise InvalidEvidence("evidence: the votes are for different heights")
+        if (a.height, a.round) != (b.height, b.round):
+            raise InvalidEvidence("evidence: the votes are for different heights or rounds")
         if a.block_hash == b.block_hash:
             raise InvalidEvidence("evidence: the votes are for the same block")
         for which, vote in (("first", a), ("second", b)):

@@ -161,6 +161,9 @@ class Ledger:
         self._pending: list[Transaction] = []
         self._pending_nonce: dict[bytes, int] = {}
         self._proposal: _Proposal | None = None
+        # The round of the next proposal at height _round_height (a proposal abandoned at a
+        # height moves the next one to the following round).
+        self._round_height, self._round = 0, 0
         #: Pending transactions the last proposal or commit dropped (no longer valid), with why.
         self.dropped: list[SubmitResult] = []
         #: Why recent transactions were refused or dropped, so that prove() and get() can say so.
@@ -547,6 +550,9 @@ class Ledger:
 
         Returns the header for remote validators to sign (:meth:`Vote.create`, then
         :meth:`add_vote`). Calling it again while a proposal is open returns that proposal.
+        A proposal abandoned at a height is followed by one at the next round, from the next
+        proposer in the schedule, so a local validator never signs two headers at one
+        (height, round).
         """
         self._writable()
         if self._proposal is not None:
@@ -556,7 +562,9 @@ class Ledger:
         time_ms = max(self._now_ms(), last_time)
         state = self._state.copy()
         validators = state.validators
-        proposer = state.begin_block(height, time_ms)
+        round_ = self._round if self._round_height == height else 0
+        self._round_height, self._round = height, round_
+        proposer = state.begin_block(height, time_ms, round_)
         included: list[Transaction] = []
         outcomes: list[Outcome] = []
         self.dropped = []
@@ -570,7 +578,7 @@ class Ledger:
                 if state.nonces.get(tx.sender.to_bytes()) == tx.nonce + 1:
                     # apply failed half-way: rebuild the copy without this transaction
                     state = self._state.copy()
-                    state.begin_block(height, time_ms)
+                    state.begin_block(height, time_ms, round_)
                     outcomes = [state.apply(earlier) for earlier in included]
                 continue
             included.append(tx)
@@ -593,6 +601,7 @@ class Ledger:
             time_ms=time_ms,
             state_root=self._state_tree.root,
             outcome_root=merkle.root([o.to_bytes() for o in outcomes]),
+            round=round_,
         )
         self._proposal = _Proposal(header, included, leaves, outcomes, state, validators, undo)
         for key, identity in self._local.items():
@@ -607,8 +616,16 @@ class Ledger:
         p = self._proposal
         if p is None:
             raise InvalidVote("no block is being proposed")
-        if (vote.chain_id, vote.height, vote.block_hash) != (self.chain_id, p.header.height, p.header.hash):
-            raise InvalidVote(f"vote is for another block (height {vote.height}, hash {vote.block_hash.hex()[:16]})")
+        if (vote.chain_id, vote.height, vote.round, vote.block_hash) != (
+            self.chain_id,
+            p.header.height,
+            p.header.round,
+            p.header.hash,
+        ):
+            raise InvalidVote(
+                f"vote is for another block (height {vote.height}, round {vote.round}, "
+                f"hash {vote.block_hash.hex()[:16]})"
+            )
         if vote.validator not in p.validators:
             raise InvalidVote(f"{vote.validator.to_bytes().hex()[:16]} is not a validator of block {p.header.height}")
         try:
@@ -684,8 +701,10 @@ class Ledger:
         return header.height
 
     def abandon_proposal(self) -> None:
-        """Drop the open proposal (its transactions stay pending)."""
+        """Drop the open proposal (its transactions stay pending); the next proposal at this
+        height is made in the next round."""
         if self._proposal is not None:
+            self._round = self._proposal.header.round + 1
             self._tree.rollback(self._proposal.header.log_size - len(self._proposal.txs))
             self._state_tree.rollback(self._proposal.state_undo)
             self._proposal = None

@@ -72,6 +72,8 @@ VALIDATOR_KINDS: Final = ("gov.validators", "evidence")
 #: The kind of a contract call, and of the governance action that deploys a contract.
 CALL_KIND: Final = "contract.call"
 DEPLOY_KIND: Final = "gov.contract.deploy"
+#: The highest round a block may carry (each round advances the proposer schedule once).
+MAX_ROUND: Final = 10_000
 #: The longest reason a contract may give for a denial, in characters (longer ones are cut).
 MAX_REASON: Final = 512
 #: The largest encoded outcome (what a call returned, with its transaction id).
@@ -183,9 +185,14 @@ class LedgerState:
         """
         return replace(self, **{f.name: copy.copy(getattr(self, f.name)) for f in fields(self)})
 
-    def begin_block(self, height: int = 0, time_ms: int = 0) -> bytes:
-        """Advance the proposer schedule by one block and return whose turn it is."""
-        proposer, self.priorities = advance_priorities(self.validators, self.priorities)
+    def begin_block(self, height: int = 0, time_ms: int = 0, round: int = 0) -> bytes:
+        """Advance the proposer schedule to ``round`` of the next block and return whose turn
+        it is: one step per round (Tendermint's schedule), so round r's proposer is the one
+        after round r - 1's."""
+        if type(round) is not int or not 0 <= round <= MAX_ROUND:
+            raise InvalidArgument("round", f"must be an int in [0, {MAX_ROUND}], got {round!r}")
+        for _ in range(round + 1):
+            proposer, self.priorities = advance_priorities(self.validators, self.priorities)
         self.height, self.time_ms = height, time_ms
         self.touched = set()
         return proposer
