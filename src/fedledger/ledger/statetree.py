@@ -73,13 +73,6 @@ class StateTree:
     def root(self) -> bytes:
         return self._nodes.get(1, _EMPTY[DEPTH])
 
-    def copy(self) -> StateTree:
-        out = StateTree()
-        out._entries = dict(self._entries)
-        out._buckets = {b: set(keys) for b, keys in self._buckets.items()}
-        out._nodes = dict(self._nodes)
-        return out
-
     def update(self, changes: Mapping[bytes, bytes | None]) -> Undo:
         """Set each ``key`` to ``value`` (None: remove it) and recompute the changed paths.
 
