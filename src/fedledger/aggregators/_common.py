@@ -13,9 +13,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedledger.aggregators.base import AggregateResult, AggregatorClient, AggregatorServer, Envelope
+from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import InvalidArgument, InvalidArgumentType, SecAggError
+from fedledger.identity import Identity
 
-__all__ = ["MIN_SURVIVORS", "SERVER", "Inputs", "check_inputs", "drive", "min_survivors"]
+__all__ = ["MIN_SURVIVORS", "SERVER", "Inputs", "check_inputs", "drive", "min_survivors", "play"]
 
 #: No aggregator sums fewer updates than this, whatever the policy says.
 MIN_SURVIVORS: Final = 3
@@ -220,3 +222,45 @@ def envelope(message: _Wire) -> Envelope:
 def starter(client: AggregatorClient, update: NDArray[np.floating], weight: int) -> Callable[[], list[Envelope]]:
     """What :func:`drive` calls to start ``client`` with its update and weight."""
     return lambda: client.start(update, weight)
+
+
+class _Factory(Protocol):
+    def server(
+        self,
+        identity: Identity,
+        *,
+        sites: Iterable[str],
+        verify_keys: Mapping[str, VerifyKey],
+        dimension: int,
+        round_id: int,
+    ) -> AggregatorServer: ...
+
+    def client(
+        self, identity: Identity, *, server: str, verify_keys: Mapping[str, VerifyKey], round_id: int
+    ) -> AggregatorClient: ...
+
+
+def play(
+    aggregator: _Factory,
+    inp: Inputs,
+    round_id: int,
+    *,
+    others: Iterable[str] = (),
+    make_other: Callable[[Identity, Mapping[str, VerifyKey]], Party] | None = None,
+) -> AggregateResult:
+    """One round in this process: fresh identities for the sites, the ``others`` (parties that
+    start with no update, e.g. trustees, made by ``make_other``) and the server; every envelope
+    through :func:`drive`."""
+    extra = list(others)
+    idents = {c: Identity.generate(c) for c in [*inp.ids, *extra, SERVER]}
+    keys = {c: i.verify_key for c, i in idents.items()}
+    server = aggregator.server(
+        idents[SERVER], sites=inp.ids, verify_keys=keys, dimension=inp.dimension, round_id=round_id
+    )
+    clients = {c: aggregator.client(idents[c], server=SERVER, verify_keys=keys, round_id=round_id) for c in inp.ids}
+    parties: dict[str, Party] = dict(clients)
+    for name in extra:
+        assert make_other is not None
+        parties[name] = make_other(idents[name], keys)
+    starts = {c: starter(clients[c], inp.updates[c], inp.weights[c]) for c in inp.ids}
+    return drive(server, parties, starts, inp.dropouts)

@@ -11,14 +11,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedledger.aggregators._common import (
-    SERVER,
     check_inputs,
     check_update,
     check_weight,
-    drive,
     envelope,
     min_survivors,
-    starter,
+    play,
 )
 from fedledger.aggregators.base import AggregateResult, Envelope
 from fedledger.crypto.signing import VerifyKey
@@ -306,11 +304,4 @@ class Masked:
         cfg = self.config(round_id)
         cfg.threshold_for(len(inp.ids))
         cfg.scale_for(len(inp.ids))
-        idents = {c: Identity.generate(c) for c in [*inp.ids, SERVER]}
-        keys = {c: i.verify_key for c, i in idents.items()}
-        server = self.server(
-            idents[SERVER], sites=inp.ids, verify_keys=keys, dimension=inp.dimension, round_id=round_id
-        )
-        clients = {c: self.client(idents[c], server=SERVER, verify_keys=keys, round_id=round_id) for c in inp.ids}
-        starts = {c: starter(clients[c], inp.updates[c], inp.weights[c]) for c in inp.ids}
-        return drive(server, clients, starts, inp.dropouts)
+        return play(self, inp, round_id)

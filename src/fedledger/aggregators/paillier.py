@@ -15,10 +15,9 @@ from fedledger.aggregators._common import (
     check_inputs,
     check_update,
     check_weight,
-    drive,
     envelope,
     min_survivors,
-    starter,
+    play,
 )
 from fedledger.aggregators.base import AggregateResult, Envelope
 from fedledger.crypto.paillier import KeyShare
@@ -318,17 +317,12 @@ class Paillier:
             raise InvalidArgument(
                 "weights", f"they add up to {total}, more than max_total_weight={self.max_total_weight}"
             )
-        idents = {c: Identity.generate(c) for c in [*inp.ids, *d.shares, SERVER]}
-        keys = {c: i.verify_key for c, i in idents.items()}
-        server = self.server(
-            idents[SERVER], sites=inp.ids, verify_keys=keys, dimension=inp.dimension, round_id=round_id
+        return play(
+            self,
+            inp,
+            round_id,
+            others=d.shares,
+            make_other=lambda ident, keys: self.trustee(
+                ident, server=SERVER, sites=inp.ids, verify_keys=keys, dimension=inp.dimension, round_id=round_id
+            ),
         )
-        parties: dict[str, PaillierClient | PaillierTrustee] = {
-            c: self.client(idents[c], server=SERVER, verify_keys=keys, round_id=round_id) for c in inp.ids
-        }
-        for t in d.shares:
-            parties[t] = self.trustee(
-                idents[t], server=SERVER, sites=inp.ids, verify_keys=keys, dimension=inp.dimension, round_id=round_id
-            )
-        starts = {c: starter(parties[c], inp.updates[c], inp.weights[c]) for c in inp.ids}  # type: ignore[arg-type]
-        return drive(server, parties, starts, inp.dropouts)

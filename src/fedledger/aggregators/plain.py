@@ -14,14 +14,12 @@ from numpy.typing import NDArray
 
 from fedledger import encoding
 from fedledger.aggregators._common import (
-    SERVER,
     check_inputs,
     check_update,
     check_weight,
-    drive,
     envelope,
     min_survivors,
-    starter,
+    play,
 )
 from fedledger.aggregators.base import AggregateResult, Envelope
 from fedledger.crypto import agreement, masking, seal
@@ -347,11 +345,4 @@ class Plain:
         round_id: int = 1,
     ) -> AggregateResult:
         inp = check_inputs(updates, weights, dropouts, stages=self.STAGES, floor=self.min_survivors)
-        idents = {c: Identity.generate(c) for c in [*inp.ids, SERVER]}
-        keys = {c: i.verify_key for c, i in idents.items()}
-        server = self.server(
-            idents[SERVER], sites=inp.ids, verify_keys=keys, dimension=inp.dimension, round_id=round_id
-        )
-        clients = {c: self.client(idents[c], server=SERVER, verify_keys=keys, round_id=round_id) for c in inp.ids}
-        starts = {c: starter(clients[c], inp.updates[c], inp.weights[c]) for c in inp.ids}
-        return drive(server, clients, starts, inp.dropouts)
+        return play(self, inp, round_id)
