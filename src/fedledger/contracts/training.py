@@ -74,6 +74,7 @@ class TrainingPolicy(Contract):
         if not 1 <= min_cohort <= len(sites):
             raise ContractError("min_cohort must be in [1, number of sites]")
         state[key] = {
+            "id": policy,
             "owner": ctx.sender,
             "sites": sorted(sites),
             "revoked": [],
@@ -135,23 +136,23 @@ class TrainingPolicy(Contract):
             raise ContractError("model_hash and consent_snapshot must be 32 bytes")
         if not aggregate_cid or len(aggregate_cid) > 128:
             raise ContractError("aggregate_cid must be a content id")
-        state[f"round/{policy}/{round}"] = {
-            "status": "done",
-            "participants": sorted(participants),
-            "dropouts": sorted(dropouts),
-            "dropout_stages": dropout_stages or {},
-            "commitments": commitments,
-            "aggregate_cid": aggregate_cid,
-            "model_hash": model_hash,
-            "consent_snapshot": consent_snapshot,
-            "aggregator": aggregator,
-            "parameters": parameters or {},
-            "weights": weights,
-            "height": ctx.height,
-        }
-        p["rounds"] = round
-        state[f"policy/{policy}"] = p
-        return round
+        return self._store_round(
+            state,
+            ctx,
+            p,
+            round,
+            participants,
+            dropouts,
+            dropout_stages,
+            status="done",
+            commitments=commitments,
+            aggregate_cid=aggregate_cid,
+            model_hash=model_hash,
+            consent_snapshot=consent_snapshot,
+            aggregator=aggregator,
+            parameters=parameters or {},
+            weights=weights,
+        )
 
     @call
     def record_failed_round(
@@ -169,17 +170,9 @@ class TrainingPolicy(Contract):
         p = self._round_checks(state, ctx, policy, round, participants, dropouts)
         if not 0 < len(reason) <= 512:
             raise ContractError("reason must be 1-512 characters")
-        state[f"round/{policy}/{round}"] = {
-            "status": "failed",
-            "participants": sorted(participants),
-            "dropouts": sorted(dropouts),
-            "dropout_stages": dropout_stages or {},
-            "reason": reason,
-            "height": ctx.height,
-        }
-        p["rounds"] = round
-        state[f"policy/{policy}"] = p
-        return round
+        return self._store_round(
+            state, ctx, p, round, participants, dropouts, dropout_stages, status="failed", reason=reason
+        )
 
     @view
     def get_policy(self, state: ContractState, ctx: CallContext, policy: str) -> dict[str, Any]:
@@ -190,6 +183,30 @@ class TrainingPolicy(Contract):
         return state.get(f"round/{_policy_id(policy)}/{round}")  # type: ignore[no-any-return]
 
     # -- rules ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _store_round(
+        state: ContractState,
+        ctx: CallContext,
+        p: dict[str, Any],
+        round: int,
+        participants: list[bytes],
+        dropouts: list[bytes],
+        dropout_stages: dict[str, str] | None,
+        **record: object,
+    ) -> int:
+        """Keep a round's record (what both kinds of round have, and ``record``) and move the
+        policy's round counter on."""
+        state[f"round/{p['id']}/{round}"] = {
+            "participants": sorted(participants),
+            "dropouts": sorted(dropouts),
+            "dropout_stages": dropout_stages or {},
+            **record,
+            "height": ctx.height,
+        }
+        p["rounds"] = round
+        state[f"policy/{p['id']}"] = p
+        return round
 
     @staticmethod
     def _policy(state: ContractState, policy: str) -> dict[str, Any]:
