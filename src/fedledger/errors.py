@@ -18,6 +18,7 @@ __all__ = [
     "InsufficientShares",
     "InvalidArgument",
     "InvalidArgumentType",
+    "InvalidBlock",
     "InvalidCall",
     "InvalidCiphertext",
     "InvalidEvidence",
@@ -38,8 +39,8 @@ __all__ = [
     "NotALedger",
     "NotFound",
     "OversizedPayload",
-    "PolicyViolation",
     "PaillierOverflow",
+    "PolicyViolation",
     "QuantizationError",
     "QuorumNotReached",
     "ReadOnlyLedger",
@@ -188,6 +189,14 @@ class UnsupportedVersion(FedLedgerError):
 
 class InvalidVote(FedLedgerError):
     """A vote that is not a valid validator signature on the block being finalized."""
+
+
+class InvalidBlock(FedLedgerError):
+    """A block proposed or sent by another node breaks a rule of the ledger: nothing of it is kept."""
+
+    def __init__(self, height: int, message: str) -> None:
+        super().__init__(f"block {height}: {message}")
+        self.height = height
 
 
 class QuorumNotReached(FedLedgerError):

@@ -22,6 +22,7 @@ from fedledger.errors import (
     FedLedgerError,
     InvalidArgument,
     InvalidArgumentType,
+    InvalidBlock,
     InvalidCall,
     InvalidSignature,
     InvalidVote,
@@ -37,11 +38,11 @@ from fedledger.ledger.block import BlockHeader, Certificate, Outcome, Vote
 from fedledger.ledger.contract import CallContext, Contract, ContractState, check_contract_class, run_method
 from fedledger.ledger.genesis import Genesis, read_or_create_genesis
 from fedledger.ledger.receipt import ConsistencyProof, OutcomeProof, Receipt, SignedTreeHead
-from fedledger.ledger.state import CALL_KIND, LedgerState
+from fedledger.ledger.state import CALL_KIND, MAX_ROUND, LedgerState
 from fedledger.ledger.statetree import Undo
 from fedledger.ledger.store import LedgerStore, SQLiteStore, StoredBlock, StoredTx, system_clock_ms
 from fedledger.ledger.transaction import Transaction
-from fedledger.ledger.validators import ValidatorSet
+from fedledger.ledger.validators import ValidatorSet, advance_priorities
 
 __all__ = ["Block", "Call", "CallResult", "Genesis", "Ledger", "SignedTreeHead", "SubmitResult"]
 
@@ -124,6 +125,7 @@ class _Proposal:
     state: LedgerState
     validators: ValidatorSet
     state_undo: Undo
+    local: bool = True  # assembled here from the mempool (False: accepted from another node)
     votes: dict[bytes, Vote] = field(default_factory=dict)
 
 
@@ -545,34 +547,135 @@ class Ledger:
         while len(self._refused) > _REMEMBER_REFUSED:
             self._refused.popitem(last=False)
 
-    def propose(self) -> BlockHeader:
+    def proposer(self, round: int = 0) -> signing.VerifyKey:
+        """The validator whose turn it is to propose the next block at ``round`` (Tendermint's
+        schedule: one step per round)."""
+        if type(round) is not int or not 0 <= round <= MAX_ROUND:
+            raise InvalidArgument("round", f"must be an int in [0, {MAX_ROUND}], got {round!r}")
+        validators, priorities = self._state.validators, self._state.priorities
+        for _ in range(round + 1):
+            key, priorities = advance_priorities(validators, priorities)
+        return signing.VerifyKey(key)
+
+    def propose(self, *, round: int | None = None) -> BlockHeader:
         """Assemble the next block from pending transactions and collect local validators' votes.
 
         Returns the header for remote validators to sign (:meth:`Vote.create`, then
         :meth:`add_vote`). Calling it again while a proposal is open returns that proposal.
         A proposal abandoned at a height is followed by one at the next round, from the next
         proposer in the schedule, so a local validator never signs two headers at one
-        (height, round).
+        (height, round). ``round`` (a node's round, as its ordering service decided it) opens
+        the proposal at that round instead, abandoning an open one at another round.
         """
         self._writable()
+        if round is not None:
+            if type(round) is not int or not 0 <= round <= MAX_ROUND:
+                raise InvalidArgument("round", f"must be an int in [0, {MAX_ROUND}], got {round!r}")
+            if self._proposal is not None and self._proposal.header.round != round:
+                self.abandon_proposal()
+            self._round_height, self._round = self.height + 1, round
         if self._proposal is not None:
             return self._proposal.header
         height = self.height + 1
         last_time = 0 if self._head is None else self._head[1].time_ms
-        time_ms = max(self._now_ms(), last_time)
-        state = self._state.copy()
-        validators = state.validators
         round_ = self._round if self._round_height == height else 0
         self._round_height, self._round = height, round_
+        self.dropped = []
+        self._proposal = self._build(
+            height, max(self._now_ms(), last_time), round_, self._pending[: self._max_block_txs], None
+        )
+        return self._proposal.header
+
+    def accept_proposal(
+        self, header: BlockHeader, txs: Sequence[Transaction | bytes], *, vote: bool = True
+    ) -> tuple[Vote, ...]:
+        """Check a block another validator proposed and open it as this ledger's proposal.
+
+        The header must be the next one (height, previous hash, validator set, the proposer of
+        its round, a time no earlier than the last block's) and ``txs`` must rebuild it exactly:
+        every transaction valid in order, signatures checked (those this ledger admitted to its
+        mempool were checked then), and the transaction, log, state and outcome roots equal to
+        the header's. Raises :class:`InvalidBlock` naming the first broken rule; nothing changes
+        then. An open proposal at another round is abandoned.
+
+        Returns the local validators' votes on it (none with ``vote=False``), for the caller to
+        publish; more votes arrive with :meth:`add_vote`, or a whole certificate with
+        :meth:`commit`.
+        """
+        self._writable()
+        if not isinstance(header, BlockHeader):
+            raise InvalidArgumentType("header", f"expected BlockHeader, got {type(header).__name__}")
+        p = self._proposal
+        if p is not None and p.header.hash == header.hash:
+            return tuple(v for k, v in p.votes.items() if k in self._local) if vote else ()
+        h = self.height + 1
+        if header.chain_id != self.chain_id or header.height != h:
+            raise InvalidBlock(header.height, f"is not the next block of {self.chain_id!r} (the ledger is at {h - 1})")
+        parent = self._head
+        if header.prev_hash != (self._genesis.hash if parent is None else parent[1].hash):
+            raise InvalidBlock(h, "does not link to this ledger's last block")
+        if header.validators_hash != self._state.validators.hash():
+            raise InvalidBlock(h, "names a validator set other than the one in force")
+        if parent is not None and header.time_ms < parent[1].time_ms:
+            raise InvalidBlock(h, "its time goes backwards")
+        if header.round > MAX_ROUND:
+            raise InvalidBlock(h, f"round {header.round} is past the highest round {MAX_ROUND}")
+        if header.proposer != self.proposer(header.round).to_bytes():
+            raise InvalidBlock(h, f"names the wrong proposer for round {header.round}")
+        if header.tx_count != len(txs):
+            raise InvalidBlock(h, f"carries {len(txs)} transactions, its header says {header.tx_count}")
+        known = {tx.id: tx for tx in self._pending}
+        parsed: list[Transaction] = []
+        unchecked: list[Transaction] = []
+        for i, item in enumerate(txs):
+            try:
+                tx = item if isinstance(item, Transaction) else Transaction.from_bytes(item)
+            except FedLedgerError as exc:
+                raise InvalidBlock(h, f"transaction {i} is malformed: {exc}") from None
+            if tx.id not in known:
+                unchecked.append(tx)  # admitted transactions were checked at submit_many
+            parsed.append(tx)
+        if unchecked:
+            ok = signing.verify_batch(
+                [t.sender for t in unchecked], [t.body for t in unchecked], [t.signature for t in unchecked]
+            )
+            if not ok.all():
+                bad = unchecked[int((~ok).nonzero()[0][0])]
+                raise InvalidBlock(h, f"transaction {bad.id.hex()[:16]}: signature does not verify for its sender")
+        if p is not None:
+            self.abandon_proposal()
+        candidate = self._build(h, header.time_ms, header.round, parsed, header)
+        self._round_height, self._round = h, header.round
+        self._proposal = candidate
+        if not vote:
+            candidate.votes.clear()
+        return tuple(candidate.votes.values())
+
+    def _build(
+        self,
+        height: int,
+        time_ms: int,
+        round_: int,
+        candidates: Sequence[Transaction],
+        expected: BlockHeader | None,
+    ) -> _Proposal:
+        """The proposal of ``candidates`` at (height, round): pending ones that no longer apply are
+        dropped (``expected`` None), or, for a received block (``expected``, its header), any
+        that does not apply or a root that differs raises InvalidBlock and changes nothing."""
+        state = self._state.copy()
+        validators = state.validators
         proposer = state.begin_block(height, time_ms, round_)
         included: list[Transaction] = []
         outcomes: list[Outcome] = []
-        self.dropped = []
-        for tx in self._pending[: self._max_block_txs]:
+        for tx in candidates:
             try:
                 state.check(tx)
                 outcome = state.apply(tx)
             except FedLedgerError as exc:
+                if expected is not None:
+                    raise InvalidBlock(
+                        height, f"transaction {tx.id.hex()[:16]} breaks the ledger's rules: {exc}"
+                    ) from None
                 self.dropped.append(SubmitResult(tx.id, False, exc))
                 self._remember_refused(self.dropped[-1:])
                 if state.nonces.get(tx.sender.to_bytes()) == tx.nonce + 1:
@@ -603,11 +706,22 @@ class Ledger:
             outcome_root=merkle.root([o.to_bytes() for o in outcomes]),
             round=round_,
         )
-        self._proposal = _Proposal(header, included, leaves, outcomes, state, validators, undo)
+        if expected is not None and header != expected:
+            self._tree.rollback(base)
+            self._state_tree.rollback(undo)
+            differs = [
+                f
+                for f in ("tx_root", "log_root", "state_root", "outcome_root", "log_size")
+                if getattr(header, f) != getattr(expected, f)
+            ]
+            raise InvalidBlock(
+                height, f"its transactions do not rebuild its header ({', '.join(differs) or 'header fields'} differ)"
+            )
+        proposal = _Proposal(header, included, leaves, outcomes, state, validators, undo, local=expected is None)
         for key, identity in self._local.items():
             if key in validators:
-                self._proposal.votes[key] = Vote.create(identity, header)
-        return header
+                proposal.votes[key] = Vote.create(identity, header)
+        return proposal
 
     def add_vote(self, vote: Vote) -> None:
         """Count a validator's vote for the open proposal (InvalidVote if it is not one)."""
@@ -634,24 +748,37 @@ class Ledger:
             raise InvalidVote(f"vote signature does not verify: {exc}") from None
         p.votes[vote.validator.to_bytes()] = vote
 
-    def commit(self) -> Block:
+    def commit(self, certificate: Certificate | None = None) -> Block:
         """Finalize the next block: propose it if needed, check the quorum, store it durably.
 
         Raises QuorumNotReached, leaving the proposal open for more votes, when the votes
         gathered hold 2/3 of the stake or less. A crash at any instant leaves either the whole
         block stored or none of it.
+
+        ``certificate`` (votes gathered elsewhere, e.g. by another node) finalizes the open
+        proposal with it instead; it must hold > 2/3 of the stake's valid signatures on that
+        header (InvalidVote otherwise, the proposal staying open).
         """
         p = self._proposal if self._proposal is not None else None
         if p is None:
+            if certificate is not None:
+                raise InvalidVote("no block is being proposed: accept_proposal() the certified header first")
             self.propose()
             p = self._proposal
         assert p is not None
-        if not p.validators.is_quorum(p.votes):
+        if certificate is not None:
+            if not isinstance(certificate, Certificate):
+                raise InvalidArgumentType("certificate", f"expected Certificate, got {type(certificate).__name__}")
+            try:
+                certificate.verify(p.header, p.validators)
+            except InvalidSignature as exc:
+                raise InvalidVote(f"block {p.header.height}: {exc}") from None
+        elif not p.validators.is_quorum(p.votes):
             raise QuorumNotReached(
                 f"block {p.header.height}: votes hold {p.validators.signed_stake(p.votes)} of "
                 f"{p.validators.total} stake; more than 2/3 is needed"
             )
-        cert = Certificate.from_votes(list(p.votes.values()))
+        cert = certificate if certificate is not None else Certificate.from_votes(list(p.votes.values()))
         header_bytes = p.header.to_bytes()
         stored = StoredBlock(p.header.height, p.header.hash, header_bytes, cert.to_bytes())
         base = p.header.log_size - len(p.txs)
@@ -674,6 +801,13 @@ class Ledger:
         self._head = (stored, p.header)
         self._blocks.append((p.header.hash, p.header.log_size))
         self._proposal = None
+        if not p.local:
+            # Another node's block: it holds some of the pending transactions, in its own order.
+            ids = {tx.id for tx in p.txs}
+            self.dropped = []
+            self._pending = [tx for tx in self._pending if tx.id not in ids]
+            self._rebuild_pending_nonces()
+            return Block(p.header, cert, tuple(p.txs), tuple(p.outcomes))
         done = len(p.txs) + len(self.dropped)
         self._pending = self._pending[done:] if done else self._pending
         if self.dropped:
@@ -685,6 +819,19 @@ class Ledger:
                 if self._pending_nonce.get(key) == tx.nonce + 1:
                     del self._pending_nonce[key]
         return Block(p.header, cert, tuple(p.txs), tuple(p.outcomes))
+
+    def apply_block(self, block: Block) -> Block:
+        """Apply a finalized block received from elsewhere (catching up): its header and
+        transactions are checked as :meth:`accept_proposal` does and its certificate as
+        :meth:`commit` does; InvalidBlock or InvalidVote leave the ledger as it was."""
+        if not isinstance(block, Block):
+            raise InvalidArgumentType("block", f"expected Block, got {type(block).__name__}")
+        self.accept_proposal(block.header, block.transactions, vote=False)
+        try:
+            return self.commit(block.certificate)
+        except BaseException:
+            self.abandon_proposal()
+            raise
 
     def snapshot(self) -> int:
         """Store a snapshot of the state after the last block (replacing the previous one); return its height.
@@ -824,15 +971,12 @@ class Ledger:
                 kept.append(tx)
                 self._pending_nonce[key] = tx.nonce + 1
             else:
-                self.dropped.append(
-                    SubmitResult(
-                        tx.id,
-                        False,
-                        ReplayedTransaction(
-                            f"nonce {tx.nonce}: an earlier pending transaction of this sender was dropped"
-                        ),
-                    )
+                why = (
+                    "was taken by a finalized transaction"
+                    if tx.nonce < self._state.nonces.get(key, 0)
+                    else "follows a pending transaction of this sender that was dropped"
                 )
+                self.dropped.append(SubmitResult(tx.id, False, ReplayedTransaction(f"nonce {tx.nonce} {why}")))
                 self._remember_refused(self.dropped[-1:])
         self._pending = kept
 
