@@ -50,8 +50,8 @@ def run_height(nodes: list[Ledger], round_: int = 0, live: list[Ledger] | None =
     key = live[0].proposer(round_).to_bytes()
     proposer = holder(nodes, key)
     header = proposer.propose(round=round_)
-    txs = list(proposer._proposal.txs)  # what the node layer sends with the header
-    votes = list(proposer._proposal.votes.values())
+    txs = list(proposer.proposal[1])  # what the node layer sends with the header
+    votes = list(proposer.accept_proposal(header, txs))  # its own: the header is its open proposal
     for other in live:
         if other is not proposer:
             votes += other.accept_proposal(header, [t.to_bytes() for t in txs])
@@ -116,7 +116,7 @@ def _proposal(tmp_path) -> tuple[list[Ledger], Ledger, BlockHeader, list[Transac
         n.submit_many(notes(5))
     proposer = holder(nodes, nodes[0].proposer(0).to_bytes())
     header = proposer.propose(round=0)
-    return nodes, proposer, header, list(proposer._proposal.txs)
+    return nodes, proposer, header, list(proposer.proposal[1])
 
 
 def _replace(header: BlockHeader, **changes: object) -> BlockHeader:
@@ -180,7 +180,7 @@ def test_a_proposal_that_breaks_a_rule_is_refused_and_changes_nothing(tmp_path, 
         header = _replace(proposer.propose(round=0), time_ms=0)
         other = next(n for n in nodes if n is not proposer)
         before = (other.height, other.state_root, other.log_size, other.pending)
-        body = [t.to_bytes() for t in proposer._proposal.txs]
+        body = [t.to_bytes() for t in proposer.proposal[1]]
     elif change == "wrong-height":
         header = _replace(header, height=2)
     elif change == "wrong-chain":
@@ -191,17 +191,13 @@ def test_a_proposal_that_breaks_a_rule_is_refused_and_changes_nothing(tmp_path, 
     assert (other.height, other.state_root, other.log_size, other.pending) == before
     # The replica still accepts the honest proposal afterwards.
     honest = proposer.propose()
-    assert other.accept_proposal(honest, [t.to_bytes() for t in proposer._proposal.txs])
+    assert other.accept_proposal(honest, [t.to_bytes() for t in proposer.proposal[1]])
 
 
 def test_a_certificate_must_hold_a_quorum_of_valid_votes(tmp_path) -> None:
     nodes, proposer, header, txs = _proposal(tmp_path)
     others = [n for n in nodes if n is not proposer]
-    votes = {
-        v.validator.to_bytes(): v
-        for n in nodes
-        for v in (n.accept_proposal(header, txs) if n is not proposer else proposer._proposal.votes.values())
-    }
+    votes = {v.validator.to_bytes(): v for n in nodes for v in n.accept_proposal(header, txs)}
     weak = [v for k, v in votes.items() if k in (proposer.proposer(0).to_bytes(),)]  # 40 of 100
     with pytest.raises(InvalidVote, match="not more than 2/3"):
         others[0].commit(Certificate.from_votes(weak))
@@ -249,7 +245,7 @@ def test_a_received_block_clears_the_mempool_of_what_it_holds_and_of_what_it_sup
     rival = Transaction.create(sites(3)[0], kind="note", payload={"rival": 1}, nonce=5, chain_id=CHAIN)
     follower = Transaction.create(sites(3)[0], kind="note", payload={"i": 6}, nonce=6, chain_id=CHAIN)
     other.submit_many([rival, follower])
-    votes = [*proposer._proposal.votes.values()]
+    votes = [*proposer.accept_proposal(header, txs)]
     for n in nodes:
         if n is not proposer:
             votes += n.accept_proposal(header, txs)
@@ -263,8 +259,8 @@ def test_a_received_block_clears_the_mempool_of_what_it_holds_and_of_what_it_sup
     p2 = holder(nodes, nodes[0].proposer(0).to_bytes())
     p2.submit(winner)
     h2 = p2.propose(round=0)
-    assert [t.id for t in p2._proposal.txs] == [winner.id]
-    v2 = [*p2._proposal.votes.values()]
+    assert [t.id for t in p2.proposal[1]] == [winner.id]
+    v2 = [*p2.accept_proposal(h2, [winner])]
     for n in nodes:
         if n is not p2:
             v2 += n.accept_proposal(h2, [winner.to_bytes()])

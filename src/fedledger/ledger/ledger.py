@@ -362,6 +362,12 @@ class Ledger:
         return tuple(self._pending)
 
     @property
+    def proposal(self) -> tuple[BlockHeader, tuple[Transaction, ...]] | None:
+        """The open proposal's header and transactions (what a node sends other validators), or None."""
+        p = self._proposal
+        return None if p is None else (p.header, tuple(p.txs))
+
+    @property
     def contracts(self) -> dict[str, tuple[int, bytes]]:
         """The deployed contracts: name -> (version, code hash)."""
         return dict(self._state.contracts)
