@@ -362,6 +362,11 @@ class Ledger:
         return tuple(self._pending)
 
     @property
+    def pending_count(self) -> int:
+        """How many transactions wait in the mempool (without copying them, as :attr:`pending` does)."""
+        return len(self._pending)
+
+    @property
     def proposal(self) -> tuple[BlockHeader, tuple[Transaction, ...]] | None:
         """The open proposal's header and transactions (what a node sends other validators), or None."""
         p = self._proposal
@@ -613,7 +618,12 @@ class Ledger:
             raise InvalidArgumentType("header", f"expected BlockHeader, got {type(header).__name__}")
         p = self._proposal
         if p is not None and p.header.hash == header.hash:
-            return tuple(v for k, v in p.votes.items() if k in self._local) if vote else ()
+            if not vote:
+                return ()
+            for key, identity in self._local.items():
+                if key in p.validators and key not in p.votes:
+                    p.votes[key] = Vote.create(identity, p.header)
+            return tuple(v for k, v in p.votes.items() if k in self._local)
         h = self.height + 1
         if header.chain_id != self.chain_id or header.height != h:
             raise InvalidBlock(header.height, f"is not the next block of {self.chain_id!r} (the ledger is at {h - 1})")
