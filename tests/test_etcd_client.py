@@ -155,6 +155,12 @@ def test_a_compacted_start_revision_is_a_typed_error(etcd_cluster: EtcdCluster) 
         assert raised.value.compacted == last and raised.value.revision == first
         assert await collect(etcd, b"c/", last, 1) == [Event(b"c/a", b"2", last)]
 
+        # A watch waiting for changes ends when its client is closed.
+        waiting = asyncio.create_task(collect(etcd, b"c/", last + 1, 1))
+        await asyncio.sleep(0.2)
+        await etcd.close()
+        assert await asyncio.wait_for(waiting, 2) == []
+
     run(etcd_cluster, body)
 
 

@@ -130,8 +130,9 @@ class Etcd:
         return response.header.revision, [(kv.key, kv.value, kv.mod_revision) for kv in response.kvs]
 
     async def put(self, key: bytes, value: bytes, *, ttl: int | None = None) -> int:
-        """Write ``key``; the store revision of the write. With ``ttl``, the key is deleted between
-        0.9 ttl and ttl seconds later (etcd grants at least 2 s; a leader change extends it).
+        """Write ``key``; the store revision of the write. With ``ttl``, etcd deletes the key once its
+        lease expires: at least 0.9 ttl seconds later (puts share a lease for a tenth of its life;
+        etcd grants at least 2 s).
 
         A put retried on another member after its first attempt's fate was unknown may be
         applied twice (two revisions, the same value)."""
@@ -219,6 +220,10 @@ class Etcd:
                         deleted = event.type == rpc.Event.DELETE
                         yield Event(event.kv.key, None if deleted else event.kv.value, event.kv.mod_revision)
                         next_revision = event.kv.mod_revision + 1
+            except asyncio.CancelledError:
+                if self._closed:  # gRPC cancels the calls of a closed channel
+                    return
+                raise
             except rpc.AioRpcError as exc:
                 if self._closed:
                     return
