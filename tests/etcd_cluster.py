@@ -8,11 +8,15 @@ under CI, where a missing binary fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -36,7 +40,18 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGKILL it when the thread that started it ends (the
+    main thread: when the test process dies, even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class EtcdCluster:
+    """``members`` etcd processes on loopback; a context manager that starts and stops them all.
+
+    Ports are picked free when the object is made and kept across ``restart``."""
+
     def __init__(self, base_dir: Path, members: int = 3) -> None:
         self.base_dir = Path(base_dir)
         self.members = members
@@ -66,6 +81,30 @@ class EtcdCluster:
             process.send_signal(signal.SIGKILL)
             process.wait()
             self._processes[i] = None
+
+    def leader(self) -> int:
+        """The index of the member that leads now (each running member asked through etcd's JSON
+        gateway whether it is the leader)."""
+        for i, url in enumerate(self.client_urls):
+            if self._processes[i] is None:
+                continue
+            request = urllib.request.Request(f"{url}/v3/maintenance/status", data=b"{}")
+            with urllib.request.urlopen(request, timeout=2) as reply:
+                status = json.loads(reply.read())
+            if status["header"]["member_id"] == status["leader"]:
+                return i
+        raise RuntimeError("no running member leads")
+
+    def pause(self, i: int) -> None:
+        """SIGSTOP member ``i``: it hangs, its connections stay open (``resume`` or ``kill`` it)."""
+        process = self._processes[i]
+        if process is not None:
+            process.send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        process = self._processes[i]
+        if process is not None:
+            process.send_signal(signal.SIGCONT)
 
     def restart(self, *members: int, timeout: float = 20.0) -> None:
         """Start these members again on their data directories and ports; wait until they answer
@@ -107,9 +146,11 @@ class EtcdCluster:
             "--initial-cluster-token=fedledger-tests",
         ]
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        # Tied to the main thread only: a worker thread (asyncio.to_thread) ends before the test does.
+        tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with open(self.base_dir / f"{name}.log", "ab") as log:
             self._processes[i] = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=tie
             )
 
     def _wait_healthy(self, i: int, timeout: float) -> None:
