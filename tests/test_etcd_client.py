@@ -204,6 +204,44 @@ def test_a_watch_survives_the_death_of_its_member(etcd_cluster: EtcdCluster) -> 
     asyncio.run(main())
 
 
+def test_a_hung_member_is_left_behind(etcd_cluster: EtcdCluster) -> None:
+    # A hung follower: a hung leader would also stall every write until a new one is elected.
+    leader = etcd_cluster.leader()
+    hung = (leader + 1) % 3
+    urls = etcd_cluster.client_urls
+    urls = urls[hung:] + urls[:hung]
+
+    async def main() -> None:
+        client = await Etcd.connect(urls, timeout=1.5)  # talks to the follower first
+        writer = await Etcd.connect(urls[1:] + urls[:1], timeout=1.5)
+        try:
+            start = await writer.put(b"h/a", b"")
+            seen: list[Event] = []
+
+            async def watch() -> None:
+                async for event in client.watch_prefix(b"h/", start):
+                    seen.append(event)
+
+            watching = asyncio.create_task(watch())
+            await asyncio.sleep(0.2)
+            etcd_cluster.pause(hung)  # no RST, no FIN: its calls and its watch just hang
+            began = time.monotonic()
+            revision = await client.put(b"h/b", b"")
+            assert time.monotonic() - began < 1.5  # the hung one gets its 1 s share, then the next answers
+            # The quiet watch asks the hung member for progress, hears nothing and resumes elsewhere.
+            while not seen or seen[-1].revision < revision:
+                assert time.monotonic() - began < 5 and not watching.done(), seen
+                await asyncio.sleep(0.05)
+            assert seen == [Event(b"h/a", b"", start), Event(b"h/b", b"", revision)]
+            watching.cancel()
+        finally:
+            etcd_cluster.resume(hung)
+            await client.close()
+            await writer.close()
+
+    asyncio.run(main())
+
+
 def test_without_a_majority_every_call_is_orderer_unavailable(etcd_cluster: EtcdCluster) -> None:
     urls = etcd_cluster.client_urls
 

@@ -46,10 +46,6 @@ _OPTIONS: Final = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
-    # A watch on a member that hangs (no RST, no FIN) breaks after ~15 s; etcd refuses pings
-    # more often than every 5 s.
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
 )
 
 
@@ -205,9 +201,24 @@ class Etcd:
         while True:
             create.start_revision = next_revision
             member, call = await self._call(lambda m, t: _open_watch(m, t, create))
+            probing, reading = False, None
             try:
                 while True:
-                    response = await call.read()
+                    # Cancelling a read cancels the whole call, so a slow read is waited on, shielded.
+                    reading = reading or asyncio.ensure_future(call.read())
+                    try:
+                        response = await asyncio.wait_for(asyncio.shield(reading), self._timeout)
+                    except asyncio.TimeoutError:
+                        # Quiet for a while: ask for a progress report, which a live member sends
+                        # at once. A member that hangs (stopped, cut off) sends nothing; move on.
+                        # (gRPC keepalive did not break such a stream in 40 s.)
+                        if probing:
+                            break
+                        probing = True
+                        progress = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+                        await asyncio.wait_for(call.write(progress), self._timeout)
+                        continue
+                    probing, reading = False, None
                     if not isinstance(response, rpc.WatchResponse):  # gRPC's EOF: the member ended the stream
                         break
                     if response.compact_revision:
@@ -229,8 +240,12 @@ class Etcd:
                     return
                 if exc.code() not in _RETRY:
                     raise
+            except asyncio.TimeoutError:
+                pass  # the progress request could not even be sent: move on
             finally:
                 call.cancel()
+                if reading is not None:
+                    reading.cancel()
             if self._closed:
                 return
             self._move_on(member)
