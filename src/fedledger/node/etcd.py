@@ -299,6 +299,8 @@ async def _open_watch(member: _Member, timeout: float, create: Any) -> tuple[_Me
         response = await asyncio.wait_for(call.read(), timeout)
         if not isinstance(response, rpc.WatchResponse) or not response.created:
             raise asyncio.TimeoutError
+        if response.compact_revision:
+            raise RevisionCompacted(create.start_revision, response.compact_revision)
         if response.canceled:
             raise InvalidArgument("watch", f"etcd refused the watch: {response.cancel_reason}")
     except BaseException:
