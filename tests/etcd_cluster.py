@@ -64,15 +64,28 @@ class EtcdCluster:
         return [f"http://127.0.0.1:{port}" for port in self._client_ports]
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start every member and wait until each one answers its health check."""
-        try:
-            for i in range(self.members):
-                self._spawn(i, "new")
-            for i in range(self.members):
-                self._wait_healthy(i, timeout)
-        except BaseException:
-            self.stop()
-            raise
+        """Start every member and wait until each one answers its health check. A port taken
+        between picking it and binding it (another process on this machine) means new ports and
+        a second try."""
+        for attempt in range(2):
+            try:
+                for i in range(self.members):
+                    self._spawn(i, "new")
+                for i in range(self.members):
+                    self._wait_healthy(i, timeout)
+                return
+            except RuntimeError:
+                self.stop()
+                logs = "".join((self.base_dir / f"n{i}.log").read_text(errors="replace") for i in range(self.members))
+                if attempt or "address already in use" not in logs:
+                    raise
+                for i in range(self.members):
+                    shutil.rmtree(self.base_dir / f"n{i}", ignore_errors=True)
+                ports = _free_ports(2 * self.members)
+                self._client_ports, self._peer_ports = ports[: self.members], ports[self.members :]
+            except BaseException:
+                self.stop()
+                raise
 
     def kill(self, i: int) -> None:
         """SIGKILL member ``i`` (no clean shutdown) and reap it."""
