@@ -1,9 +1,10 @@
 #!/bin/sh
-# Install the system packages fedledger's native build needs, if any is missing (Debian/Ubuntu):
-# a C compiler, and the OpenSSL 3, GMP and libsodium headers. A no-op when all are present.
+# Install the system packages fedledger's native build and tests need, if any is missing
+# (Debian/Ubuntu): a C compiler, the OpenSSL 3, GMP and libsodium headers, and the etcd server
+# the ordering tests run a cluster of. A no-op when all are present.
 set -eu
 missing=""
-for pkg in build-essential libssl-dev libgmp-dev libsodium-dev; do
+for pkg in build-essential libssl-dev libgmp-dev libsodium-dev etcd-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
 [ -z "$missing" ] && exit 0

@@ -1,5 +1,6 @@
 import os
 
+from etcd_cluster import etcd_cluster  # noqa: F401  (the fixture, for any test module)
 from hypothesis import HealthCheck, settings
 
 # Default: enough examples to find shape bugs, bounded for 2-core machines.

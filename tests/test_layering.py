@@ -36,6 +36,7 @@ FLOORS: dict[str, int] = {
     "audit": 6,
     "federated": 6,
     "demo": 7,
+    "node": 7,
     "overhead": 7,
     "__init__": 7,
     "__main__": 7,

@@ -38,6 +38,7 @@ __all__ = [
     "MissingDependency",
     "NotALedger",
     "NotFound",
+    "OrdererUnavailable",
     "OversizedPayload",
     "PaillierOverflow",
     "PolicyViolation",
@@ -45,6 +46,7 @@ __all__ = [
     "QuorumNotReached",
     "ReadOnlyLedger",
     "ReplayedTransaction",
+    "RevisionCompacted",
     "RoundFailed",
     "SealError",
     "SecAggError",
@@ -314,6 +316,30 @@ class Erased(FedLedgerError):
 class CorruptBlob(FedLedgerError):
     """A stored object, its wrapped data key or the store's master key fails its check (a flipped
     byte, a truncated file, a wrong key, or plaintext whose id differs). No bytes are returned."""
+
+
+# -- the ordering service (etcd) ----------------------------------------------------------------
+
+
+class OrdererUnavailable(FedLedgerError):
+    """No etcd member of the ordering service answered within the call's timeout: every endpoint
+    was tried, in turn, until it ran out. ``endpoints`` are the ones tried, ``last`` the last error
+    seen. A write that ends here was not acknowledged; whether it took effect is unknown."""
+
+    def __init__(self, endpoints: list[str], last: str) -> None:
+        super().__init__(f"no etcd member answered in time (tried {', '.join(endpoints)}); last error: {last}")
+        self.endpoints = endpoints
+        self.last = last
+
+
+class RevisionCompacted(FedLedgerError):
+    """A watch asked for changes that etcd has compacted away. ``compacted`` is the oldest revision
+    still kept: a watch may start there, after reading the current state again."""
+
+    def __init__(self, revision: int, compacted: int) -> None:
+        super().__init__(f"revision {revision} is compacted; the oldest revision kept is {compacted}")
+        self.revision = revision
+        self.compacted = compacted
 
 
 # -- optional dependencies ---------------------------------------------------------------------
