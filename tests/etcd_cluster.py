@@ -52,8 +52,9 @@ class EtcdCluster:
 
     Ports are picked free when the object is made and kept across ``restart``."""
 
-    def __init__(self, base_dir: Path, members: int = 3) -> None:
+    def __init__(self, base_dir: Path, members: int = 3, listen_all: bool = False) -> None:
         self.base_dir = Path(base_dir)
+        self.listen_all = listen_all  # clients may also come from other network namespaces
         self.members = members
         ports = _free_ports(2 * members)
         self._client_ports, self._peer_ports = ports[:members], ports[members:]
@@ -150,7 +151,7 @@ class EtcdCluster:
             ETCD,
             f"--name={name}",
             f"--data-dir={self.base_dir / name}",
-            f"--listen-client-urls={self.client_urls[i]}",
+            f"--listen-client-urls=http://{'0.0.0.0' if self.listen_all else '127.0.0.1'}:{self._client_ports[i]}",
             f"--advertise-client-urls={self.client_urls[i]}",
             f"--listen-peer-urls=http://127.0.0.1:{self._peer_ports[i]}",
             f"--initial-advertise-peer-urls=http://127.0.0.1:{self._peer_ports[i]}",

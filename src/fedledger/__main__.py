@@ -26,6 +26,11 @@
                                          destroy the object's key and record the erasure;
                                          the identity's password comes from the environment
                                          variable FEDLEDGER_IDENTITY_PASSWORD, else a prompt
+    fedledger node init DIR --chain-id ID --validators NAME:STAKE,... [--members NAME,...]
+                                         a new consortium: identities and genesis.json in DIR
+    fedledger node run --genesis FILE --identity FILE --data DIR --etcd URL,... [--listen H:P]
+                                         one consortium node (fedledger node --help: how)
+    fedledger node status URL            a running node's height, round and state root
     fedledger demo [--rounds N] [--out DIR] [--aggregator masked|paillier|plain]
                    [--alpha A] [--seed S] [--fedprox MU] [--quiet]
                                          five hospitals train a model under consent on a new
@@ -144,6 +149,40 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a member's identity file (its password from ${PASSWORD_ENV}, else a prompt)",
     )
     shred.add_argument("--reason", required=True, help="why (recorded on the ledger; no personal data)")
+    from fedledger.node.usage import HOW_A_NODE_STARTS
+
+    node = sub.add_parser(
+        "node",
+        help="run a consortium node: one replica and one key, ordering through etcd (needs 'fedledger[node]')",
+        description=HOW_A_NODE_STARTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    nsub = node.add_subparsers(dest="action", required=True)
+    ninit = nsub.add_parser("init", help="identities and genesis.json for a new consortium")
+    ninit.add_argument("dir", help="a folder for genesis.json and the NAME.identity files")
+    ninit.add_argument("--chain-id", required=True, help="the chain's name")
+    ninit.add_argument("--validators", required=True, metavar="NAME:STAKE,...", help="validators and their stake")
+    ninit.add_argument("--members", default="", metavar="NAME,...", help="members that do not validate")
+    ninit.add_argument("--contracts", default="", metavar="module:Class,...", help="contracts beside the built-ins")
+    nrun = nsub.add_parser("run", help="run one node until SIGTERM")
+    nrun.add_argument("--genesis", required=True, help="the consortium's genesis.json")
+    nrun.add_argument("--identity", required=True, help=f"this member's identity file (password: ${PASSWORD_ENV})")
+    nrun.add_argument("--data", required=True, help="this node's folder (ledger replica, vote record)")
+    nrun.add_argument("--etcd", required=True, metavar="URL,...", help="the etcd members' client URLs")
+    nrun.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="HTTP interface (default: any port)")
+    nrun.add_argument("--name", help="the node's name in etcd (default: the identity's)")
+    nrun.add_argument("--contracts", default="", metavar="module:Class,...", help="contracts beside the built-ins")
+    nrun.add_argument(
+        "--round-timeout", type=float, default=2.0, metavar="S", help="seconds before a silent round is skipped"
+    )
+    nrun.add_argument(
+        "--batch-delay", type=float, default=0.05, metavar="S", help="seconds a proposer gathers transactions"
+    )
+    nrun.add_argument(
+        "--max-block-txs", type=int, default=None, metavar="N", help="transactions per block at most (default 2000)"
+    )
+    nstatus = nsub.add_parser("status", help="a running node's status (JSON)")
+    nstatus.add_argument("url", help="the node's HTTP address, e.g. http://127.0.0.1:8700")
     demo = sub.add_parser(
         "demo", help="federated training among five hospitals on a new ledger, end to end (needs 'fedledger[demo]')"
     )
@@ -538,6 +577,53 @@ def _shred(store: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _node(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        from fedledger.node.client import status
+
+        print(json.dumps(status(args.url), indent=2))
+        return EXIT_OK
+    import asyncio
+    import getpass
+
+    from fedledger.node import cli
+
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        password = getpass.getpass("password for the identity files: ")
+    contracts = load_contracts(args.contracts)
+    if args.action == "init":
+        members = [m.strip() for m in args.members.split(",") if m.strip()]
+        genesis = cli.init(
+            Path(args.dir), args.chain_id, cli.parse_validators(args.validators), members, contracts, password
+        )
+        print(json.dumps({"genesis": str(Path(args.dir) / "genesis.json"), "hash": genesis.hash.hex()}))
+        return EXIT_OK
+    from fedledger.identity import Identity
+    from fedledger.ledger import Genesis
+
+    genesis = Genesis.from_json(_read(args.genesis, "genesis"))
+    if not Path(args.identity).is_file():
+        raise _UsageError(f"no identity file at {args.identity}")
+    identity = Identity.load(args.identity, password)
+    etcd = [u.strip() for u in args.etcd.split(",") if u.strip()]
+    asyncio.run(
+        cli.run(
+            genesis,
+            identity,
+            Path(args.data),
+            etcd,
+            args.listen,
+            name=args.name,
+            contracts=contracts,
+            round_timeout=args.round_timeout,
+            batch_delay=args.batch_delay,
+            max_block_txs=args.max_block_txs,
+        )
+    )
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fedledger.demo.scenario import DemoOptions, run
 
@@ -611,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
             return _blob(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "node":
+            return _node(args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "bench":

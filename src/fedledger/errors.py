@@ -36,6 +36,7 @@ __all__ = [
     "LedgerLocked",
     "MalformedTransaction",
     "MissingDependency",
+    "NodeError",
     "NotALedger",
     "NotFound",
     "OrdererUnavailable",
@@ -330,6 +331,10 @@ class OrdererUnavailable(FedLedgerError):
         super().__init__(f"no etcd member answered in time (tried {', '.join(endpoints)}); last error: {last}")
         self.endpoints = endpoints
         self.last = last
+
+
+class NodeError(FedLedgerError):
+    """A node's HTTP interface answered with an error, or did not answer."""
 
 
 class RevisionCompacted(FedLedgerError):

@@ -1,3 +1,6 @@
-"""The node layer: fedledger processes that share one order of transactions through etcd."""
+"""Consortium nodes: one ledger replica and one key per process, ordering through etcd.
+
+``fedledger node --help`` says how a node starts; docs/node.md how the nodes agree.
+"""
 
 __all__: list[str] = []
