@@ -172,17 +172,25 @@ class Consortium:
     def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(i)
         process.send_signal(sig)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            log = (self.base / f"node-{i}.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"node {i} did not stop within 30 s of signal {sig}; its log ends:\n{log}") from None
 
     def stop(self) -> None:
+        stuck = []
         for i in list(self.processes):
             try:
                 self.kill_node(i, signal.SIGTERM)
-            except subprocess.TimeoutExpired:
-                self.kill_node(i, signal.SIGKILL)
+            except AssertionError as exc:
+                stuck.append(str(exc))
         self.etcd.stop()
         for ns in self.netns.values():
             ns.delete()
+        assert not stuck, stuck
 
     def __enter__(self) -> Consortium:
         try:

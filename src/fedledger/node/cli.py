@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,9 @@ from fedledger.identity import Identity
 from fedledger.ledger import Genesis, Ledger, ValidatorSet
 from fedledger.ledger.contract import Contract
 from fedledger.node.node import Node, serve
+
+log = logging.getLogger("fedledger.node")
+_STOP_SECONDS = 10.0
 
 
 def parse_validators(text: str) -> list[tuple[str, int]]:
@@ -96,5 +102,13 @@ async def run(
         print(json.dumps(ready), flush=True)
         await stop.wait()
     finally:
+        # The replica survives being killed at any instant (each block is one SQLite
+        # transaction), so a stop that hangs on the network is cut short rather than waited on.
+        watchdog = threading.Timer(_STOP_SECONDS + 5, os._exit, args=(0,))
+        watchdog.daemon = True
+        watchdog.start()
         server.shutdown()
-        await node.stop()
+        try:
+            await asyncio.wait_for(node.stop(), _STOP_SECONDS)
+        except TimeoutError:
+            log.warning("%s: stopping took over %s s; exiting anyway", node.name, _STOP_SECONDS)
