@@ -61,3 +61,22 @@ def test_secure_aggregation_example_runs_twice(run: int) -> None:
     assert "18 updates in the sum, dropped ['hospital-03', 'hospital-11', 'hospital-17']" in lines[1]
     assert "max |secure - plain|" in lines[2]
     assert lines[4].startswith("tampered update caught: hospital-05 its sealed vector does not open; 19 updates")
+
+
+def test_the_consortium_example_starts_etcd_and_four_nodes_with_one_command(tmp_path: Path) -> None:
+    from etcd_cluster import require_etcd
+
+    require_etcd()
+    example = Path(__file__).resolve().parents[1] / "examples" / "consortium" / "run.py"
+    out = subprocess.run(
+        [sys.executable, str(example), "--out", str(tmp_path / "c"), "--txs", "800"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "800 transactions submitted to 4 nodes, committed on every replica" in out.stdout
+    assert "v2 restarted: it caught up from etcd" in out.stdout
+    assert "one chain, one state root on all four replicas: True" in out.stdout
+    assert "every replica passed the full audit" in out.stdout

@@ -179,6 +179,14 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-delay", type=float, default=0.05, metavar="S", help="seconds a proposer gathers transactions"
     )
     nrun.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kernel threads for signature checks (default 1: a node checks in small slices between "
+        "consensus messages, and idle OpenMP threads spin on cores that other processes need)",
+    )
+    nrun.add_argument(
         "--max-block-txs", type=int, default=None, metavar="N", help="transactions per block at most (default 2000)"
     )
     nstatus = nsub.add_parser("status", help="a running node's status (JSON)")
@@ -607,6 +615,9 @@ def _node(args: argparse.Namespace) -> int:
         raise _UsageError(f"no identity file at {args.identity}")
     identity = Identity.load(args.identity, password)
     etcd = [u.strip() for u in args.etcd.split(",") if u.strip()]
+    import fedledger
+
+    fedledger.set_num_threads(args.threads)
     asyncio.run(
         cli.run(
             genesis,
