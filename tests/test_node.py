@@ -4,12 +4,13 @@ ordering through a real 3-member etcd cluster; and the faults they must survive.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
 from node_cluster import Consortium, NetworkNamespace, require_etcd
 
-from fedledger.errors import NodeError
+from fedledger.errors import NodeError, TamperedLedger
 from fedledger.node import client
 
 STAKES = [40, 30, 20, 10]
@@ -206,3 +207,67 @@ def test_a_node_cut_off_by_its_network_namespace_stalls_never_forks_then_catches
         _same_chain(c, [0, 1, 2, 3], 300)  # it catches up
         c.submit(3, c.notes("m2", 50))  # and takes part again
         _same_chain(c, [0, 1, 2, 3], 350)
+
+
+def test_a_truncated_replica_is_noticed_against_its_published_head_and_catches_up(consortium) -> None:
+    import sqlite3
+
+    c = consortium
+    for k in range(4):
+        c.submit(k % 4, c.notes(c.member_names[k], 50))
+        c.wait_for(c.submitted)
+    height = c.status(3)["height"]
+    # Each node keeps the others' latest heads: node 0's copy of node 3's head checks node 3's file.
+    kept = client.head(c.urls[3])
+    heads = client.heads(c.urls[0])
+    assert heads["v3"].header == kept.header
+    c.kill_node(3, signal.SIGTERM)
+    with c.replica(3) as replica:
+        replica.verify(head=heads["v3"])
+    # Cut the newest blocks off node 3's file (a restored backup, a lost disk write): the file is
+    # consistent in itself, but behind the head its node published.
+    cut = height - 2
+    db = sqlite3.connect(c.data(3) / "ledger.sqlite")
+    for table in ("txs", "blocks", "snapshots"):
+        db.execute(f"DELETE FROM {table} WHERE height > ?", (cut,))  # noqa: S608 - fixed names
+    db.commit()
+    db.close()
+    with c.replica(3) as replica:
+        assert replica.height == cut
+        with pytest.raises(TamperedLedger):
+            replica.verify(head=heads["v3"])
+    c.start_node(3)
+    _same_chain(c, [0, 1, 2, 3], c.submitted)
+    assert any("below the head" in p for p in c.status(3)["problems"])
+    with c.replica(3) as replica:
+        replica.verify(head=heads["v3"])  # the same chain as before, and more
+
+
+def test_a_new_node_starts_from_a_copy_of_a_replica_and_its_snapshot(consortium, tmp_path) -> None:
+    import shutil
+
+    c = consortium
+    c.submit(0, c.notes("m0", 300))
+    c.wait_for(c.submitted)
+    c.kill_node(1, signal.SIGTERM)  # a consistent copy: its node stopped (or a SQLite backup)
+    # The new node's files: a copy of v1's replica, with a snapshot at its head.
+    shutil.copytree(c.data(1), tmp_path / "copy")
+    c.start_node(1)
+    from fedledger.ledger import Ledger
+
+    with Ledger.open(tmp_path / "copy" / "ledger.sqlite", contracts=c.contracts, snapshot_every=None) as ledger:
+        ledger.snapshot()
+    c.submit(2, c.notes("m1", 200))
+    c.wait_for(c.submitted)
+    # A member node (m7, no stake) on that copy: it opens from the snapshot and catches up from etcd.
+    (tmp_path / "copy" / "votes.sqlite").unlink()
+    command = c.node_command(0, c.etcd.client_urls, "127.0.0.1:0")
+    command[command.index("--identity") + 1] = str(c.base / "consortium" / "m7.identity")
+    command[command.index("--data") + 1] = str(tmp_path / "copy")
+    c.start_node(9, command=command)
+    statuses = c.wait_for(c.submitted, [0, 2, 9])
+    assert len({s["state_root"] for s in statuses}) == 1
+    c.kill_node(9, signal.SIGTERM)
+    with Ledger.open(tmp_path / "copy" / "ledger.sqlite", read_only=True, contracts=c.contracts) as ledger:
+        assert ledger.opened_from > 0 and ledger.log_size == c.submitted
+        ledger.verify()

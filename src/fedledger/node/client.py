@@ -12,7 +12,7 @@ from fedledger import encoding
 from fedledger.errors import InvalidArgument, NodeError
 from fedledger.ledger import SignedTreeHead, Transaction
 
-__all__ = ["head", "status", "submit"]
+__all__ = ["head", "heads", "status", "submit"]
 
 
 def _request(url: str, data: bytes | None = None, timeout: float = 60.0) -> Any:
@@ -47,3 +47,10 @@ def status(url: str, timeout: float = 10.0) -> dict[str, Any]:
 def head(url: str, timeout: float = 10.0) -> SignedTreeHead:
     """The node's latest signed tree head."""
     return SignedTreeHead.from_json(_request(url.rstrip("/") + "/head", timeout=timeout))
+
+
+def heads(url: str, timeout: float = 10.0) -> dict[str, SignedTreeHead]:
+    """The latest signed tree head each other node published, as the node at ``url`` keeps them
+    (check a peer's replica with ``fedledger ledger verify --head``)."""
+    document = _request(url.rstrip("/") + "/heads", timeout=timeout)
+    return {name: SignedTreeHead.from_json(value) for name, value in document.items()}

@@ -151,13 +151,11 @@ class Node:
         self._etcd = await Etcd.connect(self._endpoints, timeout=self._etcd_timeout)
         revision, items = await self._etcd.get_prefix(protocol.prefix(g.chain_id))
         loop = asyncio.get_running_loop()
-        own_head = None
-        for key, value, _ in sorted(items, key=lambda item: item[2]):  # revision order
-            if key == protocol.head_key(g.chain_id, self.name):
-                own_head = value
+        own = protocol.head_key(g.chain_id, self.name)
+        self._check_own_head(next((value for key, value, _ in items if key == own), None))
+        for key, value, _ in sorted(items, key=lambda item: item[2]):  # revision order: catch up
             for action in self._driver.on_change(key, value, loop.time()):
                 self._writes.put_nowait(action)
-        self._check_own_head(own_head)
         self._tasks = [
             asyncio.create_task(self._watch(revision + 1)),
             asyncio.create_task(self._ticker()),
