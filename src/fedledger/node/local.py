@@ -287,7 +287,8 @@ class LocalConsortium:
         log = open(self.base / f"node-{i}.log", "ab")  # noqa: SIM115 - the process owns it
         env = {**os.environ, "PYTHONPATH": _SRC, "FEDLEDGER_IDENTITY_PASSWORD": self.password}
         argv = command or self.node_command(i, self.etcd.client_urls, "127.0.0.1:0")
-        self.processes[i] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env)
+        tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
+        self.processes[i] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=tie)
         if wait:
             self._wait_ready(i)
 
