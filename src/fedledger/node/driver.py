@@ -121,21 +121,30 @@ class Driver:
 
     def submit(self, txs: Sequence[Transaction | bytes], now: float) -> tuple[list[SubmitResult], list[Action]]:
         """Admit transactions here, and the writes that carry the admitted ones to every node."""
+        results, wire, ids = self.admit(txs)
+        return results, self.share(wire, ids, now)
+
+    def admit(self, txs: Sequence[Transaction | bytes]) -> tuple[list[SubmitResult], list[bytes], list[bytes]]:
+        """Admit transactions to this replica's mempool: the results, and the admitted ones' wire
+        bytes and ids (for :meth:`share`)."""
         results = self.ledger.submit_many(txs)
-        admitted = [r.tx_id for r in results if r.accepted]
-        if not admitted:
-            return results, []
         # An admitted item's bytes are its wire form (from_bytes accepts only the canonical one).
         wire = [t.to_bytes() if isinstance(t, Transaction) else bytes(t) for t, r in zip(txs, results) if r.accepted]
+        ids = [r.tx_id for r in results if r.accepted and r.tx_id is not None]
+        return results, wire, ids
+
+    def share(self, wire: Sequence[bytes], ids: Sequence[bytes], now: float) -> list[Action]:
+        """The pool writes that carry admitted transactions to every node (values of at most
+        1 MiB), then whatever the rules do next."""
         actions: list[Action] = []
         offset = 0
         for value in protocol.pack(wire):
             count = len(protocol.unpack(value))
             key = protocol.pool_key(self.chain, self.name, self._next_pool_seq())
-            self._batches[key] = {i for i in admitted[offset : offset + count] if i is not None}
+            self._batches[key] = set(ids[offset : offset + count])
             offset += count
             actions.append(Put(key, value, POOL_TTL))
-        return results, actions + self._progress(now)
+        return actions + self._progress(now)
 
     def on_change(self, key: bytes, value: bytes | None, now: float) -> list[Action]:
         """One change of the keyspace (``value`` None: deleted), in revision order."""

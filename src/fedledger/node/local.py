@@ -9,7 +9,6 @@ this module only starts processes on this one. It needs Debian's ``etcd-server``
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -49,11 +48,21 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: on Linux, SIGKILL it when the thread that started it ends (the
-    main thread: when the test process dies, even by SIGKILL)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+_SETPRIV = shutil.which("setpriv")
+
+
+def _tied(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel SIGKILLs it when the thread that starts it ends (the main
+    thread: when this process dies, even by SIGKILL). util-linux's ``setpriv`` sets it, in the
+    child, before it runs ``argv``: no Python code runs between fork and exec (a ``preexec_fn``
+    would, which can deadlock or crash beside gRPC's threads)."""
+    if (
+        _SETPRIV is None
+        or not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return argv
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 class LocalEtcd:
@@ -170,11 +179,9 @@ class LocalEtcd:
             "--initial-cluster-token=fedledger-local",
         ]
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        # Tied to the main thread only: a worker thread (asyncio.to_thread) ends before the caller does.
-        tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with open(self.base_dir / f"{name}.log", "ab") as log:
             self._processes[i] = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=tie
+                _tied(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
 
     def _wait_healthy(self, i: int, timeout: float) -> None:
@@ -287,8 +294,7 @@ class LocalConsortium:
         log = open(self.base / f"node-{i}.log", "ab")  # noqa: SIM115 - the process owns it
         env = {**os.environ, "PYTHONPATH": _SRC, "FEDLEDGER_IDENTITY_PASSWORD": self.password}
         argv = command or self.node_command(i, self.etcd.client_urls, "127.0.0.1:0")
-        tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
-        self.processes[i] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=tie)
+        self.processes[i] = subprocess.Popen(_tied(argv), stdout=subprocess.PIPE, stderr=log, env=env)
         if wait:
             self._wait_ready(i)
 

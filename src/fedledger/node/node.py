@@ -218,14 +218,16 @@ class Node:
         """
         driver = self._started()
         results: list[SubmitResult] = []
-        actions: list[Action] = []
+        wire: list[bytes] = []
+        ids: list[bytes] = []
         for start in range(0, len(txs), _SLICE):
             if start:
                 await asyncio.sleep(0)  # let consensus messages through between slices
-            done, more = driver.submit(txs[start : start + _SLICE], asyncio.get_running_loop().time())
+            done, more_wire, more_ids = driver.admit(txs[start : start + _SLICE])
             results += done
-            actions += more
-        for action in actions:
+            wire += more_wire
+            ids += more_ids
+        for action in driver.share(wire, ids, asyncio.get_running_loop().time()):
             parsed = protocol.parse_key(driver.chain, action.key)
             if isinstance(action, Put) and parsed is not None and parsed.kind == "pool" and self._etcd is not None:
                 await self._etcd.put(action.key, action.value, ttl=action.ttl)  # in etcd when submit returns
