@@ -44,6 +44,7 @@ from fedledger.blobstore.backend import (
     Owner,
     PendingObject,
     fsync_directory,
+    start_writeback,
     write_durably,
     write_synced_temp,
 )
@@ -253,12 +254,13 @@ class BlobStore:
         hasher = hashlib.sha256()
         pending = self.backend.create()
         try:
-            # Read and sealed here, hashed and written by threads of the sealer's, the written
-            # part synced every _SYNC_EVERY bytes so that the disk works while the cores do.
+            # Read and sealed here, hashed and written by threads of the sealer's; the writer
+            # starts the disk on each _WRITEBACK_EVERY bytes written, without waiting for it, so
+            # that the disk works while the cores do and the fsync below finds little left.
             length = seal.seal_records_stream(
                 data_key,
                 source,
-                cast(BinaryIO, _SyncingSink(pending)),
+                cast(BinaryIO, _WritebackSink(pending)),
                 _OBJECT_CONTEXT,
                 observe=hasher.update,
                 threads=_sealing_threads(),
@@ -429,23 +431,33 @@ def _seal_write_sync(pending: PendingObject, data_key: bytes, view: memoryview) 
     pending.sync()
 
 
-#: put_file syncs the sealed bytes written so far each time this many more are written.
-_SYNC_EVERY: Final = 64 << 20
+#: put_file starts the writeback of its object each time this many more bytes are written.
+_WRITEBACK_EVERY: Final = 32 << 20
 
 
-class _SyncingSink:
-    """``pending.file`` for the stream sealer's writer thread, syncing every _SYNC_EVERY bytes."""
+class _WritebackSink:
+    """``pending.file`` for the stream sealer's writer thread: every _WRITEBACK_EVERY bytes, it
+    starts the disk writing them (:func:`start_writeback`), never waiting for the disk, so that
+    the pipeline never stalls on it. A blocking sync here would stop the writer, then (two
+    batches later) the reader and sealer, for as long as the disk takes."""
 
     def __init__(self, pending: PendingObject) -> None:
-        self._pending = pending
-        self._unsynced = 0
+        self._file = pending.file
+        self._fd: int | None = None
+        self._written = 0
+        try:
+            self._fd, self._written = self._file.fileno(), self._file.tell()
+        except (AttributeError, OSError, ValueError):  # a backend's file that is no OS file
+            self._fd, self._written = None, 0
+        self._started = self._written  # the end of the range whose writeback has been started
 
     def write(self, data: bytes) -> int:
-        n = self._pending.file.write(data)
-        self._unsynced += len(data)
-        if self._unsynced >= _SYNC_EVERY:
-            self._pending.sync()
-            self._unsynced = 0
+        n = self._file.write(data)
+        self._written += len(data)
+        if self._fd is not None and self._written - self._started >= _WRITEBACK_EVERY:
+            self._file.flush()  # the bytes must be in the kernel's page cache first
+            start_writeback(self._fd, self._started, self._written - self._started)
+            self._started = self._written
         return n
 
 
