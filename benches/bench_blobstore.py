@@ -11,21 +11,26 @@ see the paired put comparison and the breakdown of a large put (printed, not in 
 Put, both sides alike: every round writes new files (the store gets new content each round,
 the peer a new file name); before each timed round, untimed, the previous round's large
 outputs are deleted, ``os.sync()`` drains every dirty page, then one round of the *other* side
-runs, so that each side's timed round starts from the same page cache and writeback state
-(alternating ours and the peer's). The peer does what a durable write of a new file takes:
-create, write, ``os.fsync`` the file, ``os.fsync`` its directory (the store's put syncs the
-directories of its renames too). For the large object both read the same source file and write
-to the same file system.
+runs, its outputs are deleted and synced too, and (large puts) the bench waits SETTLE_S
+seconds (5 by default, FEDLEDGER_BENCH_SETTLE_S sets it), so that each side's timed round
+starts from the same state. The wait matters on a VM: a 1 GiB write through the page cache
+takes several times longer in kernel CPU when the pages it gets were freed a few seconds ago
+(handed back to the host, mapped again on first touch) than when a write just before freed
+them, so without it a side's time depends on what ran before it. The peer does what a durable
+write of a new file takes: create, write, ``os.fsync`` the file, ``os.fsync`` its directory (the
+store's put syncs the directories of its renames too). For the large object both read the same
+source file and write to the same file system.
 
-The disk's own noise is large (the same 1 GiB copy + fsync varies severalfold between runs), so
-``test_put_paired_*`` also time the two sides round by round: in each round one put of each,
-ours first in even rounds and the peer first in odd ones (8 rounds for the large object by
-default, FEDLEDGER_BENCH_PAIRED_ROUNDS sets it; 40 for 1 MiB), each timed put after the previous
-outputs are deleted and ``os.sync()``. They print each side's median and the median of the
-per-round ratios (a slow spell of the disk that spans a round slows both sides of it).
-``test_put_large_breakdown`` prints where a large put's time goes: until the object's final
-fsync starts (read, seal, hash, write), that fsync, and the rest (key file, renames, directory
-syncs), beside the same stream sealed and hashed into a null sink (its CPU time alone).
+The disk's own noise is large too, so ``test_put_paired_*`` also time the two sides round by
+round: in each round one put of each, ours first in even rounds and the peer first in odd ones
+(8 rounds for the large object by default, FEDLEDGER_BENCH_PAIRED_ROUNDS sets it; 40 for 1 MiB).
+Before each timed large put the state is ``settled`` (as above) or ``warm`` (a scratch file of
+the same size written through the page cache, deleted and synced just before, so the pages the
+put gets were just freed: the page-cache writer's best case). They print each side's median
+and the median of the per-round ratios. ``test_put_large_breakdown`` prints where a large put's
+time goes (settled): until the object's final fsync starts (read, seal, hash, write), that
+fsync, and the rest (key file, renames, directory syncs), beside the same stream sealed and
+hashed into a null sink (its CPU time alone).
 ``test_peak_rss_1gib`` streams a 1 GiB object in and out in a fresh child process and checks
 its peak RSS (``VmHWM``) stays under 256 MiB above its baseline.
 """
@@ -56,6 +61,8 @@ CHUNK = 4 * MB
 # even, so that each side goes first in as many rounds as the other
 PAIRED_ROUNDS_LARGE = int(os.environ.get("FEDLEDGER_BENCH_PAIRED_ROUNDS", "8"))
 PAIRED_ROUNDS_SMALL = 40
+# seconds to wait, after the last large outputs are deleted and synced, before a timed large put
+SETTLE_S = float(os.environ.get("FEDLEDGER_BENCH_SETTLE_S", "5"))
 _counter = itertools.count()
 
 
@@ -151,25 +158,46 @@ class _Sides:
             self.outputs.pop().unlink(missing_ok=True)
         os.sync()
 
+    def prepare(self, state: str = "settled") -> None:
+        """Put the machine in the same state before each timed put, whichever side ran last:
+        the last outputs deleted and synced, then for a large put either ``settled`` (wait
+        SETTLE_S seconds) or ``warm`` (a scratch file of the same size written through the
+        page cache, deleted and synced just before)."""
+        self.clear()
+        if self.large_file is None:
+            return
+        if state == "warm":
+            scratch = self.peer_dir / "scratch"
+            block = os.urandom(CHUNK)
+            with open(scratch, "wb") as f:
+                for _ in range(LARGE // CHUNK):
+                    f.write(block)
+            scratch.unlink()
+            os.sync()
+        else:
+            time.sleep(SETTLE_S)
+
     def setup(
         self, other: Callable[[bytes | None], None]
     ) -> Callable[[], tuple[tuple[bytes | None], dict[str, object]]]:
-        """Delete the last outputs, sync, run ``other`` once on new content, then new content again."""
+        """Delete the last outputs, run ``other`` once on new content, prepare (settled), then
+        new content again."""
 
         def setup() -> tuple[tuple[bytes | None], dict[str, object]]:
             self.clear()
             other(self._content())
+            self.prepare()
             return (self._content(),), {}
 
         return setup
 
-    def paired(self, rounds: int, warmup: int = 0) -> dict[str, list[float]]:
+    def paired(self, rounds: int, warmup: int = 0, state: str = "settled") -> dict[str, list[float]]:
         """``rounds`` rounds of one timed put per side, the order alternating round by round."""
         sides = [("fedledger", self.ours), ("peer", self.peer)]
         times: dict[str, list[float]] = {name: [] for name, _ in sides}
         for r in range(warmup + rounds):
             for name, run in sides if r % 2 == 0 else sides[::-1]:
-                self.clear()
+                self.prepare(state)
                 content = self._content()
                 start = time.perf_counter()
                 run(content)
@@ -240,8 +268,9 @@ def test_put_paired_1mib(small_sides: _Sides) -> None:
     _report_paired("put 1 MiB", small_sides.paired(PAIRED_ROUNDS_SMALL, warmup=2))
 
 
-def test_put_paired_large(large_sides: _Sides) -> None:
-    _report_paired(f"put {LARGE // MB} MiB streamed", large_sides.paired(PAIRED_ROUNDS_LARGE))
+@pytest.mark.parametrize("state", ["settled", "warm"])
+def test_put_paired_large(large_sides: _Sides, state: str) -> None:
+    _report_paired(f"put {LARGE // MB} MiB streamed, {state}", large_sides.paired(PAIRED_ROUNDS_LARGE, state=state))
 
 
 class _TimedPending:
@@ -285,6 +314,7 @@ def test_put_large_breakdown(workdir: Path, large_file: Path) -> None:
     for _ in range(3):
         _mutate(large_file)
         os.sync()
+        time.sleep(SETTLE_S)
         backend.log.clear()
         start = time.perf_counter()
         cid = store.put_file(large_file)
