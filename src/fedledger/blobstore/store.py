@@ -22,9 +22,11 @@ come back. Readers take no lock.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import io
+import mmap
 import os
 import secrets
 import struct
@@ -44,6 +46,7 @@ from fedledger.blobstore.backend import (
     Owner,
     PendingObject,
     fsync_directory,
+    start_writeback,
     write_durably,
     write_synced_temp,
 )
@@ -253,16 +256,19 @@ class BlobStore:
         hasher = hashlib.sha256()
         pending = self.backend.create()
         try:
-            # Read and sealed here, hashed and written by threads of the sealer's, the written
-            # part synced every _SYNC_EVERY bytes so that the disk works while the cores do.
+            # Read and sealed here, hashed and written by threads of the sealer's; the writer
+            # never waits for the disk to make bytes durable (see _ObjectSink), so the disk
+            # works while the cores do and the fsync below finds little left to do.
+            sink = _ObjectSink(pending)
             length = seal.seal_records_stream(
                 data_key,
                 source,
-                cast(BinaryIO, _SyncingSink(pending)),
+                cast(BinaryIO, sink),
                 _OBJECT_CONTEXT,
                 observe=hasher.update,
                 threads=_sealing_threads(),
             )
+            sink.finish()
             pending.sync()
         except BaseException:
             pending.abort()
@@ -429,24 +435,132 @@ def _seal_write_sync(pending: PendingObject, data_key: bytes, view: memoryview) 
     pending.sync()
 
 
-#: put_file syncs the sealed bytes written so far each time this many more are written.
-_SYNC_EVERY: Final = 64 << 20
+#: put_file starts the writeback of its object each time this many more bytes are written
+#: (when it writes through the page cache).
+_WRITEBACK_EVERY: Final = 32 << 20
+#: put_file's direct writes (``O_DIRECT``): their offsets, lengths and memory are multiples of
+#: this (a page, and the logical block size of nearly every disk), each up to _DIRECT_BATCH bytes.
+_DIRECT_ALIGN: Final = 4096
+_DIRECT_BATCH: Final = 8 << 20
+_O_DIRECT: Final = getattr(os, "O_DIRECT", 0)  # Linux, some BSDs; 0 elsewhere
 
 
-class _SyncingSink:
-    """``pending.file`` for the stream sealer's writer thread, syncing every _SYNC_EVERY bytes."""
+class _ObjectSink:
+    """``pending.file`` for the stream sealer's writer thread (one thread: no locking).
+
+    Where the file is an OS file on Linux-like systems, the sealed bytes go to the disk
+    directly (``O_DIRECT``), in aligned batches of _DIRECT_BATCH bytes from an aligned buffer:
+    no page-cache copy on the cores that seal and hash, and the disk writes while they work.
+    Where the file system refuses direct writes (``EINVAL``: tmpfs, some network file systems)
+    or ``O_DIRECT`` is not there, the bytes go through the page cache, and every
+    _WRITEBACK_EVERY bytes the sink starts the disk writing them without waiting
+    (:func:`start_writeback`). Either way nothing here waits for the disk to make bytes
+    durable: :meth:`finish`, then the pending object's ``sync`` (an ``fsync``), does that.
+    A blocking sync here would stop the writer, then (two batches later) the reader and
+    sealer, for as long as the disk takes.
+    """
 
     def __init__(self, pending: PendingObject) -> None:
-        self._pending = pending
-        self._unsynced = 0
+        self._file = pending.file
+        self._fd: int | None = None
+        self._written = 0  # the file's length so far (what this sink has written, and before)
+        self._started = 0  # the end of the range whose writeback has been started
+        self._raw = False  # writing with os.write on the descriptor (then finish re-syncs the file object's position)
+        self._flags = 0
+        self._buffer: mmap.mmap | None = None
+        self._filled = 0
+        try:
+            self._fd, self._written = self._file.fileno(), self._file.tell()
+        except (AttributeError, OSError, ValueError):  # a backend's file that is no OS file
+            self._fd = None
+            return
+        self._started = self._written
+        if _O_DIRECT and fcntl is not None and self._written % _DIRECT_ALIGN == 0:
+            try:
+                self._file.flush()
+                self._flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags | _O_DIRECT)
+            except OSError:
+                return
+            self._buffer = mmap.mmap(-1, _DIRECT_BATCH)  # page-aligned
+            self._raw = True
 
     def write(self, data: bytes) -> int:
-        n = self._pending.file.write(data)
-        self._unsynced += len(data)
-        if self._unsynced >= _SYNC_EVERY:
-            self._pending.sync()
-            self._unsynced = 0
-        return n
+        view = memoryview(data)
+        while view and self._buffer is not None:
+            n = min(len(view), _DIRECT_BATCH - self._filled)
+            self._buffer[self._filled : self._filled + n] = view[:n]
+            self._filled += n
+            view = view[n:]
+            if self._filled == _DIRECT_BATCH:
+                self._write_staged(_DIRECT_BATCH)
+        if view:  # direct writes are off, or were refused
+            if self._raw:
+                self._write_raw(view)
+            else:
+                self._file.write(view)
+                self._written += len(view)
+            if self._fd is not None and self._written - self._started >= _WRITEBACK_EVERY:
+                if not self._raw:
+                    self._file.flush()  # the bytes must be in the kernel's page cache first
+                start_writeback(self._fd, self._started, self._written - self._started)
+                self._started = self._written
+        return len(data)
+
+    def _write_raw(self, view: memoryview) -> None:
+        assert self._fd is not None
+        while view:
+            n = os.write(self._fd, view)  # at the descriptor's offset: the file's end
+            self._written += n
+            view = view[n:]
+
+    def _write_staged(self, n: int) -> None:
+        """Write the first ``n`` staged bytes directly (``n`` a multiple of _DIRECT_ALIGN) and
+        keep the rest staged; if the file system refuses, turn direct writes off and write
+        all that is staged through the page cache."""
+        assert self._buffer is not None and self._fd is not None
+        buffer = self._buffer
+        with memoryview(buffer) as staged:
+            done = 0
+            try:
+                while done < n:
+                    w = os.write(self._fd, staged[done:n])
+                    done += w
+                    self._written += w
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._end_direct()  # a refused write wrote nothing
+                self._write_raw(staged[done : self._filled])
+                self._filled = 0
+            else:
+                rest = self._filled - n
+                staged[:rest] = staged[n : self._filled]
+                self._filled = rest
+        if self._buffer is None:
+            buffer.close()
+
+    def _end_direct(self) -> None:
+        """Write through the page cache from now on."""
+        assert self._fd is not None and fcntl is not None
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
+        self._buffer = None
+        self._started = self._written
+
+    def finish(self) -> None:
+        """Write what is staged (its unaligned tail through the page cache) and leave the file
+        object at the file's end; the caller syncs it."""
+        if self._buffer is not None and self._filled >= _DIRECT_ALIGN:
+            self._write_staged(self._filled - self._filled % _DIRECT_ALIGN)
+        buffer = self._buffer
+        if buffer is not None:
+            self._end_direct()
+            with memoryview(buffer) as staged:
+                self._write_raw(staged[: self._filled])
+            self._filled = 0
+            buffer.close()
+        if self._raw:
+            self._file.seek(0, os.SEEK_END)  # its cached position predates the os.write calls
 
 
 def _verified(chunks: Iterator[bytes], digest: bytes, length: int, cid: str) -> Iterator[bytes]:
