@@ -271,3 +271,16 @@ def test_a_new_node_starts_from_a_copy_of_a_replica_and_its_snapshot(consortium,
     with Ledger.open(tmp_path / "copy" / "ledger.sqlite", read_only=True, contracts=c.contracts) as ledger:
         assert ledger.opened_from > 0 and ledger.log_size == c.submitted
         ledger.verify()
+
+
+def test_nodes_stall_while_etcd_has_no_majority_and_carry_on_when_it_is_back(consortium) -> None:
+    c = consortium
+    c.submit(0, c.notes("m0", 50))
+    c.wait_for(c.submitted)
+    for i in range(3):
+        c.etcd.kill(i)  # nothing can be ordered: the watches break, writes fail
+    time.sleep(3)
+    assert all(c.status(i)["log_size"] == 50 for i in range(4))  # stalled, still answering
+    c.etcd.restart(0, 1, 2)
+    c.submit(1, c.notes("m1", 50))
+    _same_chain(c, [0, 1, 2, 3], 100)

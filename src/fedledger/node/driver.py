@@ -74,6 +74,15 @@ class _Slot:
     why: str = ""
 
 
+class _Problems(list[str]):
+    """A list that keeps its latest 100 entries and skips a repeat of the last one."""
+
+    def append(self, item: str) -> None:
+        if not self or self[-1] != item:
+            super().append(item)
+            del self[:-100]
+
+
 class Driver:
     """The ordering and finalizing rules of one node over its ledger replica."""
 
@@ -114,8 +123,9 @@ class Driver:
         self._batches: dict[bytes, set[bytes]] = {}  # this node's pool keys -> ids not yet final
         self._pool_backlog: deque[list[bytes]] = deque()
         self.heads: dict[str, bytes] = {}  # peers' latest signed tree heads (JSON)
-        #: What this node saw go wrong, newest last (a bad header, a bad certificate, evidence).
-        self.problems: list[str] = []
+        #: What this node saw go wrong, newest last (a bad header, a bad certificate, evidence);
+        #: the latest 100, each once in a row.
+        self.problems: _Problems = _Problems()
 
     # -- inputs ---------------------------------------------------------------------------
 

@@ -149,19 +149,28 @@ class Node:
             first_pool_seq=time.time_ns() // 1000,
         )
         self._etcd = await Etcd.connect(self._endpoints, timeout=self._etcd_timeout)
-        revision, items = await self._etcd.get_prefix(protocol.prefix(g.chain_id))
-        loop = asyncio.get_running_loop()
-        own = protocol.head_key(g.chain_id, self.name)
-        self._check_own_head(next((value for key, value, _ in items if key == own), None))
-        for key, value, _ in sorted(items, key=lambda item: item[2]):  # revision order: catch up
-            for action in self._driver.on_change(key, value, loop.time()):
-                self._writes.put_nowait(action)
+        revision = await self._read_all(check_head=True)
         self._tasks = [
             asyncio.create_task(self._watch(revision + 1)),
             asyncio.create_task(self._ticker()),
             asyncio.create_task(self._pool()),
             asyncio.create_task(self._writer()),
         ]
+
+    async def _read_all(self, check_head: bool = False) -> int:
+        """Feed the driver everything etcd holds for this chain, in revision order (catching up);
+        the revision read."""
+        assert self._etcd is not None and self._driver is not None
+        g = self.genesis
+        revision, items = await self._etcd.get_prefix(protocol.prefix(g.chain_id))
+        if check_head:
+            own = protocol.head_key(g.chain_id, self.name)
+            self._check_own_head(next((value for key, value, _ in items if key == own), None))
+        loop = asyncio.get_running_loop()
+        for key, value, _ in sorted(items, key=lambda item: item[2]):
+            height = self.ledger.height
+            self._queue(self._driver.on_change(key, value, loop.time()), height)
+        return revision
 
     async def stop(self) -> None:
         """Stop following; pending writes are dropped (the chain does not depend on them)."""
@@ -294,9 +303,25 @@ class Node:
     async def _watch(self, revision: int) -> None:
         assert self._etcd is not None and self._driver is not None
         loop = asyncio.get_running_loop()
-        async for event in self._etcd.watch_prefix(protocol.prefix(self.genesis.chain_id), revision):
-            height = self.ledger.height
-            self._queue(self._driver.on_change(event.key, event.value, loop.time()), height)
+        prefix = protocol.prefix(self.genesis.chain_id)
+        while True:
+            try:
+                async for event in self._etcd.watch_prefix(prefix, revision):
+                    height = self.ledger.height
+                    self._queue(self._driver.on_change(event.key, event.value, loop.time()), height)
+                    revision = event.revision + 1
+                return  # the client was closed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a node must keep following whatever broke
+                # Read everything again and resume after it: the rules ignore what they have seen.
+                self._driver.problems.append(f"the watch broke ({type(exc).__name__}: {exc}); reading etcd again")
+                log.warning("%s: watch broke: %s", self.name, exc)
+                await asyncio.sleep(0.5)
+                try:
+                    revision = await self._read_all() + 1
+                except Exception as again:  # noqa: BLE001
+                    log.warning("%s: reading etcd again failed: %s", self.name, again)
 
     async def _ticker(self) -> None:
         assert self._driver is not None
@@ -338,6 +363,12 @@ class Node:
                     # No etcd majority: nothing can be ordered; retry the same write, in order.
                     log.warning("%s: %s; retrying", self.name, exc)
                     await asyncio.sleep(0.5)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one refused write must not stop the node
+                    self._started().problems.append(f"a write to etcd failed ({type(exc).__name__}: {exc})")
+                    log.warning("%s: write failed: %s", self.name, exc)
+                    break
 
 
 def serve(node: Node, host: str, port: int, loop: asyncio.AbstractEventLoop) -> ThreadingHTTPServer:
