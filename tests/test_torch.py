@@ -10,6 +10,7 @@ they fail.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -447,3 +448,13 @@ def test_spec_is_a_frozen_dataclass() -> None:
     with pytest.raises(AttributeError):
         spec.names = ()  # type: ignore[misc]
     assert hash(spec) == hash(spec_of(mlp()))
+
+
+def test_the_pytorch_section_of_the_integrations_doc_runs() -> None:
+    """Every python block of docs/integrations.md's "## PyTorch" section (up to the next "## ")."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "integrations.md").read_text()
+    section = doc.split("\n## PyTorch\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    for code in blocks:
+        exec(compile(code, "docs/integrations.md", "exec"), {"__name__": "integrations_doc"})
