@@ -164,6 +164,29 @@ def test_special_values_survive_negative_zero_and_subnormals() -> None:
     assert np.signbit(vector[0])
 
 
+def test_views_scalars_and_empty_entries() -> None:
+    base = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    state = {"t": base.T, "s": torch.tensor(2.5, dtype=torch.float64), "e": torch.zeros(0, 3), "n": base[:, 1]}
+    vector, spec = flatten(state)
+    assert vector.tolist() == [0, 3, 1, 4, 2, 5, 2.5, 1, 4]  # each entry row-major, as it reads
+    back = unflatten(vector, spec)
+    assert all(torch.equal(back[k], v) for k, v in state.items()) and back["t"].is_contiguous()
+    assert spec.locate(6) == "s" and spec.locate(8) == "n[1]" and spec.locate(0) == "t[0, 0]"
+    with pytest.raises(InvalidArgument, match="index: 9 is outside the vector"):
+        spec.locate(9)
+    with pytest.raises(InvalidArgument, match="device: not a torch device: 'gpu0'"):
+        unflatten(vector, spec, device="gpu0")
+
+
+def test_a_spec_must_be_consistent() -> None:
+    with pytest.raises(InvalidArgument, match="one item per entry"):
+        Spec(("a",), (), (torch.float32,), (torch.device("cpu"),), ())
+    with pytest.raises(InvalidArgument, match="names must be unique"):
+        Spec(("a", "a"), ((), ()), (torch.float32,) * 2, (torch.device("cpu"),) * 2, ())
+    with pytest.raises(InvalidArgument, match="kept must name exactly the non-float entries"):
+        Spec(("a",), ((),), (torch.int64,), (torch.device("cpu"),), ())
+
+
 # -- random shapes and dtypes -----------------------------------------------------------------
 
 shapes = st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple)
@@ -320,8 +343,12 @@ def test_update_from_checks_its_inputs() -> None:
         update_from(before, mlp().double(), samples=3, spec=spec)
     with pytest.raises(InvalidArgument, match="after: does not match the spec"):
         update_from(before, nn.Linear(30, 16), samples=3, spec=spec)
-    with pytest.raises(InvalidArgument, match="samples: must be positive, got -1"):
+    with pytest.raises(InvalidArgument, match="train: returned -1: return the number of samples"):
         client_update(net, lambda m: -1)
+    with pytest.raises(InvalidArgument, match="train: returned None"):
+        client_update(net, lambda m: None)
+    with pytest.raises(InvalidArgument, match="samples: must be positive, got 0"):
+        client_update(net, lambda m: 5, 0)
     delta, weight = update_from(before, net, samples=5, spec=spec)
     assert weight == 5 and delta.dtype == np.float64 and not delta.any()
 

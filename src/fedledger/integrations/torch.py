@@ -76,6 +76,20 @@ class Spec:
     kept: tuple[str, ...]
     kept_values: Mapping[str, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if not (len(self.shapes) == len(self.dtypes) == len(self.devices) == n):
+            raise InvalidArgument(
+                "spec",
+                f"names, shapes, dtypes and devices must have one item per entry, got "
+                f"{n}, {len(self.shapes)}, {len(self.dtypes)}, {len(self.devices)}",
+            )
+        if len(set(self.names)) != n:
+            raise InvalidArgument("spec", "names must be unique")
+        floating = {name for name, dtype in zip(self.names, self.dtypes) if dtype.is_floating_point}
+        if set(self.kept) != set(self.names) - floating:
+            raise InvalidArgument("spec", "kept must name exactly the non-float entries")
+
     @property
     def size(self) -> int:
         """The vector's length: the number of values of the float entries."""
@@ -106,11 +120,15 @@ class Spec:
 
     def locate(self, index: int) -> str:
         """Which entry, and where in it, the vector's value at ``index`` is: ``"fc.weight[1, 0]"``."""
+        if not 0 <= index < self.size:
+            raise InvalidArgument("index", f"{index} is outside the vector (0 to {self.size - 1})")
         offsets = self._offsets
         i = int(np.searchsorted(offsets, index, side="right")) - 1
         name = self.float_names[i]
         shape = self.shapes[self.names.index(name)]
-        within = np.unravel_index(index - int(offsets[i]), shape) if shape else ()
+        if not shape:  # a scalar entry
+            return name
+        within = np.unravel_index(index - int(offsets[i]), shape)
         return f"{name}[{', '.join(str(int(k)) for k in within)}]"
 
 
@@ -205,7 +223,7 @@ def _values(state: Mapping[str, torch.Tensor], spec: Spec, what: str) -> NDArray
             )
     vector = np.empty(spec.size, dtype=np.float64)
     for name in spec.float_names:
-        values = state[name].detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        values = state[name].detach().to(device="cpu", dtype=torch.float64).resolve_neg().reshape(-1)
         vector[spec.slot(name)] = values.numpy()  # a copy: the vector never shares the model's memory
     _check_finite(vector, spec, what)
     return vector
@@ -244,10 +262,9 @@ def _entry(vector: NDArray[np.float64], spec: Spec, name: str, device: torch.dev
     i = spec.names.index(name)
     where = spec.slot(name)
     tensor = torch.from_numpy(vector[where].copy()).reshape(spec.shapes[i]).to(spec.dtypes[i])
-    back = tensor.to(torch.float64).reshape(-1).numpy()
-    bad = ~np.isfinite(back)
+    bad = np.zeros(0, dtype=bool) if spec.dtypes[i] == torch.float64 else ~np.isfinite(tensor.to(torch.float64).numpy())
     if bad.any():
-        k = int(np.argmax(bad))
+        k = int(np.argmax(bad.reshape(-1)))
         raise InvalidArgument(
             what,
             f"value {vector[where.start + k]} at index {where.start + k} ({spec.locate(where.start + k)}) "
@@ -268,7 +285,10 @@ def unflatten(
     """
     spec = _check_spec(spec)
     values = _check_vector(vector, spec, "vector")
-    target = None if device is None else torch.device(device)
+    try:
+        target = None if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidArgument("device", f"not a torch device: {device!r} ({exc})") from None
     kept = set(spec.kept)
     out: dict[str, torch.Tensor] = {}
     for name, own in zip(spec.names, spec.devices):
@@ -400,5 +420,9 @@ def client_update(
         _check_samples(samples)
     before, spec = flatten(module)
     returned = train(module)
+    if samples is None and (not isinstance(returned, int) or isinstance(returned, bool) or returned <= 0):
+        raise InvalidArgument(
+            "train", f"returned {returned!r}: return the number of samples it trained on, or pass samples"
+        )
     weight = _check_samples(returned if samples is None else samples)
     return update_from(before, module, samples=weight, spec=spec)
