@@ -185,6 +185,9 @@ def test_a_spec_must_be_consistent() -> None:
         Spec(("a", "a"), ((), ()), (torch.float32,) * 2, (torch.device("cpu"),) * 2, ())
     with pytest.raises(InvalidArgument, match="kept must name exactly the non-float entries"):
         Spec(("a",), ((),), (torch.int64,), (torch.device("cpu"),), ())
+    by_hand = Spec(("a",), ((),), (torch.int64,), (torch.device("cpu"),), ("a",))
+    with pytest.raises(InvalidArgument, match="spec: non-float entry 'a' has no value in kept_values"):
+        unflatten(np.zeros(0), by_hand)
 
 
 # -- random shapes and dtypes -----------------------------------------------------------------

@@ -300,9 +300,9 @@ def unflatten(
         if name in kept:
             value = spec.kept_values.get(name)
             if value is None or value.device.type == "meta":
+                why = "was recorded on the meta device" if value is not None else "has no value in kept_values"
                 raise InvalidArgument(
-                    "spec",
-                    f"non-float entry {name!r} was recorded on the meta device: its value is unknown (use load_into)",
+                    "spec", f"non-float entry {name!r} {why}: its value is unknown (load_into keeps a module's own)"
                 )
             out[name] = value.clone().to(where)
         else:
