@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -80,3 +81,29 @@ def test_the_consortium_example_starts_etcd_and_four_nodes_with_one_command(tmp_
     assert "v2 restarted: it caught up from etcd" in out.stdout
     assert "one chain, one state root on all four replicas: True" in out.stdout
     assert "every replica passed the full audit" in out.stdout
+
+
+TORCH_ROUND = Path(__file__).resolve().parents[1] / "examples" / "torch_round.py"
+
+
+def test_the_torch_example_trains_an_mlp_through_masked_rounds() -> None:
+    if importlib.util.find_spec("torch") is None:  # the torch extra; CI's torch step installs it and must not skip
+        if os.environ.get("FEDLEDGER_REQUIRE_TORCH"):
+            pytest.fail("torch is not installed, and FEDLEDGER_REQUIRE_TORCH is set: pip install torch first")
+        pytest.skip("torch is not installed (pip install 'fedledger[torch]'); FEDLEDGER_REQUIRE_TORCH makes this a failure")
+    out = subprocess.run(
+        [sys.executable, str(TORCH_ROUND), "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("4 hospitals, 456 training and 113 test samples; a 641-parameter MLP")
+    assert len(lines) == 6 and "dropped ['hospital-c']" in lines[3]
+    for line in lines[1:]:
+        found = re.search(r"test accuracy ([\d.]+); max \|masked - plain\| (\S+) \(bound (\S+)\)", line)
+        assert found, line
+        assert float(found.group(2)) <= float(found.group(3))
+    assert float(re.findall(r"test accuracy ([\d.]+)", lines[-1])[0]) >= 0.9

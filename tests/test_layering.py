@@ -6,7 +6,8 @@ read with ``ast``) and every ``cimport`` line of a ``.pyx``/``.pxd`` file is che
 - ``fedledger._ext`` imports only ``fedledger._ext``;
 - ``fedledger.crypto`` imports only ``fedledger._ext``, ``fedledger.errors`` and itself;
 - ``fedledger.ledger`` and ``fedledger.secagg`` never import each other;
-- no module imports a package on a higher floor than its own.
+- no module imports a package on a higher floor than its own;
+- ``torch`` is imported only by ``fedledger.integrations.torch`` (torch is an optional extra).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ FLOORS: dict[str, int] = {
     "overhead": 7,
     "__init__": 7,
     "__main__": 7,
+    # Bridges to frameworks (fedledger.integrations.torch, ...): the top floor, may import everything below.
+    "integrations": 7,
 }
 # The protocols of floor 4 never import each other (a floor's own rule, on top of "never upward");
 # the aggregators (floor 5) drive secagg and heagg but never touch the ledger.
@@ -171,3 +174,40 @@ def test_downward_imports_pass_in_a_fake_tree(tmp_path: Path) -> None:
         },
     )
     assert layer_violations(root) == []
+
+
+# Optional frameworks, each imported by its integration module alone (the rest of fedledger never needs it).
+FRAMEWORKS: dict[str, str] = {"torch": "integrations/torch.py"}
+
+
+def framework_violations(root: Path) -> list[str]:
+    """Every import of an optional framework outside the one module allowed to import it."""
+    problems = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix not in (".py", ".pyx", ".pxd") or "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(root.parent)
+        module = ".".join(rel.with_suffix("").parts)
+        package = module if path.stem == "__init__" else module.rsplit(".", 1)[0]
+        for line, target in _imports(path, package):
+            top = target.split(".")[0]
+            if top in FRAMEWORKS and path.relative_to(root).as_posix() != FRAMEWORKS[top]:
+                problems.append(f"{rel}:{line} imports {target}: only {FRAMEWORKS[top]} may")
+    return problems
+
+
+def test_only_the_torch_integration_imports_torch() -> None:
+    assert framework_violations(SRC) == []
+    assert (SRC / FRAMEWORKS["torch"]).exists()
+
+
+def test_a_torch_import_elsewhere_fails(tmp_path: Path) -> None:
+    root = _fake_tree(
+        tmp_path,
+        {
+            "integrations/torch.py": "import torch\n",
+            "aggregators/masked.py": "def f():\n    from torch import nn\n",
+        },
+    )
+    problems = framework_violations(root)
+    assert len(problems) == 1 and "aggregators/masked.py:2 imports torch" in problems[0], problems
