@@ -90,7 +90,9 @@ def test_the_torch_example_trains_an_mlp_through_masked_rounds() -> None:
     if importlib.util.find_spec("torch") is None:  # the torch extra; CI's torch step installs it and must not skip
         if os.environ.get("FEDLEDGER_REQUIRE_TORCH"):
             pytest.fail("torch is not installed, and FEDLEDGER_REQUIRE_TORCH is set: pip install torch first")
-        pytest.skip("torch is not installed (pip install 'fedledger[torch]'); FEDLEDGER_REQUIRE_TORCH makes this a failure")
+        pytest.skip(
+            "torch is not installed (pip install 'fedledger[torch]'); FEDLEDGER_REQUIRE_TORCH makes this a failure"
+        )
     out = subprocess.run(
         [sys.executable, str(TORCH_ROUND), "5"],
         capture_output=True,

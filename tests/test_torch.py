@@ -23,7 +23,8 @@ if os.environ.get("FEDLEDGER_REQUIRE_TORCH"):  # CI's torch step installs torch 
     import torch
 else:
     torch = pytest.importorskip(
-        "torch", reason="torch is not installed (pip install 'fedledger[torch]'); set FEDLEDGER_REQUIRE_TORCH to make this a failure"
+        "torch",
+        reason="torch is not installed (pip install 'fedledger[torch]'); set FEDLEDGER_REQUIRE_TORCH to make this a failure",
     )
 
 from fedledger.aggregators import AggregateResult, Masked, Plain  # noqa: E402
