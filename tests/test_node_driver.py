@@ -11,8 +11,9 @@ from ledger_helpers import CHAIN, sites, validator_set, validators
 
 from fedledger import Ledger, Transaction
 from fedledger.ledger import Vote
+from fedledger.node import driver as driver_module
 from fedledger.node import protocol
-from fedledger.node.driver import Action, Create, Delete, Driver, Put
+from fedledger.node.driver import Action, Create, Delete, DeleteRange, Driver, Put
 
 
 class Votes:
@@ -45,10 +46,15 @@ class Orderer:
             elif isinstance(a, Delete):
                 self.kv.pop(a.key, None)
                 self.log.append((a.key, None))
+            elif isinstance(a, DeleteRange):
+                for key in [k for k in self.kv if a.start <= k < a.end]:
+                    del self.kv[key]
+                    self.log.append((key, None))
 
 
 class Net:
-    def __init__(self, n: int = 4, round_timeout: float = 1.0) -> None:
+    def __init__(self, n: int = 4, round_timeout: float = 1.0, keep_heights: int | None = None) -> None:
+        self.keep_heights = keep_heights
         self.orderer = Orderer()
         self.now = 0.0
         self.cursor = [0] * n
@@ -63,7 +69,15 @@ class Net:
             local_validators=[validators()[i]],
             members=[s.card() for s in sites(3)],
         )
-        return Driver(ledger, validators()[i], f"v{i}", self.votes[i], round_timeout=round_timeout, batch_delay=0.0)
+        return Driver(
+            ledger,
+            validators()[i],
+            f"v{i}",
+            self.votes[i],
+            round_timeout=round_timeout,
+            batch_delay=0.0,
+            keep_heights=self.keep_heights,
+        )
 
     def restart(self, i: int) -> None:
         """A new driver on a fresh replica (caught up from the log) with the same vote record."""
@@ -225,3 +239,18 @@ def test_keys_parse_back_and_foreign_keys_do_not() -> None:
         protocol.prefix(CHAIN) + b"nope/1",
     ):
         assert protocol.parse_key(CHAIN, foreign) is None
+
+
+def test_etcd_keeps_a_window_of_recent_blocks_and_a_node_behind_it_is_told(monkeypatch) -> None:
+    monkeypatch.setattr(driver_module, "_PRUNE_STEP", 3)
+    net = Net(keep_heights=4)
+    for n in range(20):  # one block per batch
+        net.submit(n % 4, notes(n % 3, 1, start=n // 3))
+        net.run(lambda n=n: all(d.ledger.height == n + 1 for d in net.drivers))
+    heights = sorted({protocol.parse_key(CHAIN, k).height for k in net.orderer.kv if b"/cert/" in k})
+    assert heights[0] > 1 and heights[-1] == 20 and len(heights) <= 4 + 3 + 1  # the window, and no more
+    assert len({d.ledger.state_root for d in net.drivers}) == 1
+    late = Net(n=1, keep_heights=4)  # a fresh replica of v0 reading what etcd holds now
+    late.orderer.log = list(net.orderer.kv.items())
+    late.step()
+    assert late.drivers[0].ledger.height == 0 and late.drivers[0].missing_history() == 1

@@ -187,6 +187,14 @@ def _parser() -> argparse.ArgumentParser:
         "consensus messages, and idle OpenMP threads spin on cores that other processes need)",
     )
     nrun.add_argument(
+        "--keep-heights",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="blocks etcd keeps below the lowest head any node published; older ones are pruned "
+        "(0: keep everything; default 1000)",
+    )
+    nrun.add_argument(
         "--max-block-txs", type=int, default=None, metavar="N", help="transactions per block at most (default 2000)"
     )
     nstatus = nsub.add_parser("status", help="a running node's status (JSON)")
@@ -630,6 +638,7 @@ def _node(args: argparse.Namespace) -> int:
             round_timeout=args.round_timeout,
             batch_delay=args.batch_delay,
             max_block_txs=args.max_block_txs,
+            keep_heights=args.keep_heights or None,
         )
     )
     return EXIT_OK

@@ -74,6 +74,7 @@ async def run(
     round_timeout: float = 2.0,
     batch_delay: float = 0.05,
     max_block_txs: int | None = None,
+    keep_heights: int | None = 1000,
 ) -> None:
     """Run one node until SIGTERM or SIGINT; print a JSON line when it is ready."""
     host, _, port = listen.rpartition(":")
@@ -88,6 +89,7 @@ async def run(
         contracts=contracts,
         round_timeout=round_timeout,
         batch_delay=batch_delay,
+        keep_heights=keep_heights,
         **({} if max_block_txs is None else {"max_block_txs": max_block_txs}),
     )
     await node.start()

@@ -20,6 +20,7 @@ writes to make (:class:`Put`, :class:`Create`, :class:`Delete`). The rules:
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ from fedledger.node import protocol
 
 #: How long a submitted batch stays in the ordering service if its node never cleans it up (s).
 POOL_TTL = 600
+#: Blocks etcd keeps below the lowest head any node published (older ones are pruned: a node
+#: further behind starts from a copy of a replica). None: keep everything.
+DEFAULT_KEEP_HEIGHTS = 1000
+_PRUNE_STEP = 100
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,15 @@ class Delete:
     key: bytes
 
 
-Action = Put | Create | Delete
+@dataclass(frozen=True)
+class DeleteRange:
+    """Delete every key in ``[start, end)``."""
+
+    start: bytes
+    end: bytes
+
+
+Action = Put | Create | Delete | DeleteRange
 
 
 class VoteRecord(Protocol):
@@ -96,6 +109,7 @@ class Driver:
         round_timeout: float = 2.0,
         batch_delay: float = 0.05,
         first_pool_seq: int = 0,
+        keep_heights: int | None = DEFAULT_KEEP_HEIGHTS,
     ) -> None:
         self.ledger = ledger
         self.identity = identity
@@ -123,6 +137,9 @@ class Driver:
         self._batches: dict[bytes, set[bytes]] = {}  # this node's pool keys -> ids not yet final
         self._pool_backlog: deque[list[bytes]] = deque()
         self.heads: dict[str, bytes] = {}  # peers' latest signed tree heads (JSON)
+        self._head_heights: dict[str, int] = {}
+        self.keep_heights = keep_heights
+        self._pruned_below = 1
         #: What this node saw go wrong, newest last (a bad header, a bad certificate, evidence);
         #: the latest 100, each once in a row.
         self.problems: _Problems = _Problems()
@@ -181,10 +198,23 @@ class Driver:
                 self._certs.setdefault(k.height, value)
         elif k.kind == "head":
             self.heads[k.node] = value
+            try:
+                height = json.loads(value)["height"]
+            except (ValueError, KeyError, TypeError):
+                height = None
+            if type(height) is int:
+                self._head_heights[k.node] = height
         return self._progress(now)
 
     def on_tick(self, now: float) -> list[Action]:
         return self._progress(now)
+
+    def missing_history(self) -> int | None:
+        """The height this replica needs next when etcd holds only certificates above it (they
+        were pruned: start from a copy of a peer's replica instead); None otherwise."""
+        if self._certs and self.height not in self._certs and min(self._certs) > self.height:
+            return self.height
+        return None
 
     @property
     def pool_backlog(self) -> int:
@@ -405,6 +435,7 @@ class Driver:
         actions: list[Action] = [
             Put(protocol.head_key(self.chain, self.name), self.ledger.tree_head().to_json().encode())
         ]
+        actions += self._prune()
         final = {t.id for t in txs} | {d.tx_id for d in self.ledger.dropped if d.tx_id is not None}
         for key in list(self._batches):
             self._batches[key] -= final
@@ -412,6 +443,19 @@ class Driver:
                 del self._batches[key]
                 actions.append(Delete(key))
         return actions
+
+    def _prune(self) -> list[Action]:
+        """Delete the blocks every node is past by more than ``keep_heights`` from etcd (the
+        proposer of the block just committed does it, every 100 heights): etcd keeps a window
+        of recent blocks for catching up, not the whole history, which the replicas hold."""
+        if self.keep_heights is None or self.ledger.tree_head().header.proposer != self._key:
+            return []
+        heads = {**self._head_heights, self.name: self.ledger.height}
+        below = min(heads.values()) - self.keep_heights
+        if below < self._pruned_below + _PRUNE_STEP:
+            return []
+        since, self._pruned_below = self._pruned_below, below
+        return [DeleteRange(*protocol.height_range(self.chain, kind, below, since)) for kind in protocol.HEIGHT_KINDS]
 
     def _admit_pool(self, wire: list[bytes]) -> None:
         fresh: list[Transaction | bytes] = []

@@ -181,6 +181,15 @@ class Etcd:
         request = rpc.DeleteRangeRequest(key=prefix, range_end=_range_end(prefix))
         await self._call(lambda m, t: m.kv.DeleteRange(request, timeout=t, metadata=_METADATA))
 
+    async def delete_range(self, start: bytes, end: bytes) -> None:
+        """Delete every key in ``[start, end)`` in one revision."""
+        _check_key("start", start)
+        _check_key("end", end)
+        if not start < end:
+            raise InvalidArgument("end", "must sort after start")
+        request = rpc.DeleteRangeRequest(key=start, range_end=end)
+        await self._call(lambda m, t: m.kv.DeleteRange(request, timeout=t, metadata=_METADATA))
+
     def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Event]:
         """Every change under ``prefix`` at or after ``start_revision``, in revision order.
 

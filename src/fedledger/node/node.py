@@ -27,7 +27,7 @@ from fedledger.ledger import Genesis, Ledger, SignedTreeHead, Transaction
 from fedledger.ledger.contract import Contract
 from fedledger.ledger.ledger import SubmitResult
 from fedledger.node import protocol
-from fedledger.node.driver import Action, Create, Delete, Driver, Put
+from fedledger.node.driver import DEFAULT_KEEP_HEIGHTS, Action, Create, Delete, DeleteRange, Driver, Put
 from fedledger.node.etcd import Etcd
 
 log = logging.getLogger("fedledger.node")
@@ -87,6 +87,7 @@ class Node:
         max_block_txs: int = DEFAULT_NODE_BLOCK_TXS,
         tick: float = 0.02,
         etcd_timeout: float = 5.0,
+        keep_heights: int | None = DEFAULT_KEEP_HEIGHTS,
     ) -> None:
         if not isinstance(identity, Identity):
             raise InvalidArgumentType("identity", f"expected Identity, got {type(identity).__name__}")
@@ -108,6 +109,9 @@ class Node:
         self._max_block_txs = max_block_txs
         self._tick = float(tick)
         self._etcd_timeout = etcd_timeout
+        if keep_heights is not None and (type(keep_heights) is not int or keep_heights < 1):
+            raise InvalidArgument("keep_heights", f"must be a positive int or None, got {keep_heights!r}")
+        self._keep_heights = keep_heights
         self._ledger: Ledger | None = None
         self._driver: Driver | None = None
         self._etcd: Etcd | None = None
@@ -147,9 +151,15 @@ class Node:
             round_timeout=self._round_timeout,
             batch_delay=self._batch_delay,
             first_pool_seq=time.time_ns() // 1000,
+            keep_heights=self._keep_heights,
         )
         self._etcd = await Etcd.connect(self._endpoints, timeout=self._etcd_timeout)
         revision = await self._read_all(check_head=True)
+        missing = self._driver.missing_history()
+        if missing is not None:
+            self._driver.problems.append(
+                f"etcd no longer holds block {missing} (pruned): start this node from a copy of a peer's replica"
+            )
         self._tasks = [
             asyncio.create_task(self._watch(revision + 1)),
             asyncio.create_task(self._ticker()),
@@ -237,7 +247,7 @@ class Node:
             wire += more_wire
             ids += more_ids
         for action in driver.share(wire, ids, asyncio.get_running_loop().time()):
-            parsed = protocol.parse_key(driver.chain, action.key)
+            parsed = protocol.parse_key(driver.chain, action.key) if isinstance(action, Put) else None
             if isinstance(action, Put) and parsed is not None and parsed.kind == "pool" and self._etcd is not None:
                 await self._etcd.put(action.key, action.value, ttl=action.ttl)  # in etcd when submit returns
             else:
@@ -358,6 +368,8 @@ class Node:
                         await self._etcd.create(action.key, action.value)
                     elif isinstance(action, Delete):
                         await self._etcd.delete(action.key)
+                    elif isinstance(action, DeleteRange):
+                        await self._etcd.delete_range(action.start, action.end)
                     break
                 except OrdererUnavailable as exc:
                     # No etcd majority: nothing can be ordered; retry the same write, in order.

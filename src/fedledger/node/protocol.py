@@ -61,6 +61,17 @@ def head_key(chain_id: str, node: str) -> bytes:
     return prefix(chain_id) + f"head/{node}".encode()
 
 
+#: The kinds of key that belong to one height (pruned together once every node is past it).
+HEIGHT_KINDS: Final = ("body", "slot", "vote", "cert")
+
+
+def height_range(chain_id: str, kind: str, below: int, since: int = 0) -> tuple[bytes, bytes]:
+    """The key range ``[start, end)`` of ``kind`` (body, slot, vote or cert) for the heights
+    ``since <= h < below``."""
+    head = prefix(chain_id) + kind.encode() + b"/"
+    return head + f"{since:020d}".encode(), head + f"{below:020d}".encode()
+
+
 @dataclass(frozen=True)
 class Key:
     """A parsed key: its kind and the fields its path carries."""
