@@ -38,6 +38,7 @@ FLOORS: dict[str, int] = {
     "demo": 7,
     "node": 7,
     "overhead": 7,
+    "integrations": 7,
     "__init__": 7,
     "__main__": 7,
 }

@@ -1,0 +1,196 @@
+"""fedledger.integrations.flower in one process, through Flower's own Grid, Message and
+ClientApp objects (LoopbackGrid: every message through Flower's serde): secure aggregation
+gives plain FedAvg's model within the quantization bound, every round is on the ledger and
+verifies, dropouts are recorded, and strategies that read each update are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if os.environ.get("CI"):
+    import flwr  # noqa: F401 - CI installs flwr: a missing one fails here
+else:
+    pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
+
+from flower_helpers import AGGREGATOR, SITES, consortium, initial, make_app, masked, reference
+from flwr.app import Message
+from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum
+from ledger_helpers import identity
+
+from fedledger.errors import UnsupportedStrategy
+from fedledger.federated import load_aggregate, model_hash
+from fedledger.integrations.flower import LedgerStrategy, LoopbackGrid, SecureAggregation
+
+#: Masked quantizes each weighted value to 2^-bits of [-clip, clip] per unit of weight: far below this.
+BOUND = 1e-6
+
+
+def _fedavg() -> FedAvg:
+    return FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3)
+
+
+def _grid() -> LoopbackGrid:
+    return LoopbackGrid(make_app(), [{"partition-id": i} for i in range(len(SITES))])
+
+
+def _sites() -> dict[str, object]:
+    return {n: identity(n) for n in SITES}
+
+
+def _close(got: object, want: dict[str, np.ndarray], bound: float) -> float:
+    err = max(float(np.max(np.abs(got[k].numpy() - v))) for k, v in want.items())  # type: ignore[index]
+    assert err <= bound, err
+    return err
+
+
+def _check_records(ledger: object, store: object, records: list, rounds: int) -> None:  # type: ignore[type-arg]
+    assert [r.round for r in records] == list(range(1, rounds + 1))
+    state = ledger.view("training", "get_policy", policy="p1")  # type: ignore[attr-defined]
+    assert state["rounds"] == rounds
+    for rec in records:
+        assert rec.status == "done", rec.reason
+        assert rec.model_hash == model_hash(rec.model)
+        aggregate, total = load_aggregate(store.get(rec.aggregate_cid))  # type: ignore[attr-defined]
+        assert total == rec.result.total_weight
+        np.testing.assert_allclose(aggregate, rec.result.aggregate)
+    ledger.verify()  # type: ignore[attr-defined]
+
+
+def test_secure_aggregation_equals_fedavg_and_is_recorded(tmp_path: Path) -> None:
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        strategy = _secure(ledger, store, coordinator)
+        with _grid() as grid:
+            result = strategy.start(grid, initial(), num_rounds=3, timeout=10)
+        _close(result.arrays, reference(initial(), 3), BOUND)
+        assert len(strategy.records) == 3
+        for rec in strategy.records:
+            assert rec.participants == tuple(SITES) and not rec.dropouts
+            assert set(rec.result.commitments) == set(SITES)
+            assert rec.result.parameters["bits"] == AGGREGATOR["bits"]
+        last = strategy.records[-1].model
+        np.testing.assert_array_equal(np.concatenate([result.arrays[k].numpy().ravel() for k in ("w", "b")]), last)
+        _check_records(ledger, store, strategy.records, 3)
+        # the train metrics are the weighted mean of the sites' (loss = site index)
+        metrics = result.train_metrics_clientapp[3]
+        weights = [20 + 7 * i for i in range(4)]
+        assert abs(metrics["loss"] - sum(i * w for i, w in enumerate(weights)) / sum(weights)) < 1e-9
+
+
+def test_secure_aggregation_never_shows_an_update_to_the_server(tmp_path: Path) -> None:
+    seen: list[Message] = []
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        strategy = _secure(ledger, store, coordinator)
+        grid = _grid()
+        app = grid.app
+
+        def spy(msg, context):  # type: ignore[no-untyped-def]
+            reply = app(msg, context)
+            seen.append(reply)
+            return reply
+
+        grid.app = spy  # type: ignore[assignment]
+        with grid:
+            strategy.start(grid, initial(), num_rounds=1, timeout=10)
+    train_replies = [m for m in seen if not m.has_error() and m.content.metric_records]
+    assert len(train_replies) == 4
+    assert all(not m.content.array_records for m in seen)
+
+
+def test_replayed_client_state_gives_the_same_round(tmp_path: Path) -> None:
+    """Flower runs each message in a fresh process: the site rebuilds its state from the
+    node's Context alone (no live client in the process)."""
+    from fedledger.integrations import flower
+
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        strategy = _secure(ledger, store, coordinator)
+        grid = _grid()
+        grid.before_deliver = lambda msg: flower._LIVE.clear()
+        with grid:
+            result = strategy.start(grid, initial(), num_rounds=2, timeout=10)
+        _close(result.arrays, reference(initial(), 2), BOUND)
+        _check_records(ledger, store, strategy.records, 2)
+
+
+def _secure(ledger: object, store: object, coordinator: object) -> SecureAggregation:
+    return SecureAggregation(
+        _fedavg(), ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites(), aggregator=masked()
+    )  # type: ignore[arg-type]
+
+
+def _stop_at(grid: LoopbackGrid, stage: str, nodes: list[int]) -> None:
+    """``nodes`` vanish when the server first sends ``stage`` (they never answer again)."""
+
+    def hook(msg: Message) -> None:
+        cfg = msg.content.config_records.get("fedledger")
+        if cfg is not None and cfg.get("stage") == stage:
+            for node in nodes:
+                grid.stop(node)
+
+    grid.before_deliver = hook
+
+
+def test_dropout_after_training_is_recorded(tmp_path: Path) -> None:
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        strategy = _secure(ledger, store, coordinator)
+        grid = _grid()
+        _stop_at(grid, "relayed_shares", [4])  # site-3 vanishes at the masked-input stage of round 1
+        with grid:
+            result = strategy.start(grid, initial(), num_rounds=2, timeout=10)
+        rec1, rec2 = strategy.records
+        assert rec1.status == "done" and rec1.dropouts == {"site-3": "masked_input"}
+        assert rec1.result.survivors == ("site-0", "site-1", "site-2")
+        # gone from the grid, the node is not sampled again: round 2 is among the three
+        assert not rec2.dropouts and rec2.participants == ("site-0", "site-1", "site-2")
+        _close(result.arrays, reference(initial(), 2, [[0, 1, 2], [0, 1, 2]]), BOUND)
+        _check_records(ledger, store, strategy.records, 2)
+
+
+def test_too_few_survivors_fails_the_round_on_the_record(tmp_path: Path) -> None:
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        strategy = _secure(ledger, store, coordinator)
+        grid = _grid()
+        _stop_at(grid, "key_directory", [3, 4])
+        with grid:
+            result = strategy.start(grid, initial(), num_rounds=1, timeout=10)
+        (rec,) = strategy.records
+        assert rec.status == "failed" and rec.model is None
+        assert set(rec.dropouts) == {"site-2", "site-3"}
+        assert "min_survivors" in (rec.reason or "")
+        assert not list(result.arrays)  # Flower keeps the model it had
+        ledger.verify()
+
+
+def test_ledger_strategy_records_plain_fedavg(tmp_path: Path) -> None:
+    with consortium(tmp_path, "plain") as (ledger, store, coordinator):
+        strategy = LedgerStrategy(_fedavg(), ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites())
+        with _grid() as grid:
+            result = strategy.start(grid, initial(), num_rounds=3, timeout=10)
+        _close(result.arrays, reference(initial(), 3), 1e-12)
+        _check_records(ledger, store, strategy.records, 3)
+        rec = strategy.records[0]
+        assert rec.result.parameters["strategy"] == "FedAvg"
+        assert set(rec.result.commitments) == set(SITES)
+
+
+def test_ledger_strategy_records_fedmedian(tmp_path: Path) -> None:
+    with consortium(tmp_path, "plain") as (ledger, store, coordinator):
+        median = FedMedian(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3)
+        strategy = LedgerStrategy(median, ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites())
+        with _grid() as grid:
+            result = strategy.start(grid, initial(), num_rounds=1, timeout=10)
+        np.testing.assert_array_equal(
+            np.concatenate([result.arrays[k].numpy().ravel() for k in ("w", "b")]), strategy.records[0].model
+        )
+        _check_records(ledger, store, strategy.records, 1)
+
+
+@pytest.mark.parametrize("kind", [FedMedian, FedTrimmedAvg, Krum, Bulyan])
+def test_strategies_that_read_each_update_are_refused(tmp_path: Path, kind: type) -> None:
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        with pytest.raises(UnsupportedStrategy, match=kind.__name__) as info:
+            SecureAggregation(kind(), ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites())
+        assert "each client's update" in str(info.value)
