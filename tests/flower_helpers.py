@@ -5,7 +5,7 @@ site-dependent step so that plain FedAvg over the same replies is the reference.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +87,13 @@ def train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"arrays": ArrayRecord(out), "metrics": metrics}), reply_to=msg)
 
 
-def make_app(secure: bool = True) -> ClientApp:
+def make_app(*mods: Callable[[Message, Context, Callable[[Message, Context], Message]], Message]) -> ClientApp:
+    """The test ClientApp: ``mods`` (outermost first), then fedledger_mod, then the train step."""
+
     def me(context: Context) -> Identity:
         return identity(SITES[int(context.node_config["partition-id"])])
 
-    app = ClientApp(mods=[fedledger_mod(me, verify_keys(), aggregator=masked())])  # type: ignore[arg-type]
+    app = ClientApp(mods=[*mods, fedledger_mod(me, verify_keys(), aggregator=masked())])  # type: ignore[arg-type]
     app.train()(train)
     return app
 
