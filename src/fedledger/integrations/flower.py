@@ -556,9 +556,9 @@ class SecureAggregation(_Recorded):
                     break
                 for site in server.expecting():
                     dropped.setdefault(site, server.stage)
-                t0 = time.perf_counter()
+                t0, closing = time.perf_counter(), server.stage
                 out = server.advance()
-                self.stage_seconds[f"close {server.stage}"] = time.perf_counter() - t0
+                self.stage_seconds[f"close {closing}"] = time.perf_counter() - t0
                 if server.done:
                     break
                 by_node: dict[int, list[Envelope]] = {}
