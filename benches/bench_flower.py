@@ -123,12 +123,15 @@ def main(argv: list[str]) -> int:
     for r in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(fedledger_round(updates, Path(tmp)))
-        print(f"fedledger round {r + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in runs[-1].items()), flush=True)
+        print(f"fedledger round {r + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in runs[-1].items()), flush=True)
     peer = flower_peer.run_round(updates, 3, 0.0, weight=WEIGHT)
     print("Flower SecAgg+: " + peer.line(), flush=True)
     med = statistics.median(x["total_s"] for x in runs)
+    cpu = statistics.median(x["cpu_s"] for x in runs)
     print(
-        f"fedledger median {med:.3f} s (min {min(x['total_s'] for x in runs):.3f} s); Flower {peer.total_s:.3f} s; ratio {peer.total_s / med:.1f}x"
+        f"wall: fedledger median {med:.3f} s (min {min(x['total_s'] for x in runs):.3f} s), Flower {peer.total_s:.3f} s, "
+        f"Flower/fedledger {peer.total_s / med:.2f}; cpu: fedledger median {cpu:.3f} s, Flower {peer.cpu_s:.3f} s, "
+        f"Flower/fedledger {peer.cpu_s / cpu:.2f}"
     )
     return 0
 

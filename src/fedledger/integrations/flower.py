@@ -734,7 +734,9 @@ def _answer_train(
     )
     client = _SiteClient(me, masked.config(round_id), server=server, verify_keys=keys, seed=seed)
     envs = client.start(delta, weight)
-    with _LIVE_LOCK:
+    with _LIVE_LOCK:  # a round this node did not finish is over: forget its client
+        for stale in [k for k in _LIVE if k[:2] == (context.node_id, context.run_id)]:
+            del _LIVE[stale]
         _LIVE[(context.node_id, context.run_id, round_id)] = (client, 0)
     content = RecordDict({RECORD: ConfigRecord({"site": me.name, "envelopes": _envelopes_to_bytes(envs)})})
     for name, metrics in reply.content.metric_records.items():
