@@ -17,11 +17,12 @@ else:
     pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
 
 from flower_helpers import AGGREGATOR, SITES, consortium, initial, make_app, masked, reference
-from flwr.app import Message
+from flwr.app import Context, Message
 from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum
 from ledger_helpers import identity
 
-from fedledger.errors import UnsupportedStrategy
+from fedledger.aggregators import Masked
+from fedledger.errors import PolicyViolation, UnsupportedStrategy
 from fedledger.federated import load_aggregate, model_hash
 from fedledger.integrations.flower import LedgerStrategy, LoopbackGrid, SecureAggregation
 
@@ -194,3 +195,37 @@ def test_strategies_that_read_each_update_are_refused(tmp_path: Path, kind: type
         with pytest.raises(UnsupportedStrategy, match=kind.__name__) as info:
             SecureAggregation(kind(), ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites())
         assert "each client's update" in str(info.value)
+
+
+def test_sites_refuse_other_aggregation_settings(tmp_path: Path) -> None:
+    """A server asking for other settings than the sites hold gets no site: the policy refuses
+    the round (fewer than min_cohort), and the refusal is on the ledger."""
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        weaker = Masked(3, bits=32, clip=1.0, max_weight=1000, neighbors=2)
+        strategy = SecureAggregation(
+            _fedavg(), ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites(), aggregator=weaker
+        )
+        with _grid() as grid, pytest.raises(PolicyViolation, match="0 sites"):
+            strategy.start(grid, initial(), num_rounds=1, timeout=10)
+        refused = ledger.view("training", "get_round", policy="p1", round=1)
+        assert refused["status"] == "failed" and "0 sites" in refused["reason"]
+        ledger.verify()
+
+
+def test_ledger_strategy_leaves_out_a_reply_whose_commitment_is_not_signed(tmp_path: Path) -> None:
+    def forge(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
+        reply = call_next(msg, context)
+        record = reply.content.config_records.get("fedledger")
+        if context.node_config["partition-id"] == 3 and record is not None:
+            record["signature"] = bytes(64)
+        return reply
+
+    with consortium(tmp_path, "plain") as (ledger, store, coordinator):
+        strategy = LedgerStrategy(_fedavg(), ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites())
+        grid = LoopbackGrid(make_app(forge), [{"partition-id": i} for i in range(len(SITES))])
+        with grid:
+            result = strategy.start(grid, initial(), num_rounds=1, timeout=10)
+        (rec,) = strategy.records
+        # never shown to be site-3, node 4 is no participant (nor a dropout) of the record
+        assert rec.participants == ("site-0", "site-1", "site-2") and not rec.dropouts
+        _close(result.arrays, reference(initial(), 1, [[0, 1, 2]]), 1e-12)

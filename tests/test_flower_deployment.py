@@ -31,13 +31,15 @@ else:
 
 from flower_helpers import SITES, consortium, initial, open_ledger, reference
 
+import fedledger
 from fedledger import BlobStore
 from fedledger.federated import load_aggregate, model_hash
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 BOUND = 1e-6
 BIN = Path(sys.executable).parent
+# The directory that holds the fedledger under test (installed, or src/ of a checkout).
+PACKAGE_ROOT = str(Path(fedledger.__file__).resolve().parents[1])
 
 
 def _port() -> int:
@@ -53,7 +55,7 @@ def _env(home: Path) -> dict[str, str]:
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_UPDATE_CHECK="1",
         FLWR_HOME=str(home),
-        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(TESTS), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, str(TESTS)]),
     )
     return env
 

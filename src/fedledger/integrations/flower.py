@@ -304,7 +304,8 @@ class _Recorded(Strategy):
 
     def _sites_of(self, replies: Iterable[Message]) -> dict[str, tuple[Message, ConfigRecord, int]]:
         """The train replies that name a site of the round, one per site: site -> (reply,
-        its fedledger record, its weight). Others are left out (logged)."""
+        its fedledger record, its weight). Others are left out (logged). The names are claims
+        until a signature shows them (:meth:`_learn`)."""
         out: dict[str, tuple[Message, ConfigRecord, int]] = {}
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -321,8 +322,12 @@ class _Recorded(Strategy):
                 log.warning("node %s (%s): %s; left out", node, site, exc)
                 continue
             out[site] = (msg, record, weight)
-            self._node_site[node] = site
         return out
+
+    def _learn(self, sites: Mapping[str, Message]) -> None:
+        """Remember which node answered as which site, once the site's signature showed it."""
+        for site, msg in sites.items():
+            self._node_site[msg.metadata.src_node_id] = site
 
     def _silent(self, answered: Iterable[str]) -> dict[str, str]:
         """Sites known from earlier rounds whose node was asked to train and did not answer."""
@@ -400,6 +405,7 @@ class LedgerStrategy(_Recorded):
                 log.warning("%s: %s; left out", site, exc)
                 continue
             joined[site] = (msg, weight, root)
+        self._learn({s: m for s, (m, _, _) in joined.items()})
         silent = self._silent(joined)
         plan = self._begin([*joined, *silent])
         arrays, metrics = self.strategy.aggregate_train(server_round, [m for m, _, _ in joined.values()])
@@ -516,6 +522,7 @@ class SecureAggregation(_Recorded):
             log.warning("round %s failed: %s", plan.round, why)
             return None, None
         t1 = time.perf_counter()
+        self._learn({s: joined[s][0] for s in outcome.survivors})
         result = replace(outcome, dropouts={**silent, **outcome.dropouts})
         rec = self.rounds.complete(plan, result, base)
         self.records.append(rec)
