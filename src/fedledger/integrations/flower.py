@@ -489,6 +489,8 @@ class SecureAggregation(_Recorded):
         )
         self.aggregator = aggregator
         self.stage_timeout = float(stage_timeout)
+        #: Seconds between two pulls of a stage's replies.
+        self.poll_interval = 0.5
         #: Seconds per stage of the last round (server side, wall clock, waiting included).
         self.stage_seconds: dict[str, float] = {}
         self._grid: Grid | None = None
@@ -583,7 +585,7 @@ class SecureAggregation(_Recorded):
                     )
                     for node, envs in by_node.items()
                 ]
-                answers = grid.send_and_receive(messages, timeout=self.stage_timeout)
+                answers = _exchange(grid, messages, self.stage_timeout, self.poll_interval)
                 for reply in answers:
                     sender = site_of.get(reply.metadata.src_node_id)
                     answer = None if reply.has_error() else reply.content.config_records.get(RECORD)
@@ -602,6 +604,24 @@ class SecureAggregation(_Recorded):
             return str(exc), dropped
         except FedLedgerError as exc:
             return f"{type(exc).__name__}: {exc}", dropped
+
+
+def _exchange(grid: Grid, messages: list[Message], timeout: float, poll: float) -> list[Message]:
+    """``grid.send_and_receive`` with a shorter pull interval (Flower's sleeps 3 s between
+    pulls): push, then pull every ``poll`` seconds until every node answered or ``timeout``."""
+    if isinstance(grid, LoopbackGrid):  # every live node has answered when the push returns
+        return list(grid.send_and_receive(messages))
+    waiting = set(grid.push_messages(messages))
+    end = time.monotonic() + timeout
+    replies: list[Message] = []
+    while waiting:
+        got = list(grid.pull_messages(waiting))
+        replies.extend(got)
+        waiting.difference_update(m.metadata.reply_to_message_id for m in got)
+        if not waiting or time.monotonic() >= end:
+            break
+        time.sleep(min(poll, max(0.0, end - time.monotonic())))
+    return replies
 
 
 def _check_strategy(strategy: object) -> None:
