@@ -18,7 +18,7 @@ else:
 
 from flower_helpers import AGGREGATOR, SITES, consortium, initial, make_app, masked, reference
 from flwr.app import Context, Message
-from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum
+from flwr.serverapp.strategy import Bulyan, FedAdam, FedAvg, FedMedian, FedTrimmedAvg, Krum
 from ledger_helpers import identity
 
 from fedledger.aggregators import Masked
@@ -229,3 +229,17 @@ def test_ledger_strategy_leaves_out_a_reply_whose_commitment_is_not_signed(tmp_p
         # never shown to be site-3, node 4 is no participant (nor a dropout) of the record
         assert rec.participants == ("site-0", "site-1", "site-2") and not rec.dropouts
         _close(result.arrays, reference(initial(), 1, [[0, 1, 2]]), 1e-12)
+
+
+def test_a_server_optimizer_runs_on_the_secure_mean(tmp_path: Path) -> None:
+    """FedAdam takes the one reply (the recorded FedAvg model) and steps from it."""
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        adam = FedAdam(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3)
+        strategy = SecureAggregation(
+            adam, ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites(), aggregator=masked()
+        )
+        with _grid() as grid:
+            result = strategy.start(grid, initial(), num_rounds=2, timeout=10)
+        _check_records(ledger, store, strategy.records, 2)
+        moved = max(float(np.max(np.abs(result.arrays[k].numpy() - initial()[k].numpy()))) for k in ("w", "b"))
+        assert moved > 0
