@@ -336,8 +336,7 @@ class _Recorded(Strategy):
 
     def _begin(self, sites: Iterable[str]) -> RoundPlan:
         names = sorted(sites)
-        plan = self.rounds.begin(names, {n: self.cohorts[n] for n in names})
-        return plan
+        return self.rounds.begin(names, {n: self.cohorts[n] for n in names})
 
 
 class LedgerStrategy(_Recorded):
@@ -640,7 +639,7 @@ def _check_strategy(strategy: object) -> None:
 
 def _settings(aggregator: Masked) -> dict[str, Any]:
     """The settings a site must share with the server (encodable; compared on the client)."""
-    return {k: v for k, v in aggregator.parameters.items()}
+    return dict(aggregator.parameters)
 
 
 # -- the client side ---------------------------------------------------------------------------
@@ -787,7 +786,8 @@ def _answer_stage(
         if state is None or update is None:
             raise InvalidArgument("state", "no round in progress on this node")
         round_id, server, seed, weight = state["round"], state["server"], state["seed"], state["weight"]
-        assert type(round_id) is int and type(server) is str and type(seed) is bytes and type(weight) is int
+        if type(round_id) is not int or type(server) is not str or type(seed) is not bytes or type(weight) is not int:
+            raise InvalidArgument("state", "this node's round state is damaged")
         inbox = _envelopes_from_bytes(state["inbox"])
         incoming = _envelopes_from_bytes(record.get("envelopes"))
         where = (context.node_id, context.run_id, round_id)
@@ -878,7 +878,7 @@ class LoopbackGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(  # noqa: PLR0913
+    def create_message(
         self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
     ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
