@@ -16,15 +16,17 @@ if os.environ.get("CI"):
 else:
     pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
 
-from flower_helpers import AGGREGATOR, SITES, consortium, initial, make_app, masked, reference
+from flower_helpers import AGGREGATOR, SITES, consortium, initial, make_app, masked, reference, train
 from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import Bulyan, FedAdam, FedAvg, FedMedian, FedTrimmedAvg, Krum
 from ledger_helpers import identity
 
-from fedledger.aggregators import Masked
+from fedledger.aggregators import Masked, Paillier
 from fedledger.errors import PolicyViolation, UnsupportedStrategy
 from fedledger.federated import load_aggregate, model_hash
-from fedledger.integrations.flower import LedgerStrategy, LoopbackGrid, SecureAggregation
+from fedledger.heagg import Dealing, deal
+from fedledger.integrations.flower import LedgerStrategy, LoopbackGrid, SecureAggregation, Trustee, fedledger_mod
 
 #: Masked quantizes each weighted value to 2^-bits of [-clip, clip] per unit of weight: far below this.
 BOUND = 1e-6
@@ -243,3 +245,51 @@ def test_a_server_optimizer_runs_on_the_secure_mean(tmp_path: Path) -> None:
         _check_records(ledger, store, strategy.records, 2)
         moved = max(float(np.max(np.abs(result.arrays[k].numpy() - initial()[k].numpy()))) for k in ("w", "b"))
         assert moved > 0
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_paillier_secure_aggregation_with_trustees_on_the_nodes(tmp_path: Path, lost: bool) -> None:
+    """Paillier over Flower: the sites encrypt, three trustees hosted on three of the nodes
+    decrypt the sum (2 of 3); the model is plain FedAvg's within the quantization bound. With
+    ``lost``, the node of site-2 and trustee-3 vanishes at the decryption: its update is in,
+    two trustees suffice."""
+    trustees = [f"trustee-{i}" for i in range(1, 4)]
+    dealing = deal(trustees, 2, key_bits=1024, insecure_for_tests=True)
+    settings = {"bits": 24, "clip": 1.0, "max_total_weight": 128, "insecure_for_tests": True}
+    public = Dealing(dealing.public_key, {}, dealing.threshold)
+    keys = {n: identity(n).verify_key for n in [*SITES, *trustees, "coordinator"]}
+
+    def me(context: Context) -> object:
+        return identity(SITES[int(context.node_config["partition-id"])])
+
+    def host(context: Context) -> Trustee | None:
+        i = int(context.node_config["partition-id"])
+        if i >= len(trustees):
+            return None
+        return Trustee(identity(trustees[i]), dealing.shares[trustees[i]], tuple(SITES))
+
+    mod = fedledger_mod(me, keys, aggregator=Paillier(3, dealing=public, **settings), trustee=host)  # type: ignore[arg-type]
+    app = ClientApp(mods=[mod])
+    app.train()(train)
+    with consortium(tmp_path, "paillier") as (ledger, store, coordinator):
+        strategy = SecureAggregation(
+            _fedavg(),
+            ledger,
+            policy="p1",
+            coordinator=coordinator,
+            store=store,
+            sites=_sites(),
+            aggregator=Paillier(3, dealing=dealing, **settings),  # type: ignore[arg-type]
+            trustees={t: identity(t) for t in trustees},
+        )
+        grid = LoopbackGrid(app, [{"partition-id": i} for i in range(len(SITES))])
+        if lost:
+            _stop_at(grid, "decrypt_request", [3])
+        with grid:
+            result = strategy.start(grid, initial(), num_rounds=1 if lost else 2, timeout=10)
+        _close(result.arrays, reference(initial(), 1 if lost else 2), 1e-5)
+        _check_records(ledger, store, strategy.records, 1 if lost else 2)
+        rec = strategy.records[0]
+        assert rec.result.aggregator == "paillier" and rec.result.survivors == tuple(SITES)
+        assert not rec.dropouts  # every site's update is in the sum
+        assert rec.result.parameters.get("trustee_dropouts") == ({"trustee-3": "partial_decryption"} if lost else None)

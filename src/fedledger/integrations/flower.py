@@ -44,9 +44,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedledger import encoding
-from fedledger.aggregators import AggregateResult, Envelope, Masked, MaskedClient, Plain
+from fedledger.aggregators import (
+    AggregateResult,
+    Envelope,
+    Masked,
+    MaskedClient,
+    Paillier,
+    PaillierClient,
+    PaillierTrustee,
+    Plain,
+)
 from fedledger.blobstore import BlobStore
 from fedledger.crypto import masking
+from fedledger.crypto.paillier import KeyShare
 from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import (
     EncodingError,
@@ -93,6 +103,7 @@ __all__ = [
     "LedgerStrategy",
     "LoopbackGrid",
     "SecureAggregation",
+    "Trustee",
     "fedledger_mod",
 ]
 
@@ -462,7 +473,8 @@ class SecureAggregation(_Recorded):
         store: BlobStore,
         sites: Mapping[str, Any],
         cohorts: Mapping[str, Sequence[bytes]] | None = None,
-        aggregator: Masked | None = None,
+        aggregator: Masked | Paillier | None = None,
+        trustees: Mapping[str, Any] | None = None,
         stage_timeout: float = 60.0,
         weighted_by_key: str = "num-examples",
         purpose: str = "HRESCH",
@@ -470,8 +482,10 @@ class SecureAggregation(_Recorded):
         _check_strategy(strategy)
         if aggregator is None:
             aggregator = Masked(_policy_min_cohort(ledger, policy))
-        if not isinstance(aggregator, Masked):
-            raise InvalidArgumentType("aggregator", f"expected a Masked aggregator, got {type(aggregator).__name__}")
+        if not isinstance(aggregator, (Masked, Paillier)):
+            raise InvalidArgumentType(
+                "aggregator", f"expected a Masked or Paillier aggregator, got {type(aggregator).__name__}"
+            )
         if not isinstance(stage_timeout, (int, float)) or not stage_timeout > 0:
             raise InvalidArgument("stage_timeout", f"must be a positive number of seconds, got {stage_timeout!r}")
         super().__init__(
@@ -487,6 +501,10 @@ class SecureAggregation(_Recorded):
             purpose=purpose,
         )
         self.aggregator = aggregator
+        #: Paillier's trustees: name -> Identity or identity card (``verify_key`` is read).
+        self.trustees = dict(trustees or {})
+        if isinstance(aggregator, Paillier) and set(self.trustees) != set(aggregator.dealing.trustees):
+            raise InvalidArgument("trustees", f"expected the dealing's trustees {sorted(aggregator.dealing.trustees)}")
         self.stage_timeout = float(stage_timeout)
         #: Seconds between two pulls of a stage's replies.
         self.poll_interval = 0.5
@@ -519,12 +537,22 @@ class SecureAggregation(_Recorded):
         outcome = self._secure_round(grid, server_round, plan, joined, base.shape[0])
         if isinstance(outcome, tuple):
             why, dropped = outcome
-            self.records.append(self.rounds.complete(plan, why, base, dropouts={**silent, **dropped}))
+            gone = {k: v for k, v in dropped.items() if k in self.trustees}
+            if gone:  # the record's dropouts are sites; the trustees are named in the reason
+                why = f"{why} (trustees missing: {gone})"
+            sites_gone = {k: v for k, v in dropped.items() if k not in self.trustees}
+            self.records.append(self.rounds.complete(plan, why, base, dropouts={**silent, **sites_gone}))
             log.warning("round %s failed: %s", plan.round, why)
             return None, None
         t1 = time.perf_counter()
         self._learn({s: joined[s][0] for s in outcome.survivors})
-        result = replace(outcome, dropouts={**silent, **outcome.dropouts})
+        # the record's dropouts are sites; trustees that did not decrypt go with the parameters
+        params = dict(outcome.parameters)
+        gone = {k: v for k, v in outcome.dropouts.items() if k in self.trustees}
+        if gone:
+            params["trustee_dropouts"] = gone
+        sites_gone = {k: v for k, v in outcome.dropouts.items() if k not in self.trustees}
+        result = replace(outcome, dropouts={**silent, **sites_gone}, parameters=params)
         rec = self.rounds.complete(plan, result, base)
         self.records.append(rec)
         self.stage_seconds["record"] = time.perf_counter() - t1
@@ -547,19 +575,29 @@ class SecureAggregation(_Recorded):
     ) -> AggregateResult | tuple[str, dict[str, str]]:
         coordinator = self.rounds.coordinator
         keys: dict[str, VerifyKey] = {n: s.verify_key for n, s in self.sites.items()}
+        keys.update({n: t.verify_key for n, t in self.trustees.items()})
         keys[coordinator.name] = coordinator.verify_key
         node_of = {site: msg.metadata.src_node_id for site, (msg, _, _) in joined.items()}
-        site_of = {node: site for site, node in node_of.items()}
+        for _, (msg, record, _) in joined.items():  # the nodes that host a trustee (Paillier)
+            trustee = record.get("trustee")
+            if type(trustee) is str and trustee in self.trustees:
+                node_of.setdefault(trustee, msg.metadata.src_node_id)
+        parties: dict[int, set[str]] = {}
+        for name, node in node_of.items():
+            parties.setdefault(node, set()).add(name)
         dropped: dict[str, str] = {}
         try:
             server = self.aggregator.server(
                 coordinator, sites=sorted(joined), verify_keys=keys, dimension=dimension, round_id=plan.round
             )
+            out = server.start()
             for site, (_, record, _) in joined.items():
                 for env in _envelopes_from_bytes(record.get("envelopes")):
                     if env.sender == site:
                         server.collect(env)
             for _ in range(8):
+                if out:
+                    self._stage(grid, server, server_round, out, node_of, parties)
                 if server.done:
                     break
                 for site in server.expecting():
@@ -567,42 +605,50 @@ class SecureAggregation(_Recorded):
                 t0, closing = time.perf_counter(), server.stage
                 out = server.advance()
                 self.stage_seconds[f"close {closing}"] = time.perf_counter() - t0
-                if server.done:
-                    break
-                by_node: dict[int, list[Envelope]] = {}
-                for env in out:
-                    by_node.setdefault(node_of[env.receiver], []).append(env)
-                t0 = time.perf_counter()
-                messages = [
-                    Message(
-                        RecordDict(
-                            {RECORD: ConfigRecord({"stage": envs[0].stage, "envelopes": _envelopes_to_bytes(envs)})}
-                        ),
-                        node,
-                        "train",
-                        group_id=str(server_round),
-                    )
-                    for node, envs in by_node.items()
-                ]
-                answers = _exchange(grid, messages, self.stage_timeout, self.poll_interval)
-                for reply in answers:
-                    sender = site_of.get(reply.metadata.src_node_id)
-                    answer = None if reply.has_error() else reply.content.config_records.get(RECORD)
-                    if sender is None or answer is None:
-                        continue
-                    try:
-                        envs = _envelopes_from_bytes(answer.get("envelopes"))
-                    except InvalidArgument:
-                        continue
-                    for env in envs:
-                        if env.sender == sender:
-                            server.collect(env)
-                self.stage_seconds[server.stage] = time.perf_counter() - t0
             return server.finish()
         except RoundFailed as exc:
             return str(exc), dropped
         except FedLedgerError as exc:
             return f"{type(exc).__name__}: {exc}", dropped
+
+    def _stage(
+        self,
+        grid: Grid,
+        server: Any,
+        server_round: int,
+        out: list[Envelope],
+        node_of: Mapping[str, int],
+        parties: Mapping[int, set[str]],
+    ) -> None:
+        """Send one stage's envelopes to their nodes and collect what comes back in time."""
+        by_node: dict[int, list[Envelope]] = {}
+        for env in out:
+            if env.receiver in node_of:  # a trustee with no node in the round never answers
+                by_node.setdefault(node_of[env.receiver], []).append(env)
+        t0 = time.perf_counter()
+        messages = [
+            Message(
+                RecordDict({RECORD: ConfigRecord({"stage": envs[0].stage, "envelopes": _envelopes_to_bytes(envs)})}),
+                node,
+                "train",
+                group_id=str(server_round),
+            )
+            for node, envs in by_node.items()
+        ]
+        answers = _exchange(grid, messages, self.stage_timeout, self.poll_interval)
+        for reply in answers:
+            senders = parties.get(reply.metadata.src_node_id, set())
+            answer = None if reply.has_error() else reply.content.config_records.get(RECORD)
+            if answer is None:
+                continue
+            try:
+                envs = _envelopes_from_bytes(answer.get("envelopes"))
+            except InvalidArgument:
+                continue
+            for env in envs:
+                if env.sender in senders:
+                    server.collect(env)
+        self.stage_seconds[server.stage] = time.perf_counter() - t0
 
 
 def _exchange(grid: Grid, messages: list[Message], timeout: float, poll: float) -> list[Message]:
@@ -637,12 +683,30 @@ def _check_strategy(strategy: object) -> None:
         seen += 1
 
 
-def _settings(aggregator: Masked) -> dict[str, Any]:
-    """The settings a site must share with the server (encodable; compared on the client)."""
-    return dict(aggregator.parameters)
+def _settings(aggregator: Masked | Paillier) -> dict[str, Any]:
+    """The settings a site must share with the server (encodable; compared on the client).
+    For Paillier: the public key's fingerprint instead of the trustees' number (a site holds
+    the public key only)."""
+    out = dict(aggregator.parameters)
+    if isinstance(aggregator, Paillier):
+        out.pop("trustees", None)
+        jwk = aggregator.dealing.public_key.to_jwk()
+        out["public_key"] = hashlib.sha256(encoding.encode({k: str(v) for k, v in jwk.items()})).digest()
+    return out
 
 
 # -- the client side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trustee:
+    """A Paillier trustee hosted on a site's node: its identity (named as in the dealing, not
+    a site's name), its key share, and the policy's sites (a decryption request must carry
+    the signed updates of at least the minimum of them)."""
+
+    identity: Identity
+    share: KeyShare
+    sites: tuple[str, ...]
 
 
 def _stream(seed: bytes) -> Callable[[int], bytes]:
@@ -681,7 +745,8 @@ def fedledger_mod(
     identity: Identity | Callable[[Context], Identity],
     verify_keys: Mapping[str, VerifyKey] | Callable[[Context], Mapping[str, VerifyKey]],
     *,
-    aggregator: Masked | None = None,
+    aggregator: Masked | Paillier | None = None,
+    trustee: Trustee | Callable[[Context], Trustee | None] | None = None,
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
     """The client side of :class:`LedgerStrategy` and :class:`SecureAggregation`: a mod for
     ``ClientApp(mods=[...])``.
@@ -690,12 +755,14 @@ def fedledger_mod(
     Flower builds the ClientApp in each message's process); ``verify_keys`` maps the server's
     (the coordinator's) and the sites' names to their keys (or a function of the Context);
     ``aggregator`` holds the secure aggregation settings this site accepts (default
-    ``Masked()``): a server asking for others is refused. Messages without fedledger's record
-    pass through untouched.
+    ``Masked()``): a server asking for others is refused. For ``Paillier``, the site's
+    aggregator holds the dealing's public key only (``Dealing(public_key, {}, threshold)``),
+    and a node that hosts a trustee passes ``trustee`` (or a function of the Context giving
+    it). Messages without fedledger's record pass through untouched.
     """
     masked = aggregator or Masked()
-    if not isinstance(masked, Masked):
-        raise InvalidArgumentType("aggregator", f"expected a Masked aggregator, got {type(masked).__name__}")
+    if not isinstance(masked, (Masked, Paillier)):
+        raise InvalidArgumentType("aggregator", f"expected Masked or Paillier, got {type(masked).__name__}")
 
     def resolve(value: Any, context: Context) -> Any:
         return value(context) if callable(value) else value
@@ -706,13 +773,16 @@ def fedledger_mod(
         record = msg.content.config_records[RECORD]
         me: Identity = resolve(identity, context)
         keys: Mapping[str, VerifyKey] = resolve(verify_keys, context)
+        host: Trustee | None = resolve(trustee, context)
         if "stage" in record:
+            if isinstance(masked, Paillier):
+                return _answer_paillier(msg, context, record, me, keys, masked, host)
             return _answer_stage(msg, context, record, me, keys, masked)
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
         try:
-            return _answer_train(msg, reply, context, record, me, keys, masked)
+            return _answer_train(msg, reply, context, record, me, keys, masked, host)
         except FedLedgerError as exc:
             return Message(Error(code=0, reason=f"fedledger: {exc}"), reply_to=msg)
 
@@ -726,7 +796,8 @@ def _answer_train(
     record: ConfigRecord,
     me: Identity,
     keys: Mapping[str, VerifyKey],
-    masked: Masked,
+    masked: Masked | Paillier,
+    host: Trustee | None,
 ) -> Message:
     policy, round_id, server = record.get("policy"), record.get("round"), record.get("server")
     if type(policy) is not str or type(round_id) is not int or type(server) is not str:
@@ -740,8 +811,8 @@ def _answer_train(
     trained = layout.flatten(_only_arrays(reply.content, "the train reply"), "the train reply")
     if not record.get("secure"):
         root = _commitment(trained)
-        tag = ConfigRecord({"site": me.name, "signature": me.sign(_signed_body(policy, round_id, root))})
-        reply.content.config_records[RECORD] = tag
+        signed = ConfigRecord({"site": me.name, "signature": me.sign(_signed_body(policy, round_id, root))})
+        reply.content.config_records[RECORD] = signed
         return reply
     asked = record.get("aggregator")
     try:
@@ -758,13 +829,20 @@ def _answer_train(
     context.state.config_records[_STATE] = ConfigRecord(
         {"round": round_id, "server": server, "seed": seed, "weight": weight, "inbox": _envelopes_to_bytes([])}
     )
-    client = _SiteClient(me, masked.config(round_id), server=server, verify_keys=keys, seed=seed)
-    envs = client.start(delta, weight)
-    with _LIVE_LOCK:  # a round this node did not finish is over: forget its client
-        for stale in [k for k in _LIVE if k[:2] == (context.node_id, context.run_id)]:
-            del _LIVE[stale]
-        _LIVE[(context.node_id, context.run_id, round_id)] = (client, 0)
-    content = RecordDict({RECORD: ConfigRecord({"site": me.name, "envelopes": _envelopes_to_bytes(envs)})})
+    tag: dict[str, Any] = {"site": me.name}
+    if isinstance(masked, Paillier):  # the site encrypts when the server announces the round
+        envs: list[Envelope] = []
+        if host is not None:
+            tag["trustee"] = host.identity.name
+    else:
+        client = _SiteClient(me, masked.config(round_id), server=server, verify_keys=keys, seed=seed)
+        envs = client.start(delta, weight)
+        with _LIVE_LOCK:  # a round this node did not finish is over: forget its client
+            for stale in [k for k in _LIVE if k[:2] == (context.node_id, context.run_id)]:
+                del _LIVE[stale]
+            _LIVE[(context.node_id, context.run_id, round_id)] = (client, 0)
+    tag["envelopes"] = _envelopes_to_bytes(envs)
+    content = RecordDict({RECORD: ConfigRecord(tag)})
     for name, metrics in reply.content.metric_records.items():
         content.metric_records[name] = metrics
     return Message(content, reply_to=msg)
@@ -821,6 +899,58 @@ def _answer_stage(
         context.state.config_records.pop(_STATE, None)
     else:
         state["inbox"] = _envelopes_to_bytes(inbox)
+    return Message(RecordDict({RECORD: ConfigRecord({"envelopes": _envelopes_to_bytes(out)})}), reply_to=msg)
+
+
+def _answer_paillier(
+    msg: Message,
+    context: Context,
+    record: ConfigRecord,
+    me: Identity,
+    keys: Mapping[str, VerifyKey],
+    paillier: Paillier,
+    host: Trustee | None,
+) -> Message:
+    """Answer a Paillier stage: ``announce`` (the site encrypts its update) or, on a node that
+    hosts a trustee, ``decrypt_request`` (the trustee's partial decryption)."""
+    state = context.state.config_records.get(_STATE)
+    update = context.state.array_records.get(_UPDATE)
+    try:
+        if state is None or update is None:
+            raise InvalidArgument("state", "no round in progress on this node")
+        round_id, server, weight = state["round"], state["server"], state["weight"]
+        if type(round_id) is not int or type(server) is not str or type(weight) is not int:
+            raise InvalidArgument("state", "this node's round state is damaged")
+        delta = update["delta"].numpy()
+        out: list[Envelope] = []
+        done = False
+        for env in _envelopes_from_bytes(record.get("envelopes")):
+            party: PaillierClient | PaillierTrustee
+            if env.stage == "announce" and env.receiver == me.name:
+                party = PaillierClient(me, paillier.config(round_id), paillier.dealing, server=server, verify_keys=keys)
+                party.start(delta, weight)
+                done = host is None
+            elif env.stage == "decrypt_request" and host is not None and env.receiver == host.identity.name:
+                party = PaillierTrustee(
+                    host.identity,
+                    paillier.config(round_id),
+                    host.share,
+                    server=server,
+                    sites=host.sites,
+                    verify_keys=keys,
+                    dimension=int(delta.shape[0]),
+                )
+                done = True
+            else:
+                raise InvalidArgument("envelopes", f"{env.stage!r} for {env.receiver!r} is not this node's")
+            out.extend(party.respond(env))
+            if party.error:
+                raise InvalidArgument("stage", party.error)
+    except FedLedgerError as exc:
+        return Message(Error(code=0, reason=f"fedledger: {exc}"), reply_to=msg)
+    if done:
+        context.state.array_records.pop(_UPDATE, None)
+        context.state.config_records.pop(_STATE, None)
     return Message(RecordDict({RECORD: ConfigRecord({"envelopes": _envelopes_to_bytes(out)})}), reply_to=msg)
 
 
