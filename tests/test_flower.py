@@ -23,7 +23,7 @@ from flwr.serverapp.strategy import Bulyan, FedAdam, FedAvg, FedMedian, FedTrimm
 from ledger_helpers import identity
 
 from fedledger.aggregators import Masked, Paillier
-from fedledger.errors import PolicyViolation, UnsupportedStrategy
+from fedledger.errors import InvalidArgument, PolicyViolation, UnsupportedStrategy
 from fedledger.federated import load_aggregate, model_hash
 from fedledger.heagg import Dealing, deal
 from fedledger.integrations.flower import LedgerStrategy, LoopbackGrid, SecureAggregation, Trustee, fedledger_mod
@@ -279,8 +279,8 @@ def test_paillier_secure_aggregation_with_trustees_on_the_nodes(tmp_path: Path, 
             coordinator=coordinator,
             store=store,
             sites=_sites(),
-            aggregator=Paillier(3, dealing=dealing, **settings),  # type: ignore[arg-type]
-            trustees={t: identity(t) for t in trustees},
+            aggregator=Paillier(3, dealing=public, **settings),  # type: ignore[arg-type]
+            trustees={t: (identity(t), dealing.shares[t].index) for t in trustees},
         )
         grid = LoopbackGrid(app, [{"partition-id": i} for i in range(len(SITES))])
         if lost:
@@ -293,3 +293,14 @@ def test_paillier_secure_aggregation_with_trustees_on_the_nodes(tmp_path: Path, 
         assert rec.result.aggregator == "paillier" and rec.result.survivors == tuple(SITES)
         assert not rec.dropouts  # every site's update is in the sum
         assert rec.result.parameters.get("trustee_dropouts") == ({"trustee-3": "partial_decryption"} if lost else None)
+
+
+def test_the_coordinator_never_holds_a_key_share(tmp_path: Path) -> None:
+    dealing = deal(["trustee-1", "trustee-2", "trustee-3"], 2, key_bits=1024, insecure_for_tests=True)
+    with consortium(tmp_path, "paillier") as (ledger, store, coordinator):
+        with pytest.raises(InvalidArgument, match="public key only"):
+            SecureAggregation(
+                _fedavg(), ledger, policy="p1", coordinator=coordinator, store=store, sites=_sites(),
+                aggregator=Paillier(3, dealing=dealing, insecure_for_tests=True),
+                trustees={t: (identity(t), s.index) for t, s in dealing.shares.items()},
+            )  # fmt: skip

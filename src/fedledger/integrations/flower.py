@@ -1,5 +1,5 @@
 """Flower (flwr 1.42, its Message API) with fedledger: every round recorded on a ledger, and
-secure aggregation by fedledger's ``Masked`` (SecAgg+) over Flower's own ``Grid``.
+secure aggregation by fedledger's ``Masked`` (SecAgg+) or ``Paillier`` over Flower's own ``Grid``.
 
 Server side, two wrapper strategies (in the style of Flower's differential-privacy wrappers):
 
@@ -49,8 +49,10 @@ from fedledger.aggregators import (
     Envelope,
     Masked,
     MaskedClient,
+    MaskedServer,
     Paillier,
     PaillierClient,
+    PaillierServer,
     PaillierTrustee,
     Plain,
 )
@@ -69,6 +71,7 @@ from fedledger.errors import (
     UnsupportedStrategy,
 )
 from fedledger.federated import FederatedRound, RoundPlan, RoundRecord
+from fedledger.heagg import HEAggServer
 from fedledger.identity import Identity
 from fedledger.ledger import Ledger
 from fedledger.secagg import SecAggClient, SecAggConfig, Stage
@@ -474,7 +477,7 @@ class SecureAggregation(_Recorded):
         sites: Mapping[str, Any],
         cohorts: Mapping[str, Sequence[bytes]] | None = None,
         aggregator: Masked | Paillier | None = None,
-        trustees: Mapping[str, Any] | None = None,
+        trustees: Mapping[str, tuple[Any, int]] | None = None,
         stage_timeout: float = 60.0,
         weighted_by_key: str = "num-examples",
         purpose: str = "HRESCH",
@@ -501,10 +504,16 @@ class SecureAggregation(_Recorded):
             purpose=purpose,
         )
         self.aggregator = aggregator
-        #: Paillier's trustees: name -> Identity or identity card (``verify_key`` is read).
-        self.trustees = dict(trustees or {})
-        if isinstance(aggregator, Paillier) and set(self.trustees) != set(aggregator.dealing.trustees):
-            raise InvalidArgument("trustees", f"expected the dealing's trustees {sorted(aggregator.dealing.trustees)}")
+        #: Paillier's trustees: name -> (Identity or identity card, the index of its key share).
+        self.trustees = {name: (card, int(index)) for name, (card, index) in (trustees or {}).items()}
+        if isinstance(aggregator, Paillier):
+            if aggregator.dealing.shares:
+                raise InvalidArgument(
+                    "aggregator",
+                    "the coordinator holds the dealing's public key only: Dealing(public_key, {}, threshold)",
+                )
+            if len(self.trustees) < aggregator.threshold:
+                raise InvalidArgument("trustees", f"fewer than the threshold {aggregator.threshold}")
         self.stage_timeout = float(stage_timeout)
         #: Seconds between two pulls of a stage's replies.
         self.poll_interval = 0.5
@@ -575,7 +584,7 @@ class SecureAggregation(_Recorded):
     ) -> AggregateResult | tuple[str, dict[str, str]]:
         coordinator = self.rounds.coordinator
         keys: dict[str, VerifyKey] = {n: s.verify_key for n, s in self.sites.items()}
-        keys.update({n: t.verify_key for n, t in self.trustees.items()})
+        keys.update({n: card.verify_key for n, (card, _) in self.trustees.items()})
         keys[coordinator.name] = coordinator.verify_key
         node_of = {site: msg.metadata.src_node_id for site, (msg, _, _) in joined.items()}
         for _, (msg, record, _) in joined.items():  # the nodes that host a trustee (Paillier)
@@ -587,9 +596,23 @@ class SecureAggregation(_Recorded):
             parties.setdefault(node, set()).add(name)
         dropped: dict[str, str] = {}
         try:
-            server = self.aggregator.server(
-                coordinator, sites=sorted(joined), verify_keys=keys, dimension=dimension, round_id=plan.round
-            )
+            server: PaillierServer | MaskedServer
+            if isinstance(self.aggregator, Paillier):  # the trustees' share indices, no share
+                inner = HEAggServer(
+                    coordinator,
+                    self.aggregator.config(plan.round),
+                    self.aggregator.dealing.public_key,
+                    sites=sorted(joined),
+                    trustees={n: index for n, (_, index) in self.trustees.items()},
+                    threshold=self.aggregator.threshold,
+                    verify_keys=keys,
+                    dimension=dimension,
+                )
+                server = PaillierServer(inner, self.aggregator.parameters)
+            else:
+                server = self.aggregator.server(
+                    coordinator, sites=sorted(joined), verify_keys=keys, dimension=dimension, round_id=plan.round
+                )
             out = server.start()
             for site, (_, record, _) in joined.items():
                 for env in _envelopes_from_bytes(record.get("envelopes")):
@@ -614,7 +637,7 @@ class SecureAggregation(_Recorded):
     def _stage(
         self,
         grid: Grid,
-        server: Any,
+        server: PaillierServer | MaskedServer,
         server_round: int,
         out: list[Envelope],
         node_of: Mapping[str, int],
