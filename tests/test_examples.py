@@ -109,3 +109,18 @@ def test_the_torch_example_trains_an_mlp_through_masked_rounds() -> None:
         assert found, line
         assert float(found.group(2)) <= float(found.group(3))
     assert float(re.findall(r"test accuracy ([\d.]+)", lines[-1])[0]) >= 0.9
+
+
+def test_the_flower_example_runs_in_one_process(tmp_path: Path) -> None:
+    if not os.environ.get("CI"):
+        pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
+    script = Path(__file__).resolve().parents[1] / "examples" / "flower_secagg" / "run_local.py"
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith(("round ", "max "))]
+    assert [line.split(":")[0] for line in lines[:5]] == [f"round {r}" for r in range(1, 6)]
+    assert all(": done, 4 sites, weight 453," in line for line in lines[:5])
+    assert re.match(r"max \|secure - plain FedAvg\| = \S+; held-out accuracy 0\.9\d\d$", lines[5])

@@ -177,7 +177,7 @@ def test_downward_imports_pass_in_a_fake_tree(tmp_path: Path) -> None:
 
 
 # Optional frameworks, each imported by its integration module alone (the rest of fedledger never needs it).
-FRAMEWORKS: dict[str, str] = {"torch": "integrations/torch.py"}
+FRAMEWORKS: dict[str, str] = {"torch": "integrations/torch.py", "flwr": "integrations/flower.py"}
 
 
 def framework_violations(root: Path) -> list[str]:

@@ -56,6 +56,7 @@ __all__ = [
     "UnauthorizedSender",
     "UnknownContract",
     "UnknownKind",
+    "UnsupportedStrategy",
     "UnsupportedVersion",
     "WrongChain",
 ]
@@ -357,3 +358,16 @@ class MissingDependency(FedLedgerError, ImportError):
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         super().__init__(f"{package} is needed for {purpose}: pip install 'fedledger[{extra}]'", name=package)
         self.extra = extra
+
+
+# -- framework integrations ----------------------------------------------------------------------
+
+
+class UnsupportedStrategy(FedLedgerError, TypeError):
+    """A framework strategy cannot run under a fedledger wrapper: ``strategy`` names it and the
+    message says why (e.g. it reads each client's update, and secure aggregation gives only the
+    sum)."""
+
+    def __init__(self, strategy: str, why: str) -> None:
+        super().__init__(f"{strategy} cannot run under this wrapper: {why}")
+        self.strategy = strategy

@@ -4,4 +4,6 @@ Each integration is its own module, imported by name (``fedledger.integrations.t
 is imported here, so a framework is needed only by the code that uses its bridge.
 """
 
+from __future__ import annotations
+
 __all__: list[str] = []

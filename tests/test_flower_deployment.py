@@ -1,0 +1,239 @@
+"""fedledger.integrations.flower in a real Flower deployment: a SuperLink and four SuperNodes
+(separate processes, started here) run tests/flower_app, FedAvg under SecureAggregation with
+the ledger, submitted with ``flwr run``. Everything listens on 127.0.0.1 only, so the
+processes run with ``--insecure`` (no TLS on loopback); runtime dependency installation is
+off (the processes share this environment, nothing is downloaded).
+
+Checks: three rounds give plain FedAvg's model within the quantization bound, and the ledger
+holds three verified round records; a SuperNode killed (SIGKILL) mid-round becomes a dropout
+at the stage it missed, the round completes with the three survivors and is recorded so."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if os.environ.get("CI"):
+    import flwr  # noqa: F401 - CI installs flwr: a missing one fails here
+else:
+    pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
+
+from flower_helpers import SITES, consortium, initial, open_ledger, reference
+
+import fedledger
+from fedledger import BlobStore
+from fedledger.federated import load_aggregate, model_hash
+
+TESTS = Path(__file__).resolve().parent
+BOUND = 1e-6
+BIN = Path(sys.executable).parent
+# The directory that holds the fedledger under test (installed, or src/ of a checkout).
+PACKAGE_ROOT = str(Path(fedledger.__file__).resolve().parents[1])
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(home: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_HOME=str(home),
+        PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, str(TESTS)]),
+    )
+    return env
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the SuperLink exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Deployment:
+    """A SuperLink and four SuperNodes on loopback; :meth:`run` submits the app."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.nodes: list[subprocess.Popen[bytes]] = []
+        # One HTTP port serves the SuperLink's Runtime, Fleet and Control APIs.
+        self.control = fleet = _port()
+        self._start(
+            "superlink",
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--host", "127.0.0.1",
+                "--port", str(self.control),
+                "--disable-runtime-dependency-installation",
+            ],
+        )  # fmt: skip
+        _wait_port(self.control, self.procs[0])
+        for i in range(len(SITES)):
+            self.nodes.append(
+                self._start(
+                    f"supernode-{i}",
+                    [
+                        str(BIN / "flower-supernode"),
+                        "--insecure",
+                        "--superlink",
+                        f"127.0.0.1:{fleet}",
+                        "--port",
+                        str(_port()),
+                        "--node-config",
+                        f"partition-id={i} num-partitions={len(SITES)}",
+                    ],
+                )  # fmt: skip
+            )
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            argv,
+            env=_env(self.root / name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def run(self, work: Path, config: str, timeout: float = 240) -> subprocess.Popen[bytes]:
+        """Submit tests/flower_app (a copy) with ``config`` (the run config); returns ``flwr run``."""
+        app = self.root / "app"
+        if not app.exists():
+            shutil.copytree(TESTS / "flower_app", app, ignore=shutil.ignore_patterns("__pycache__"))
+        home = self.root / "cli"
+        home.mkdir(exist_ok=True)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{self.control}"\ninsecure = true\n'
+        )
+        log = open(work / "flwr-run.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [str(BIN / "flwr"), "run", str(app), "loopback", "--stream", "--run-config", config],
+            env=_env(home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    d = Deployment(tmp_path)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def _logs(root: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(root.rglob("*.log")))
+
+
+def _finish(proc: subprocess.Popen[bytes], work: Path, root: Path, timeout: float = 240) -> list[dict[str, object]]:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"flwr run did not finish in {timeout} s\n{_logs(root)}")
+    if not (work / "records.json").exists():
+        pytest.fail(f"the ServerApp left no records\n{_logs(root)}")
+    return json.loads((work / "records.json").read_text())  # type: ignore[no-any-return]
+
+
+def _model(work: Path) -> dict[str, np.ndarray]:
+    with np.load(work / "model.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def _check_ledger(work: Path, rounds: int, final: dict[str, np.ndarray]) -> list[dict[str, object]]:
+    store = BlobStore(work / "blobs")
+    with open_ledger(work / "ledger.db") as ledger:
+        ledger.verify()
+        assert ledger.view("training", "get_policy", policy="p1")["rounds"] == rounds
+        records = [ledger.view("training", "get_round", policy="p1", round=r) for r in range(1, rounds + 1)]
+    for rec in records:
+        assert rec is not None and rec["status"] == "done"
+        aggregate, _ = load_aggregate(store.get(rec["aggregate_cid"]))
+        assert aggregate.shape == (sum(v.size for v in final.values()),)
+    flat = np.concatenate([final[k].ravel() for k in ("w", "b")])
+    assert records[-1]["model_hash"] == model_hash(flat)  # type: ignore[index]
+    return records  # type: ignore[return-value]
+
+
+def _work(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    with consortium(work, "masked"):
+        pass
+    return work
+
+
+def test_three_secure_rounds_on_a_real_deployment(deployment: Deployment, tmp_path: Path) -> None:
+    work = _work(tmp_path)
+    proc = deployment.run(work, f'work="{work}" rounds=3 stage-timeout=30.0')
+    records = _finish(proc, work, tmp_path)
+    assert [r["status"] for r in records] == ["done"] * 3, records
+    assert all(r["participants"] == SITES and not r["dropouts"] for r in records)
+    final = _model(work)
+    want = reference(initial(), 3)
+    assert max(float(np.max(np.abs(final[k] - v))) for k, v in want.items()) <= BOUND
+    _check_ledger(work, 3, final)
+
+
+def test_a_supernode_killed_mid_round_is_a_recorded_dropout(deployment: Deployment, tmp_path: Path) -> None:
+    work = _work(tmp_path)
+    proc = deployment.run(work, f'work="{work}" rounds=1 stage-timeout=15.0 stall-site=3')
+    end = time.monotonic() + 120
+    while not (work / "stalled").exists():
+        if time.monotonic() > end or proc.poll() is not None:
+            pytest.fail(f"site-3 never reached the relayed-shares stage\n{_logs(tmp_path)}")
+        time.sleep(0.2)
+    os.kill(deployment.nodes[3].pid, signal.SIGKILL)
+    records = _finish(proc, work, tmp_path)
+    assert records == [{"round": 1, "status": "done", "participants": SITES, "dropouts": {"site-3": "masked_input"}}], (
+        records
+    )
+    final = _model(work)
+    want = reference(initial(), 1, [[0, 1, 2]])
+    assert max(float(np.max(np.abs(final[k] - v))) for k, v in want.items()) <= BOUND
+    (rec,) = _check_ledger(work, 1, final)
+    assert list(rec["dropout_stages"].values()) == ["masked_input"]  # type: ignore[union-attr]
