@@ -2,7 +2,7 @@
 
 The node feeds it every change of its chain's keyspace in the ordering service, in revision
 order (:meth:`Driver.on_change`), and the time (:meth:`Driver.on_tick`); it answers with the
-writes to make (:class:`Put`, :class:`Create`, :class:`Delete`). The rules:
+writes to make (:class:`Put`, :class:`Create`, :class:`Delete`, :class:`DeleteRange`). The rules:
 
 - Round r of height h is decided once, in the ordering service: its slot is created by
   compare-and-swap, either by the round's proposer with its header, or, after the round's
