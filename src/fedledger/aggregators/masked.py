@@ -38,6 +38,7 @@ from fedledger.secagg import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from fedledger.secagg.client import RandomBytes
 
 __all__ = ["Masked", "MaskedClient", "MaskedServer"]
 
@@ -59,7 +60,8 @@ class MaskedClient:
     """One site: a :class:`~fedledger.secagg.SecAggClient` answering envelopes. :meth:`start`
     sends ``advertise_keys``; :meth:`respond` answers ``key_directory``, ``relayed_shares``
     and ``unmask_request``. A message the client refuses is answered with nothing (the site
-    drops out at that stage; :attr:`error` says why)."""
+    drops out at that stage; :attr:`error` says why). ``random_bytes`` draws the site's round
+    secrets (``os.urandom`` by default; a seeded stream replays a site in another process)."""
 
     client_class: type[SecAggClient] = SecAggClient
 
@@ -70,9 +72,12 @@ class MaskedClient:
         *,
         server: str,
         verify_keys: Mapping[str, VerifyKey],
+        random_bytes: RandomBytes | None = None,
     ) -> None:
         self.name = identity.name
-        self.client = self.client_class(identity, config, server=server, verify_keys=verify_keys)
+        self.client = self.client_class(
+            identity, config, server=server, verify_keys=verify_keys, random_bytes=random_bytes
+        )
         self._update: NDArray[np.floating] | None = None
         self._weight = 1
         self._max_weight = config.max_weight

@@ -74,7 +74,7 @@ from fedledger.federated import FederatedRound, RoundPlan, RoundRecord
 from fedledger.heagg import HEAggServer
 from fedledger.identity import Identity
 from fedledger.ledger import Ledger
-from fedledger.secagg import SecAggClient, SecAggConfig, Stage
+from fedledger.secagg import SecAggConfig, Stage
 
 try:
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -755,8 +755,7 @@ class _SiteClient(MaskedClient):
         verify_keys: Mapping[str, VerifyKey],
         seed: bytes,
     ) -> None:
-        super().__init__(identity, config, server=server, verify_keys=verify_keys)
-        self.client = SecAggClient(identity, config, server=server, verify_keys=verify_keys, random_bytes=_stream(seed))
+        super().__init__(identity, config, server=server, verify_keys=verify_keys, random_bytes=_stream(seed))
 
 
 # Live clients of this process, by (node, run, round): a fresh process rebuilds from the Context.
