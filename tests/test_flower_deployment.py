@@ -56,6 +56,9 @@ def _env(home: Path) -> dict[str, str]:
         FLWR_DISABLE_UPDATE_CHECK="1",
         FLWR_HOME=str(home),
         PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, str(TESTS)]),
+        # The SuperLink starts flower-superexec by name: this interpreter's scripts come first,
+        # whether or not its environment is activated.
+        PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
     )
     return env
 
