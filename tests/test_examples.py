@@ -87,12 +87,7 @@ TORCH_ROUND = Path(__file__).resolve().parents[1] / "examples" / "torch_round.py
 
 
 def test_the_torch_example_trains_an_mlp_through_masked_rounds() -> None:
-    if importlib.util.find_spec("torch") is None:  # the torch extra; CI's torch step installs it and must not skip
-        if os.environ.get("FEDLEDGER_REQUIRE_TORCH"):
-            pytest.fail("torch is not installed, and FEDLEDGER_REQUIRE_TORCH is set: pip install torch first")
-        pytest.skip(
-            "torch is not installed (pip install 'fedledger[torch]'); FEDLEDGER_REQUIRE_TORCH makes this a failure"
-        )
+    _require_torch()  # the torch extra; CI's torch step installs it and must not skip
     out = subprocess.run(
         [sys.executable, str(TORCH_ROUND), "5"],
         capture_output=True,
@@ -111,9 +106,20 @@ def test_the_torch_example_trains_an_mlp_through_masked_rounds() -> None:
     assert float(re.findall(r"test accuracy ([\d.]+)", lines[-1])[0]) >= 0.9
 
 
-def test_the_flower_example_runs_in_one_process(tmp_path: Path) -> None:
+def _require_torch() -> None:
+    """Skip without torch (the torch extra), or fail where CI's torch step sets FEDLEDGER_REQUIRE_TORCH."""
+    if importlib.util.find_spec("torch") is None:
+        if os.environ.get("FEDLEDGER_REQUIRE_TORCH"):
+            pytest.fail("torch is not installed, and FEDLEDGER_REQUIRE_TORCH is set: pip install torch first")
+        pytest.skip(
+            "torch is not installed (pip install 'fedledger[torch]'); FEDLEDGER_REQUIRE_TORCH makes this a failure"
+        )
+
+
+def test_the_flower_torch_example_runs_in_one_process(tmp_path: Path) -> None:
     if not os.environ.get("CI"):
         pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
+    _require_torch()
     script = Path(__file__).resolve().parents[1] / "examples" / "flower_secagg" / "run_local.py"
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
     out = subprocess.run(

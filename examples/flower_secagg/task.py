@@ -1,6 +1,6 @@
 """What the example's ServerApp and ClientApp share: the consortium (names and keys), the
-secure aggregation settings, the data partitions and the model (numpy logistic regression:
-this example needs no deep-learning framework).
+secure aggregation settings, the data partitions and the model (a small torch MLP; the
+models travel as numpy arrays in Flower's ArrayRecords).
 
 The keys are derived from the names so that every process of this demo agrees on them without
 a key exchange; a real site keeps its own Identity (``Identity.save``/``Identity.load``) and
@@ -12,6 +12,7 @@ import hashlib
 from functools import cache
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from fedledger.aggregators import Masked
@@ -58,26 +59,41 @@ def partition(i: int, n: int) -> tuple[NDArray[np.float64], ...]:
     return xs[:cut], ys[:cut], xs[cut:], ys[cut:]
 
 
+def net() -> torch.nn.Module:
+    """The model: a small MLP (30 features, 16 hidden units, one logit), in float64 so that the
+    comparison with plain FedAvg in run_local.py is limited by the quantization alone."""
+    return torch.nn.Sequential(torch.nn.Linear(30, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)).double()
+
+
 def initial_model() -> dict[str, NDArray[np.float64]]:
-    return {"w": np.zeros(30), "b": np.zeros(1)}
+    torch.manual_seed(0)
+    return {k: v.numpy().copy() for k, v in net().state_dict().items()}
 
 
-def _predict(model: dict[str, NDArray[np.float64]], x: NDArray[np.float64]) -> NDArray[np.float64]:
-    return 1.0 / (1.0 + np.exp(-(x @ model["w"] + model["b"][0])))
+def _loaded(model: dict[str, NDArray[np.float64]]) -> torch.nn.Module:
+    module = net()
+    module.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float64).copy()) for k, v in model.items()})
+    return module
 
 
 def train(
     model: dict[str, NDArray[np.float64]], x: NDArray[np.float64], y: NDArray[np.float64], epochs: int, lr: float
 ) -> tuple[dict[str, NDArray[np.float64]], float]:
-    """Full-batch gradient descent on the log loss; the new model and its training loss."""
-    w, b = model["w"].copy(), model["b"].copy()
+    """Full-batch gradient descent on the log loss (torch autograd); the new model and its
+    training loss."""
+    module = _loaded(model)
+    opt = torch.optim.SGD(module.parameters(), lr=lr)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).unsqueeze(1)
     for _ in range(epochs):
-        p = _predict({"w": w, "b": b}, x)
-        w -= lr * x.T @ (p - y) / len(y)
-        b -= lr * np.array([np.mean(p - y)])
-    p = np.clip(_predict({"w": w, "b": b}, x), 1e-12, 1 - 1e-12)
-    return {"w": w, "b": b}, float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(module(xt), yt).backward()
+        opt.step()
+    with torch.no_grad():
+        loss = float(torch.nn.functional.binary_cross_entropy_with_logits(module(xt), yt))
+    return {k: v.numpy().copy() for k, v in module.state_dict().items()}, loss
 
 
 def accuracy(model: dict[str, NDArray[np.float64]], x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
-    return float(np.mean((_predict(model, x) > 0.5) == (y > 0.5)))
+    with torch.no_grad():
+        logits = _loaded(model)(torch.from_numpy(x)).squeeze(1).numpy()
+    return float(np.mean((logits > 0) == (y > 0.5)))
