@@ -240,11 +240,12 @@ class BlobStore:
             raise InvalidArgument("data", "must be contiguous")
         view = view.cast("B")
         data_key = seal.generate_key()
-        # An I/O thread seals (on the cores the hash leaves free), writes and syncs the object
-        # while this thread hashes it and writes the key; the renames wait for both.
-        pending = self.backend.create()
-        written = _io_pool().submit(_seal_write_sync, pending, data_key, view)
-        return self._finish(pending, written, data_key, lambda: (hashlib.sha256(view).digest(), len(view)))
+        # An I/O thread creates the object's file, seals (on the cores the hash leaves free),
+        # writes and syncs, while this thread hashes and writes the key (creating a file costs
+        # about as much as hashing 1 MiB here, so neither waits for the other's); the renames
+        # wait for both.
+        written = _io_pool().submit(_create_seal_write_sync, self.backend, data_key, view)
+        return self._finish(written, data_key, lambda: (hashlib.sha256(view).digest(), len(view)))
 
     def put_file(self, source: str | os.PathLike[str] | BinaryIO) -> str:
         """Store the content of a file (a path, or a binary file open for reading from its
@@ -273,23 +274,23 @@ class BlobStore:
         except BaseException:
             pending.abort()
             raise
-        done: Future[None] = Future()
-        done.set_result(None)
-        return self._finish(pending, done, data_key, lambda: (hasher.digest(), length))
+        done: Future[PendingObject] = Future()
+        done.set_result(pending)
+        return self._finish(done, data_key, lambda: (hasher.digest(), length))
 
     def _finish(
         self,
-        pending: PendingObject,
-        written: Future[None],
+        written: Future[PendingObject],
         data_key: bytes,
         hashed: Callable[[], tuple[bytes, int]],
     ) -> str:
         """Hash (``hashed``), write the key to a synced temp file, wait for the object to be
-        written and synced (``written``), then under the writer lock: check the id is not
-        erased nor stored, rename the key and sync keys/, rename the object and sync its
-        directory. The key is durable before the object is visible, and both before this
-        returns. Whatever fails, the temp files go."""
+        written and synced (``written``, the pending object; on failure it was aborted), then under the writer lock: check the id is not
+        erased nor stored, and make the key and the object visible and durable
+        (:meth:`_commit`); both are durable before this returns. Whatever fails, the temp
+        files go."""
         key_temp: Path | None = None
+        pending: PendingObject | None = None
         committed = False
         try:
             try:
@@ -300,22 +301,44 @@ class BlobStore:
                     key_temp = self._sealed_key_temp(cid, data_key, length)
             finally:
                 futures.wait([written])  # the I/O thread is done with the file before it is dropped
-            written.result()
+                if written.exception() is None:
+                    pending = written.result()
+            pending = written.result()  # raises what the I/O thread raised
             if key_temp is not None:
                 with self._writing():
                     self._check_not_erased(cid)
-                    if not self._stored(cid):
-                        os.replace(key_temp, self._keys / cid)
+                    has_key, has_object = (self._keys / cid).is_file(), self.backend.exists(cid)
+                    if not (has_key and has_object):
+                        self._commit(cid, pending, key_temp, lone=has_key or has_object)
                         key_temp = None
-                        fsync_directory(self._keys)
-                        pending.commit(cid)
                         committed = True
         finally:
-            if not committed:
+            if pending is not None and not committed:
                 pending.abort()
             if key_temp is not None:
                 key_temp.unlink(missing_ok=True)
         return cid
+
+    def _commit(self, cid: str, pending: PendingObject, key_temp: Path, *, lone: bool) -> None:
+        """Rename the key and the object into place and sync both directories (the writer lock
+        held, both files already synced). With neither there, the usual case, both renames
+        go first, then the two directory syncs (where one journal commit holds both renames,
+        as on ext4, the second sync finds nothing left to do): a crash leaves neither, one
+        alone, or both, and one alone is not stored (:meth:`_stored`), so nothing is
+        readable until both are durable. Where a crash left one alone (``lone``), the order
+        is strict instead, since the old one beside the new one would look stored and fail
+        every read: a lone object is deleted first, then the key is renamed and synced before
+        the object appears."""
+        if not lone:
+            os.replace(key_temp, self._keys / cid)
+            pending.commit(cid)  # the object's rename, then its directory's sync
+            fsync_directory(self._keys)
+            return
+        if self.backend.exists(cid):
+            self.backend.delete(cid)
+        os.replace(key_temp, self._keys / cid)
+        fsync_directory(self._keys)
+        pending.commit(cid)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -429,10 +452,17 @@ def _sealing_threads() -> int:
     return max(1, num_threads() - 1)
 
 
-def _seal_write_sync(pending: PendingObject, data_key: bytes, view: memoryview) -> None:
-    sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT, threads=_sealing_threads())
-    pending.file.write(sealed)
-    pending.sync()
+def _create_seal_write_sync(backend: Backend, data_key: bytes, view: memoryview) -> PendingObject:
+    """A new pending object holding ``view`` sealed, synced; aborted if anything fails."""
+    pending = backend.create()
+    try:
+        sealed = seal.seal_records(data_key, view, _OBJECT_CONTEXT, threads=_sealing_threads())
+        pending.file.write(sealed)
+        pending.sync()
+    except BaseException:
+        pending.abort()
+        raise
+    return pending
 
 
 #: put_file starts the writeback of its object each time this many more bytes are written
