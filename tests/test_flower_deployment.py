@@ -1,8 +1,10 @@
 """fedledger.integrations.flower in a real Flower deployment: a SuperLink and four SuperNodes
 (separate processes, started here) run tests/flower_app, FedAvg under SecureAggregation with
-the ledger, submitted with ``flwr run``. Everything listens on 127.0.0.1 only, so the
-processes run with ``--insecure`` (no TLS on loopback); runtime dependency installation is
-off (the processes share this environment, nothing is downloaded).
+the ledger, submitted with ``flwr run``. The SuperLink serves TLS with a certificate from a
+CA made for the test; the SuperNodes and ``flwr run`` trust that CA alone. Each SuperNode's
+own Runtime API (between it and the app processes it starts, on the same machine) is plain
+HTTP on 127.0.0.1, as Flower runs it by default. Runtime dependency installation is off (the
+processes share this environment, nothing is downloaded).
 
 Checks: three rounds give plain FedAvg's model within the quantization bound, and the ledger
 holds three verified round records; a SuperNode killed (SIGKILL) mid-round becomes a dropout
@@ -10,6 +12,8 @@ at the stage it missed, the round completes with the three survivors and is reco
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import shutil
@@ -23,6 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 if os.environ.get("CI"):
     import flwr  # noqa: F401 - CI installs flwr: a missing one fails here
@@ -75,20 +83,57 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) ->
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for 127.0.0.1 and localhost signed by it (P-256,
+    valid for a day): the paths of the CA's certificate, the server's and the server's key."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedledger test CA")])
+
+    def certificate(subject: x509.Name, public: ec.EllipticCurvePublicKey, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    server = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    paths[0].write_bytes(certificate(ca_name, ca_key.public_key(), True).public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(certificate(server, key.public_key(), False).public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
 class Deployment:
-    """A SuperLink and four SuperNodes on loopback; :meth:`run` submits the app."""
+    """A SuperLink (TLS) and four SuperNodes on loopback; :meth:`run` submits the app."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes: list[subprocess.Popen[bytes]] = []
-        # One HTTP port serves the SuperLink's Runtime, Fleet and Control APIs.
+        self.ca, server_cert, server_key = _certificates(root / "tls")
+        # One HTTPS port serves the SuperLink's Runtime, Fleet and Control APIs.
         self.control = fleet = _port()
         self._start(
             "superlink",
             [
                 str(BIN / "flower-superlink"),
-                "--insecure",
+                "--ssl-ca-certfile", str(self.ca),
+                "--ssl-certfile", str(server_cert),
+                "--ssl-keyfile", str(server_key),
                 "--host", "127.0.0.1",
                 "--port", str(self.control),
                 "--disable-runtime-dependency-installation",
@@ -101,7 +146,8 @@ class Deployment:
                     f"supernode-{i}",
                     [
                         str(BIN / "flower-supernode"),
-                        "--insecure",
+                        "--root-certificates",
+                        str(self.ca),
                         "--superlink",
                         f"127.0.0.1:{fleet}",
                         "--port",
@@ -133,7 +179,8 @@ class Deployment:
         home = self.root / "cli"
         home.mkdir(exist_ok=True)
         (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{self.control}"\ninsecure = true\n'
+            f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{self.control}"\n'
+            f'root-certificates = "{self.ca}"\n'
         )
         log = open(work / "flwr-run.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
@@ -214,6 +261,7 @@ def test_three_secure_rounds_on_a_real_deployment(deployment: Deployment, tmp_pa
     work = _work(tmp_path)
     proc = deployment.run(work, f'work="{work}" rounds=3 stage-timeout=30.0')
     records = _finish(proc, work, tmp_path)
+    assert "Uvicorn running on https://127.0.0.1" in (tmp_path / "superlink.log").read_text()  # TLS, not plain HTTP
     assert [r["status"] for r in records] == ["done"] * 3, records
     assert all(r["participants"] == SITES and not r["dropouts"] for r in records)
     final = _model(work)
