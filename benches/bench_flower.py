@@ -17,7 +17,9 @@ Flower: benches/flower_peer.py, Flower 1.42's ``SecAggPlusWorkflow`` with FedAvg
 over its in-process Grid, the same updates, once (its round is the slow one).
 
 Updates: float32 N(0, 0.05^2), weight 100 per client, no dropout. Reported: medians over
-REPEATS rounds for fedledger, the ratio, and where the time goes on both sides.
+REPEATS rounds for fedledger, the ratio, and where the time goes on both sides; and the
+transport floor: the same exchange with nothing computed (the global model down, D 32-bit
+values up per client), which bounds what any secure aggregation can reach inside Flower.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
@@ -112,6 +114,36 @@ def fedledger_round(updates: list[np.ndarray], root: Path) -> dict[str, float]:
     return out
 
 
+def transport_floor(n: int, d: int, reply_as: str) -> dict[str, float]:
+    """One exchange over the same LoopbackGrid with nothing computed: the float32 global model
+    to N clients, and from each a reply of D 32-bit values (``reply_as``: an ``ArrayRecord``, or
+    raw bytes in a ``ConfigRecord``, fedledger's way). Any secure aggregation of D 32-bit
+    values pays at least this for Flower's messages here; Flower's own time over it bounds the
+    ratio any such aggregation can reach inside Flower."""
+
+    def train(msg: Message, context: Context) -> Message:
+        x = msg.content.array_records["arrays"]["x"].numpy().view(np.uint32)
+        if reply_as == "array":
+            content = RecordDict({"arrays": ArrayRecord({"x": Array(x)})})
+        else:
+            content = RecordDict({"config": ConfigRecord({"x": x.tobytes()})})
+        return Message(content, reply_to=msg)
+
+    app = ClientApp()
+    app.train()(train)
+    grid = LoopbackGrid(app, [{"partition-id": i} for i in range(n)])
+    with grid:
+        t0 = time.perf_counter()
+        model = ArrayRecord({"x": Array(np.zeros(d, np.float32))})
+        messages = [
+            grid.create_message(RecordDict({"arrays": model}), "train", node, "1") for node in grid.get_node_ids()
+        ]
+        replies = list(grid.send_and_receive(messages))
+        total = time.perf_counter() - t0
+    assert len(replies) == n and not any(r.has_error() for r in replies)
+    return {"total_s": total, "serde_s": grid.serde_seconds, "clients_s": grid.client_seconds}
+
+
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 50
     d = int(argv[1]) if len(argv) > 1 else 1_000_000
@@ -126,12 +158,25 @@ def main(argv: list[str]) -> int:
         print(f"fedledger round {r + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in runs[-1].items()), flush=True)
     peer = flower_peer.run_round(updates, 3, 0.0, weight=WEIGHT)
     print("Flower SecAgg+: " + peer.line(), flush=True)
+    floors = {how: [transport_floor(n, d, how) for _ in range(repeats)] for how in ("array", "bytes")}
+    for how, times in floors.items():
+        print(
+            f"transport floor, replies as {how}: median {statistics.median(t['total_s'] for t in times):.3f} s "
+            f"(serde {statistics.median(t['serde_s'] for t in times):.3f} s, "
+            f"clients {statistics.median(t['clients_s'] for t in times):.3f} s)",
+            flush=True,
+        )
+    floor = min(statistics.median(t["total_s"] for t in times) for times in floors.values())
     med = statistics.median(x["total_s"] for x in runs)
     cpu = statistics.median(x["cpu_s"] for x in runs)
     print(
         f"wall: fedledger median {med:.3f} s (min {min(x['total_s'] for x in runs):.3f} s), Flower {peer.total_s:.3f} s, "
         f"Flower/fedledger {peer.total_s / med:.2f}; cpu: fedledger median {cpu:.3f} s, Flower {peer.cpu_s:.3f} s, "
         f"Flower/fedledger {peer.cpu_s / cpu:.2f}"
+    )
+    print(
+        f"the least any aggregation of {d} 32-bit values pays for Flower's messages here: {floor:.3f} s; "
+        f"Flower/floor {peer.total_s / floor:.2f} (the most any such aggregation can reach inside Flower)"
     )
     return 0
 
