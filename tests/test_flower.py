@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 if os.environ.get("CI"):
     import flwr  # noqa: F401 - CI installs flwr: a missing one fails here
@@ -17,7 +19,7 @@ else:
     pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
 
 from flower_helpers import AGGREGATOR, SITES, consortium, initial, make_app, masked, reference, train
-from flwr.app import Context, Message
+from flwr.app import Array, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import Bulyan, FedAdam, FedAvg, FedMedian, FedTrimmedAvg, Krum
 from ledger_helpers import identity
@@ -26,6 +28,7 @@ from fedledger.aggregators import Masked, Paillier
 from fedledger.errors import InvalidArgument, PolicyViolation, UnsupportedStrategy
 from fedledger.federated import load_aggregate, model_hash
 from fedledger.heagg import Dealing, deal
+from fedledger.integrations import flower
 from fedledger.integrations.flower import LedgerStrategy, LoopbackGrid, SecureAggregation, Trustee, fedledger_mod
 
 #: Masked quantizes each weighted value to 2^-bits of [-clip, clip] per unit of weight: far below this.
@@ -106,8 +109,6 @@ def test_secure_aggregation_never_shows_an_update_to_the_server(tmp_path: Path) 
 def test_replayed_client_state_gives_the_same_round(tmp_path: Path) -> None:
     """Flower runs each message in a fresh process: the site rebuilds its state from the
     node's Context alone (no live client in the process)."""
-    from fedledger.integrations import flower
-
     with consortium(tmp_path, "masked") as (ledger, store, coordinator):
         strategy = _secure(ledger, store, coordinator)
         grid = _grid()
@@ -304,3 +305,42 @@ def test_the_coordinator_never_holds_a_key_share(tmp_path: Path) -> None:
                 aggregator=Paillier(3, dealing=dealing, insecure_for_tests=True),
                 trustees={t: (identity(t), s.index) for t, s in dealing.shares.items()},
             )  # fmt: skip
+
+
+# -- reading Flower's arrays without a copy ------------------------------------------------------
+
+_DTYPES = [np.float16, np.float32, np.float64, np.int64, np.uint8, np.bool_, np.complex64]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    dtype=st.sampled_from(_DTYPES),
+    shape=st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple),
+    fortran=st.booleans(),
+    big_endian=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_array_values_are_what_flowers_numpy_gives(
+    dtype: type, shape: tuple[int, ...], fortran: bool, big_endian: bool, seed: int
+) -> None:
+    """flower._values reads numpy's header and views the bytes; it must equal Array.numpy()
+    (np.load) in values, shape, dtype and element order, for every layout numpy writes."""
+    a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    a = np.asfortranarray(a) if fortran else a
+    a = a.astype(a.dtype.newbyteorder(">")) if big_endian and a.dtype.itemsize > 1 else a
+    array = Array(a)
+    want, got = array.numpy(), flower._values(array)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(got.ravel(), want.ravel(), equal_nan=True)  # the same C order
+
+
+def test_array_values_fall_back_to_numpy_for_what_the_view_cannot_be_sure_of() -> None:
+    a = Array(np.arange(6, dtype=np.float32))
+    truncated = Array(dtype=a.dtype, shape=a.shape, stype=a.stype, data=a.data[:-4])
+    with pytest.raises(ValueError):  # numpy's own error, as Array.numpy() raises it
+        flower._values(truncated)
+    trailing = Array(dtype=a.dtype, shape=a.shape, stype=a.stype, data=a.data + b"\0" * 4)
+    assert np.array_equal(flower._values(trailing), trailing.numpy())
+    with pytest.raises(ValueError):
+        flower._values(Array(dtype="float32", shape=(1,), stype=a.stype, data=b"not an npy file"))

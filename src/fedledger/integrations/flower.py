@@ -31,12 +31,13 @@ benches; a real deployment uses Flower's SuperLink and SuperNodes).
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -115,7 +116,10 @@ log = logging.getLogger(__name__)
 #: The name of fedledger's ConfigRecord in Flower messages (both directions).
 RECORD: Final = "fedledger"
 _STATE: Final = "fedledger.secagg"
-_UPDATE: Final = "fedledger.update"
+#: The site's update kept in Context.state for a later stage: the model it was sent and the one
+#: it trained (Flower's Arrays, kept as they came, not copied), whose difference is the update.
+_SENT: Final = "fedledger.sent"
+_TRAINED: Final = "fedledger.trained"
 _SIGNED: Final = b"fedledger/flower/update/v1"
 #: Strategies whose aggregation reads each update; secure aggregation gives only the sum.
 _NEEDS_UPDATES: Final = (
@@ -145,19 +149,37 @@ class _Layout:
 
     @classmethod
     def of(cls, arrays: ArrayRecord) -> _Layout:
-        items = [(k, arrays[k].numpy()) for k in arrays]
+        items = [(k, _values(arrays[k])) for k in arrays]
         return cls(tuple(k for k, _ in items), tuple(a.shape for _, a in items), tuple(a.dtype.str for _, a in items))
 
-    def flatten(self, arrays: ArrayRecord, what: str = "arrays") -> NDArray[np.float64]:
+    def _parts(self, arrays: ArrayRecord, what: str) -> Iterator[tuple[int, NDArray[np.floating]]]:
+        """Each array of ``arrays`` (checked against the layout) and where it starts in the vector."""
         if tuple(arrays) != self.keys:
             raise InvalidArgument(what, f"arrays {list(arrays)}, the model has {list(self.keys)}")
-        parts = []
+        at = 0
         for key, shape in zip(self.keys, self.shapes):
-            a = arrays[key].numpy()
+            a = _values(arrays[key])
             if a.shape != shape or a.dtype.kind != "f":
                 raise InvalidArgument(what, f"{key!r}: shape {a.shape} dtype {a.dtype}, the model's {shape}")
-            parts.append(np.asarray(a, dtype=np.float64).ravel())
-        return np.concatenate(parts) if parts else np.zeros(0)
+            yield at, a
+            at += a.size
+
+    @property
+    def size(self) -> int:
+        return sum(int(np.prod(shape, dtype=np.int64)) for shape in self.shapes)
+
+    def flatten(self, arrays: ArrayRecord, what: str = "arrays") -> NDArray[np.float64]:
+        out = np.empty(self.size, np.float64)
+        for at, a in self._parts(arrays, what):
+            out[at : at + a.size] = a.reshape(-1)
+        return out
+
+    def difference(self, trained: ArrayRecord, sent: ArrayRecord, what: str = "the train reply") -> NDArray[np.float64]:
+        """``flatten(trained) - flatten(sent)``, in one vector (the same values, bit for bit)."""
+        out = self.flatten(trained, what)
+        for at, a in self._parts(sent, "the train message"):
+            out[at : at + a.size] -= a.reshape(-1)
+        return out
 
     def unflatten(self, vector: NDArray[np.floating]) -> ArrayRecord:
         out: dict[str, Array] = {}
@@ -167,6 +189,53 @@ class _Layout:
             out[key] = Array(np.ascontiguousarray(vector[at : at + size].reshape(shape).astype(np.dtype(dtype))))
             at += size
         return ArrayRecord(out)
+
+
+def _values(array: Array) -> NDArray[Any]:
+    """An Array's values. Flower's ``Array.numpy()`` reads them into a new array (``np.load``);
+    for its numpy serialization this reads numpy's own header and returns a read-only view of
+    the bytes after it instead (every model array is read this way several times per round).
+    Anything else, or anything the view cannot be sure of, goes through ``numpy()``."""
+    if array.stype != "numpy.ndarray":
+        return array.numpy()
+    f = io.BytesIO(array.data)  # shares the bytes, no copy
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return array.numpy()
+    except ValueError:
+        return array.numpy()  # numpy's own error, from np.load
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype.hasobject or len(array.data) - f.tell() != count * dtype.itemsize:
+        return array.numpy()
+    flat = np.frombuffer(array.data, dtype=dtype, count=count, offset=f.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _keep_update(context: Context, sent: ArrayRecord, trained: ArrayRecord) -> None:
+    context.state.array_records[_SENT] = ArrayRecord({k: sent[k] for k in sent})
+    context.state.array_records[_TRAINED] = ArrayRecord({k: trained[k] for k in trained})
+
+
+def _kept_update(context: Context) -> NDArray[np.float64] | None:
+    """The update kept by :func:`_keep_update` (None if there is none), as it was computed."""
+    sent, trained = context.state.array_records.get(_SENT), context.state.array_records.get(_TRAINED)
+    if sent is None or trained is None:
+        return None
+    return _Layout.of(sent).difference(trained, sent)
+
+
+def _has_update(context: Context) -> bool:
+    return _SENT in context.state.array_records and _TRAINED in context.state.array_records
+
+
+def _drop_update(context: Context) -> None:
+    context.state.array_records.pop(_SENT, None)
+    context.state.array_records.pop(_TRAINED, None)
 
 
 def _only_arrays(content: RecordDict, what: str) -> ArrayRecord:
@@ -830,9 +899,9 @@ def _answer_train(
     weight = _weight(reply.content.metric_records.values(), key)
     sent = _only_arrays(msg.content, "the train message")
     layout = _Layout.of(sent)
-    trained = layout.flatten(_only_arrays(reply.content, "the train reply"), "the train reply")
+    replied = _only_arrays(reply.content, "the train reply")
     if not record.get("secure"):
-        root = _commitment(trained)
+        root = _commitment(layout.flatten(replied, "the train reply"))
         signed = ConfigRecord({"site": me.name, "signature": me.sign(_signed_body(policy, round_id, root))})
         reply.content.config_records[RECORD] = signed
         return reply
@@ -845,9 +914,9 @@ def _answer_train(
         raise InvalidArgument(
             "aggregator", f"the server asks for {settings!r}; this site accepts {_settings(masked)!r}"
         )
-    delta = trained - layout.flatten(sent)
+    delta = layout.difference(replied, sent)
     seed = os.urandom(32)
-    context.state.array_records[_UPDATE] = ArrayRecord({"delta": Array(delta)})
+    _keep_update(context, sent, replied)
     context.state.config_records[_STATE] = ConfigRecord(
         {"round": round_id, "server": server, "seed": seed, "weight": weight, "inbox": _envelopes_to_bytes([])}
     )
@@ -881,9 +950,8 @@ def _answer_stage(
     """Answer one stage: the site's client (live in this process, or rebuilt from the
     Context by replaying the round's earlier stages) responds to the server's envelopes."""
     state = context.state.config_records.get(_STATE)
-    update = context.state.array_records.get(_UPDATE)
     try:
-        if state is None or update is None:
+        if state is None or not _has_update(context):
             raise InvalidArgument("state", "no round in progress on this node")
         round_id, server, seed, weight = state["round"], state["server"], state["seed"], state["weight"]
         if type(round_id) is not int or type(server) is not str or type(seed) is not bytes or type(weight) is not int:
@@ -897,7 +965,9 @@ def _answer_stage(
             client = live[0]
         else:  # a fresh process: replay the round so far (the same secrets, from the seed)
             client = _SiteClient(me, masked.config(round_id), server=server, verify_keys=keys, seed=seed)
-            client.start(update["delta"].numpy(), weight)
+            update = _kept_update(context)
+            assert update is not None  # checked above
+            client.start(update, weight)
             for env in inbox:
                 client.respond(env)
         out: list[Envelope] = []
@@ -917,7 +987,7 @@ def _answer_stage(
         else:
             _LIVE[where] = (client, len(inbox))
     if last:
-        context.state.array_records.pop(_UPDATE, None)
+        _drop_update(context)
         context.state.config_records.pop(_STATE, None)
     else:
         state["inbox"] = _envelopes_to_bytes(inbox)
@@ -936,14 +1006,13 @@ def _answer_paillier(
     """Answer a Paillier stage: ``announce`` (the site encrypts its update) or, on a node that
     hosts a trustee, ``decrypt_request`` (the trustee's partial decryption)."""
     state = context.state.config_records.get(_STATE)
-    update = context.state.array_records.get(_UPDATE)
     try:
-        if state is None or update is None:
+        delta = _kept_update(context)
+        if state is None or delta is None:
             raise InvalidArgument("state", "no round in progress on this node")
         round_id, server, weight = state["round"], state["server"], state["weight"]
         if type(round_id) is not int or type(server) is not str or type(weight) is not int:
             raise InvalidArgument("state", "this node's round state is damaged")
-        delta = update["delta"].numpy()
         out: list[Envelope] = []
         done = False
         for env in _envelopes_from_bytes(record.get("envelopes")):
@@ -971,7 +1040,7 @@ def _answer_paillier(
     except FedLedgerError as exc:
         return Message(Error(code=0, reason=f"fedledger: {exc}"), reply_to=msg)
     if done:
-        context.state.array_records.pop(_UPDATE, None)
+        _drop_update(context)
         context.state.config_records.pop(_STATE, None)
     return Message(RecordDict({RECORD: ConfigRecord({"envelopes": _envelopes_to_bytes(out)})}), reply_to=msg)
 
