@@ -19,12 +19,14 @@ else:
     pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
 
 from flower_helpers import AGGREGATOR, SITES, consortium, initial, make_app, masked, reference, train
-from flwr.app import Array, Context, Message
+from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
+from flwr.common.serde import context_to_proto
 from flwr.serverapp.strategy import Bulyan, FedAdam, FedAvg, FedMedian, FedTrimmedAvg, Krum
 from ledger_helpers import identity
 
 from fedledger.aggregators import Masked, Paillier
+from fedledger.crypto import seal
 from fedledger.errors import InvalidArgument, PolicyViolation, UnsupportedStrategy
 from fedledger.federated import load_aggregate, model_hash
 from fedledger.heagg import Dealing, deal
@@ -135,6 +137,64 @@ def _stop_at(grid: LoopbackGrid, stage: str, nodes: list[int]) -> None:
                 grid.stop(node)
 
     grid.before_deliver = hook
+
+
+def test_a_site_keeps_its_update_in_a_sealed_file_and_its_context_small(tmp_path: Path) -> None:
+    """Flower pushes a ClientApp's whole Context back after every message, and a model-sized one
+    can be lost on the way: the site keeps its update in a sealed file of the node's, and its
+    Context holds a key and a name. Every stage here replays from that file (no live client)."""
+    model = ArrayRecord({"w": Array(np.random.default_rng(1).normal(0, 0.3, (300, 300))), "b": Array(np.zeros(3))})
+    seen: list[tuple[int, Path, int]] = []
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        strategy = _secure(ledger, store, coordinator)
+        grid = _grid()
+
+        def look(msg: Message) -> None:
+            for ctx in grid.contexts.values():
+                state = ctx.state.config_records.get(flower._STATE)
+                if state is not None:
+                    path = Path(str(state["update_file"]))
+                    seen.append((context_to_proto(ctx).ByteSize(), path, path.stat().st_size))
+            flower._LIVE.clear()
+
+        grid.before_deliver = look
+        with grid:
+            result = strategy.start(grid, model, num_rounds=1, timeout=10)
+        _check_records(ledger, store, strategy.records, 1)
+    _close(result.arrays, reference(model, 1), BOUND)
+    assert len(seen) >= 12  # four sites' state, seen at each of the stages after training
+    assert max(size for size, _, _ in seen) < 8192  # keys, seed, inbox; the update is 90,003 float64 values
+    assert {n for _, _, n in seen} == {seal.sealed_records_size(8 * 90_003)}
+    paths = {p for _, p, _ in seen}
+    assert len(paths) == 4 and all(p.parent.name.startswith("fedledger-loopback-") for p in paths)
+    assert not any(p.exists() for p in paths)  # each removed when its site's round ended
+
+
+@pytest.mark.parametrize("damage", ["flip", "remove"])
+def test_a_site_whose_update_file_is_damaged_drops_out(tmp_path: Path, damage: str) -> None:
+    with consortium(tmp_path, "masked") as (ledger, store, coordinator):
+        strategy = _secure(ledger, store, coordinator)
+        grid = _grid()
+
+        def hook(msg: Message) -> None:
+            cfg = msg.content.config_records.get("fedledger")
+            flower._LIVE.clear()  # the site answers from its file, as in a fresh process
+            if cfg is not None and cfg.get("stage") == "relayed_shares" and msg.metadata.dst_node_id == 4:
+                path = Path(str(grid.contexts[4].state.config_records[flower._STATE]["update_file"]))
+                if damage == "flip":
+                    data = bytearray(path.read_bytes())
+                    data[len(data) // 2] ^= 1
+                    path.write_bytes(data)
+                else:
+                    path.unlink()
+
+        grid.before_deliver = hook
+        with grid:
+            result = strategy.start(grid, initial(), num_rounds=1, timeout=10)
+        (rec,) = strategy.records
+        assert rec.status == "done" and rec.dropouts == {"site-3": "masked_input"}
+        _close(result.arrays, reference(initial(), 1, [[0, 1, 2]]), BOUND)
+        _check_records(ledger, store, strategy.records, 1)
 
 
 def test_dropout_after_training_is_recorded(tmp_path: Path) -> None:

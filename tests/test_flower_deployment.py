@@ -153,7 +153,8 @@ class Deployment:
                         "--port",
                         str(_port()),
                         "--node-config",
-                        f"partition-id={i} num-partitions={len(SITES)}",
+                        # where the site keeps its round's update between messages (sealed)
+                        f'partition-id={i} num-partitions={len(SITES)} fedledger-state-dir="{root / f"state-{i}"}"',
                     ],
                 )  # fmt: skip
             )
@@ -262,6 +263,9 @@ def test_three_secure_rounds_on_a_real_deployment(deployment: Deployment, tmp_pa
     proc = deployment.run(work, f'work="{work}" rounds=3 stage-timeout=30.0')
     records = _finish(proc, work, tmp_path)
     assert "Uvicorn running on https://127.0.0.1" in (tmp_path / "superlink.log").read_text()  # TLS, not plain HTTP
+    # Each site kept its update in its node's directory between messages, and removed it at the end.
+    assert all((tmp_path / f"state-{i}").is_dir() for i in range(len(SITES)))
+    assert not list(tmp_path.glob("state-*/*.update"))
     assert [r["status"] for r in records] == ["done"] * 3, records
     assert all(r["participants"] == SITES and not r["dropouts"] for r in records)
     final = _model(work)

@@ -35,10 +35,14 @@ import io
 import itertools
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -58,7 +62,7 @@ from fedledger.aggregators import (
     Plain,
 )
 from fedledger.blobstore import BlobStore
-from fedledger.crypto import masking
+from fedledger.crypto import masking, seal
 from fedledger.crypto.paillier import KeyShare
 from fedledger.crypto.signing import VerifyKey
 from fedledger.errors import (
@@ -69,6 +73,7 @@ from fedledger.errors import (
     InvalidSignature,
     MissingDependency,
     RoundFailed,
+    SealError,
     UnsupportedStrategy,
 )
 from fedledger.federated import FederatedRound, RoundPlan, RoundRecord
@@ -104,6 +109,7 @@ except ImportError as exc:  # pragma: no cover - exercised without flwr installe
 
 __all__ = [
     "RECORD",
+    "STATE_DIR",
     "LedgerStrategy",
     "LoopbackGrid",
     "SecureAggregation",
@@ -116,10 +122,9 @@ log = logging.getLogger(__name__)
 #: The name of fedledger's ConfigRecord in Flower messages (both directions).
 RECORD: Final = "fedledger"
 _STATE: Final = "fedledger.secagg"
-#: The site's update kept in Context.state for a later stage: the model it was sent and the one
-#: it trained (Flower's Arrays, kept as they came, not copied), whose difference is the update.
-_SENT: Final = "fedledger.sent"
-_TRAINED: Final = "fedledger.trained"
+#: The node config key naming the directory where a site keeps its round's update (sealed)
+#: between stages; by default ``fedledger-flower`` in the system's temp directory.
+STATE_DIR: Final = "fedledger-state-dir"
 _SIGNED: Final = b"fedledger/flower/update/v1"
 #: Strategies whose aggregation reads each update; secure aggregation gives only the sum.
 _NEEDS_UPDATES: Final = (
@@ -216,26 +221,65 @@ def _values(array: Array) -> NDArray[Any]:
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
-def _keep_update(context: Context, sent: ArrayRecord, trained: ArrayRecord) -> None:
-    context.state.array_records[_SENT] = ArrayRecord({k: sent[k] for k in sent})
-    context.state.array_records[_TRAINED] = ArrayRecord({k: trained[k] for k in trained})
+def _state_dir(context: Context) -> Path:
+    configured = context.node_config.get(STATE_DIR)
+    return Path(str(configured)) if configured else Path(tempfile.gettempdir()) / "fedledger-flower"
 
 
-def _kept_update(context: Context) -> NDArray[np.float64] | None:
-    """The update kept by :func:`_keep_update` (None if there is none), as it was computed."""
-    sent, trained = context.state.array_records.get(_SENT), context.state.array_records.get(_TRAINED)
-    if sent is None or trained is None:
-        return None
-    return _Layout.of(sent).difference(trained, sent)
+def _update_seal(context: Context, round_id: int) -> seal.SealContext:
+    return seal.SealContext(f"node {context.node_id}", f"run {context.run_id}", round_id, "flower site update")
 
 
-def _has_update(context: Context) -> bool:
-    return _SENT in context.state.array_records and _TRAINED in context.state.array_records
+def _keep_update(context: Context, round_id: int, delta: NDArray[np.float64]) -> dict[str, Any]:
+    """Write the site's update for a later stage: sealed under a fresh key, to a file of the
+    node's (see :data:`STATE_DIR`); the fields for the round's state record come back (the key
+    and the file's name: Context.state stays small, since Flower pushes the whole Context back
+    from every ClientApp process, and a model-sized one can be lost on the way). Earlier
+    rounds' files of this node and run go."""
+    directory = _state_dir(context)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prefix = f"{context.node_id}-{context.run_id}-"
+    for stale in directory.glob(prefix + "*.update"):
+        stale.unlink(missing_ok=True)
+    path = directory / f"{prefix}{round_id}.update"
+    key = seal.generate_key()
+    plain = np.ascontiguousarray(delta, dtype=np.float64).data.cast("B")
+    sealed = seal.seal_records(key, plain, _update_seal(context, round_id))
+    temp = directory / f".{prefix}{round_id}.{os.urandom(6).hex()}.tmp"
+    try:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(sealed)
+        os.replace(temp, path)  # a reader sees the whole file or none
+    finally:
+        temp.unlink(missing_ok=True)
+    return {"update_file": str(path), "update_key": key}
 
 
-def _drop_update(context: Context) -> None:
-    context.state.array_records.pop(_SENT, None)
-    context.state.array_records.pop(_TRAINED, None)
+def _kept_update(context: Context, state: ConfigRecord) -> NDArray[np.float64]:
+    """The update :func:`_keep_update` wrote for the round of ``state``; InvalidArgument if the
+    file is gone or fails its check (a site that cannot answer drops out of the round)."""
+    path, key, round_id = state.get("update_file"), state.get("update_key"), state.get("round")
+    if type(path) is not str or type(key) is not bytes or type(round_id) is not int:
+        raise InvalidArgument("state", "this node's round state is damaged")
+    try:
+        sealed = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InvalidArgument("state", f"this node's update for round {round_id} ({path}) is gone") from None
+    try:
+        plain = seal.unseal_records(key, sealed, _update_seal(context, round_id))
+    except SealError:
+        raise InvalidArgument("state", f"this node's update for round {round_id} ({path}) fails its check") from None
+    if len(plain) % 8:
+        raise InvalidArgument("state", f"this node's update for round {round_id} ({path}) is malformed")
+    return np.frombuffer(plain, np.float64)
+
+
+def _end_round(context: Context) -> None:
+    """Forget the site's round: its state record and its update's file."""
+    state = context.state.config_records.pop(_STATE, None)
+    path = state.get("update_file") if state is not None else None
+    if type(path) is str:
+        Path(path).unlink(missing_ok=True)
 
 
 def _only_arrays(content: RecordDict, what: str) -> ArrayRecord:
@@ -916,9 +960,10 @@ def _answer_train(
         )
     delta = layout.difference(replied, sent)
     seed = os.urandom(32)
-    _keep_update(context, sent, replied)
+    _end_round(context)  # a round this node did not finish is over
+    kept = _keep_update(context, round_id, delta)
     context.state.config_records[_STATE] = ConfigRecord(
-        {"round": round_id, "server": server, "seed": seed, "weight": weight, "inbox": _envelopes_to_bytes([])}
+        {"round": round_id, "server": server, "seed": seed, "weight": weight, "inbox": _envelopes_to_bytes([]), **kept}
     )
     tag: dict[str, Any] = {"site": me.name}
     if isinstance(masked, Paillier):  # the site encrypts when the server announces the round
@@ -951,7 +996,7 @@ def _answer_stage(
     Context by replaying the round's earlier stages) responds to the server's envelopes."""
     state = context.state.config_records.get(_STATE)
     try:
-        if state is None or not _has_update(context):
+        if state is None:
             raise InvalidArgument("state", "no round in progress on this node")
         round_id, server, seed, weight = state["round"], state["server"], state["seed"], state["weight"]
         if type(round_id) is not int or type(server) is not str or type(seed) is not bytes or type(weight) is not int:
@@ -965,9 +1010,7 @@ def _answer_stage(
             client = live[0]
         else:  # a fresh process: replay the round so far (the same secrets, from the seed)
             client = _SiteClient(me, masked.config(round_id), server=server, verify_keys=keys, seed=seed)
-            update = _kept_update(context)
-            assert update is not None  # checked above
-            client.start(update, weight)
+            client.start(_kept_update(context, state), weight)
             for env in inbox:
                 client.respond(env)
         out: list[Envelope] = []
@@ -987,8 +1030,7 @@ def _answer_stage(
         else:
             _LIVE[where] = (client, len(inbox))
     if last:
-        _drop_update(context)
-        context.state.config_records.pop(_STATE, None)
+        _end_round(context)
     else:
         state["inbox"] = _envelopes_to_bytes(inbox)
     return Message(RecordDict({RECORD: ConfigRecord({"envelopes": _envelopes_to_bytes(out)})}), reply_to=msg)
@@ -1007,12 +1049,12 @@ def _answer_paillier(
     hosts a trustee, ``decrypt_request`` (the trustee's partial decryption)."""
     state = context.state.config_records.get(_STATE)
     try:
-        delta = _kept_update(context)
-        if state is None or delta is None:
+        if state is None:
             raise InvalidArgument("state", "no round in progress on this node")
         round_id, server, weight = state["round"], state["server"], state["weight"]
         if type(round_id) is not int or type(server) is not str or type(weight) is not int:
             raise InvalidArgument("state", "this node's round state is damaged")
+        delta = _kept_update(context, state)
         out: list[Envelope] = []
         done = False
         for env in _envelopes_from_bytes(record.get("envelopes")):
@@ -1040,8 +1082,7 @@ def _answer_paillier(
     except FedLedgerError as exc:
         return Message(Error(code=0, reason=f"fedledger: {exc}"), reply_to=msg)
     if done:
-        _drop_update(context)
-        context.state.config_records.pop(_STATE, None)
+        _end_round(context)
     return Message(RecordDict({RECORD: ConfigRecord({"envelopes": _envelopes_to_bytes(out)})}), reply_to=msg)
 
 
@@ -1062,8 +1103,18 @@ class LoopbackGrid(Grid):
     def __init__(self, app: ClientApp, node_configs: Sequence[Mapping[str, Any]], *, run_id: int = 1) -> None:
         self.app = app
         self._run = Run.create_empty(run_id)
+        # The nodes keep their updates in a directory of this grid's (unless their configs name
+        # one), removed with the grid: grids in other processes number their nodes alike.
+        state_dir = tempfile.mkdtemp(prefix="fedledger-loopback-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, state_dir, True)
         self.contexts = {
-            i + 1: Context(run_id=run_id, node_id=i + 1, node_config=dict(cfg), state=RecordDict(), run_config={})
+            i + 1: Context(
+                run_id=run_id,
+                node_id=i + 1,
+                node_config={STATE_DIR: state_dir, **cfg},
+                state=RecordDict(),
+                run_config={},
+            )
             for i, cfg in enumerate(node_configs)
         }
         self.stopped: set[int] = set()
