@@ -3,7 +3,8 @@
     PYTHONPATH=src:tests python benches/flower_deployment.py [PARAMETERS] [ROUNDS]   # 10000000 1
 
 Starts what tests/test_flower_deployment.py starts (a SuperLink serving TLS with a test CA, four
-SuperNodes, all on 127.0.0.1) and submits tests/flower_app with ``model-size=PARAMETERS``: the
+SuperNodes, each in its own network namespace behind a veth link when run as root, else all on
+127.0.0.1) and submits tests/flower_app with ``model-size=PARAMETERS``: the
 test model plus a float32 array of that many parameters (10^7 is 40 MB), FedAvg under
 SecureAggregation with the ledger. Prints each round's record and the seconds the rounds took.
 Too slow and too large for the test suite (about 40 s and 4 x 80 MB of state files per round at

@@ -1,7 +1,9 @@
 """fedledger.integrations.flower in a real Flower deployment: a SuperLink and four SuperNodes
 (separate processes, started here) run tests/flower_app, FedAvg under SecureAggregation with
-the ledger, submitted with ``flwr run``. The SuperLink serves TLS with a certificate from a
-CA made for the test; the SuperNodes and ``flwr run`` trust that CA alone. Each SuperNode's
+the ledger, submitted with ``flwr run``. Each SuperNode runs in its own network namespace and
+reaches the SuperLink over a veth link (root only; elsewhere, outside CI, all on loopback). The
+SuperLink serves TLS with a certificate from a CA made for the test; the SuperNodes and
+``flwr run`` trust that CA alone. Each SuperNode's
 own Runtime API (between it and the app processes it starts, on the same machine) is plain
 HTTP on 127.0.0.1, as Flower runs it by default. Runtime dependency installation is off (the
 processes share this environment, nothing is downloaded).
@@ -38,6 +40,7 @@ else:
     pytest.importorskip("flwr", reason="flwr is not installed (pip install 'fedledger[flower]')")
 
 from flower_helpers import SITES, consortium, initial, open_ledger, reference
+from node_cluster import NetworkNamespace
 
 import fedledger
 from fedledger import BlobStore
@@ -83,9 +86,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) ->
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for 127.0.0.1 and localhost signed by it (P-256,
-    valid for a day): the paths of the CA's certificate, the server's and the server's key."""
+def _certificates(directory: Path, ips: list[str]) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for ``ips`` and localhost signed by it (P-256, valid
+    for a day): the paths of the CA's certificate, the server's and the server's key."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedledger test CA")])
@@ -102,7 +105,7 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )
         if not ca:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            names = [x509.DNSName("localhost"), *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(ca_key, hashes.SHA256())
 
@@ -118,14 +121,32 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
 
 
 class Deployment:
-    """A SuperLink (TLS) and four SuperNodes on loopback; :meth:`run` submits the app."""
+    """A SuperLink (TLS) and four SuperNodes, each SuperNode in its own network namespace behind
+    a veth link where this process may make them (root), else on loopback; :meth:`run` submits
+    the app."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes: list[subprocess.Popen[bytes]] = []
-        self.ca, server_cert, server_key = _certificates(root / "tls")
-        # One HTTPS port serves the SuperLink's Runtime, Fleet and Control APIs.
+        self.netns: list[NetworkNamespace] = []
+        if NetworkNamespace.available():
+            self.netns = [NetworkNamespace(f"flw{os.getpid()}n{i}", 220 + i) for i in range(len(SITES))]
+        try:
+            self._start_all()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_all(self) -> None:
+        root = self.root
+        for ns in self.netns:
+            ns.create()
+        self.ca, server_cert, server_key = _certificates(
+            root / "tls", ["127.0.0.1", *(ns.host_ip for ns in self.netns)]
+        )
+        # One HTTPS port serves the SuperLink's Runtime, Fleet and Control APIs; with namespaces
+        # it listens on every address, since the SuperNodes reach it on their links' host ends.
         self.control = fleet = _port()
         self._start(
             "superlink",
@@ -134,22 +155,24 @@ class Deployment:
                 "--ssl-ca-certfile", str(self.ca),
                 "--ssl-certfile", str(server_cert),
                 "--ssl-keyfile", str(server_key),
-                "--host", "127.0.0.1",
+                "--host", "0.0.0.0" if self.netns else "127.0.0.1",
                 "--port", str(self.control),
                 "--disable-runtime-dependency-installation",
             ],
         )  # fmt: skip
         _wait_port(self.control, self.procs[0])
         for i in range(len(SITES)):
+            ns = self.netns[i] if self.netns else None
             self.nodes.append(
                 self._start(
                     f"supernode-{i}",
                     [
+                        *(["ip", "netns", "exec", ns.name] if ns else []),
                         str(BIN / "flower-supernode"),
                         "--root-certificates",
                         str(self.ca),
                         "--superlink",
-                        f"127.0.0.1:{fleet}",
+                        f"{ns.host_ip if ns else '127.0.0.1'}:{fleet}",
                         "--port",
                         str(_port()),
                         "--node-config",
@@ -205,12 +228,16 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        for ns in self.netns:
+            ns.delete()
 
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     d = Deployment(tmp_path)
     try:
+        if os.environ.get("CI") and not d.netns:
+            pytest.fail("network namespaces need root and iproute2; CI must run the SuperNodes in them")
         yield d
     finally:
         d.close()
@@ -262,7 +289,10 @@ def test_three_secure_rounds_on_a_real_deployment(deployment: Deployment, tmp_pa
     work = _work(tmp_path)
     proc = deployment.run(work, f'work="{work}" rounds=3 stage-timeout=30.0')
     records = _finish(proc, work, tmp_path)
-    assert "Uvicorn running on https://127.0.0.1" in (tmp_path / "superlink.log").read_text()  # TLS, not plain HTTP
+    link_log = (tmp_path / "superlink.log").read_text()
+    assert "Uvicorn running on https://" in link_log  # TLS, not plain HTTP
+    for ns in deployment.netns:  # each SuperNode's requests came over its own veth link
+        assert f"{ns.ip}:" in link_log, ns.ip
     # Each site kept its update in its node's directory between messages, and removed it at the end.
     assert all((tmp_path / f"state-{i}").is_dir() for i in range(len(SITES)))
     assert not list(tmp_path.glob("state-*/*.update"))
