@@ -183,15 +183,12 @@ class Deployment:
             )
 
     def _start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            argv,
-            env=_env(self.root / name),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        return self._spawn(argv, self.root / name, self.root / f"{name}.log")
+
+    def _spawn(self, argv: list[str], home: Path, log_path: Path) -> subprocess.Popen[bytes]:
+        """``argv`` in its own session, with ``home`` as its Flower home, output to ``log_path``."""
+        with open(log_path, "wb") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(argv, env=_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -206,17 +203,8 @@ class Deployment:
             f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{self.control}"\n'
             f'root-certificates = "{self.ca}"\n'
         )
-        log = open(work / "flwr-run.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [str(BIN / "flwr"), "run", str(app), "loopback", "--stream", "--run-config", config],
-            env=_env(home),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
+        argv = [str(BIN / "flwr"), "run", str(app), "loopback", "--stream", "--run-config", config]
+        return self._spawn(argv, home, work / "flwr-run.log")
 
     def close(self) -> None:
         for proc in reversed(self.procs):
