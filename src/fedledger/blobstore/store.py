@@ -285,10 +285,10 @@ class BlobStore:
         hashed: Callable[[], tuple[bytes, int]],
     ) -> str:
         """Hash (``hashed``), write the key to a synced temp file, wait for the object to be
-        written and synced (``written``, the pending object; on failure it was aborted), then under the writer lock: check the id is not
-        erased nor stored, and make the key and the object visible and durable
-        (:meth:`_commit`); both are durable before this returns. Whatever fails, the temp
-        files go."""
+        written and synced (``written`` gives the pending object, or the error after which it
+        was aborted), then under the writer lock: check the id is not erased nor stored, and
+        make the key and the object visible and durable (:meth:`_commit`); both are durable
+        before this returns. Whatever fails, the temp files go."""
         key_temp: Path | None = None
         pending: PendingObject | None = None
         committed = False
