@@ -80,7 +80,7 @@ from fedledger.federated import FederatedRound, RoundPlan, RoundRecord
 from fedledger.heagg import HEAggServer
 from fedledger.identity import Identity
 from fedledger.ledger import Ledger
-from fedledger.secagg import SecAggConfig, Stage
+from fedledger.secagg import Stage
 
 try:
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -856,23 +856,8 @@ def _stream(seed: bytes) -> Callable[[int], bytes]:
     return draw
 
 
-class _SiteClient(MaskedClient):
-    """A Masked site whose round secrets come from a seed kept in the node's Context."""
-
-    def __init__(
-        self,
-        identity: Identity,
-        config: SecAggConfig,
-        *,
-        server: str,
-        verify_keys: Mapping[str, VerifyKey],
-        seed: bytes,
-    ) -> None:
-        super().__init__(identity, config, server=server, verify_keys=verify_keys, random_bytes=_stream(seed))
-
-
 # Live clients of this process, by (node, run, round): a fresh process rebuilds from the Context.
-_LIVE: dict[tuple[int, int, int], tuple[_SiteClient, int]] = {}
+_LIVE: dict[tuple[int, int, int], tuple[MaskedClient, int]] = {}
 _LIVE_LOCK = threading.Lock()
 
 
@@ -971,7 +956,7 @@ def _answer_train(
         if host is not None:
             tag["trustee"] = host.identity.name
     else:
-        client = _SiteClient(me, masked.config(round_id), server=server, verify_keys=keys, seed=seed)
+        client = MaskedClient(me, masked.config(round_id), server=server, verify_keys=keys, random_bytes=_stream(seed))
         envs = client.start(delta, weight)
         with _LIVE_LOCK:  # a round this node did not finish is over: forget its client
             for stale in [k for k in _LIVE if k[:2] == (context.node_id, context.run_id)]:
@@ -1009,7 +994,9 @@ def _answer_stage(
         if live is not None and live[1] == len(inbox):
             client = live[0]
         else:  # a fresh process: replay the round so far (the same secrets, from the seed)
-            client = _SiteClient(me, masked.config(round_id), server=server, verify_keys=keys, seed=seed)
+            client = MaskedClient(
+                me, masked.config(round_id), server=server, verify_keys=keys, random_bytes=_stream(seed)
+            )
             client.start(_kept_update(context, state), weight)
             for env in inbox:
                 client.respond(env)
